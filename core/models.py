@@ -1,0 +1,103 @@
+"""The model registry: which models this deployment serves, and what the prompt language needs to know of each.
+
+The bot never loads a model, yet `--ar` must map to a size the model can render and `--quality` to its step count:
+so each model's budget is written down here, from configuration, not read from the weights.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ImagineError
+
+BUILTIN_TINY = "builtin:tiny"
+"""Source of the tiny random pipeline built from configs: no download, used by fast tests."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One servable model."""
+
+    name: str  # registry name: used by `--model NAME` and in queue names (letters, digits, '-', '_', '.')
+    source: str  # a local diffusers folder, a hub id, or BUILTIN_TINY
+    aliases: tuple[str, ...] = ()  # other names accepted by `--model` / `--v` (e.g. "6" for `--v 6`)
+    pixels: int = 512 * 512  # pixel budget: width * height stays at or under this for any `--ar`
+    multiple: int = 8  # width and height are multiples of this (the VAE factor, or more for some UNets)
+    steps: int = 25  # sampling steps at `--quality 1`
+    guidance: float = 7.0  # classifier-free guidance scale at the default `--stylize 100`
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """The configured models; the first one is the default."""
+
+    models: tuple[ModelInfo, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ImagineError("the model registry is empty: configure MODEL or MODELS_FILE")
+        seen: set[str] = set()
+        for info in self.models:
+            for name in info.names():
+                if name.lower() in seen:
+                    raise ImagineError(f"model name {name!r} is used twice in the registry")
+                seen.add(name.lower())
+
+    @property
+    def default(self) -> ModelInfo:
+        return self.models[0]
+
+    def get(self, name: str) -> ModelInfo | None:
+        """The model called `name` (or with that alias), case-insensitively; None when there is none."""
+        wanted = name.lower()
+        for info in self.models:
+            if wanted in (n.lower() for n in info.names()):
+                return info
+        return None
+
+    def all_names(self) -> list[str]:
+        return [n for info in self.models for n in info.names()]
+
+
+def name_from_source(source: str) -> str:
+    """A short registry name for a model source: `stabilityai/sd-turbo` -> `sd-turbo`."""
+    if source == BUILTIN_TINY:
+        return "tiny"
+    base = re.split(r"[/\\]", source.rstrip("/\\"))[-1] or "default"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-").lower() or "default"
+
+
+def tiny_model(name: str = "tiny") -> ModelInfo:
+    """The tiny random pipeline's entry: 64x64 pixels, 4 steps (see model/tiny.py)."""
+    return ModelInfo(name=name, source=BUILTIN_TINY, pixels=64 * 64, multiple=8, steps=4, guidance=5.0)
+
+
+def load_registry(model: str = "", models_file: Path | None = None) -> ModelRegistry:
+    """Build the registry from a TOML file of `[[model]]` tables, or from the single `MODEL` source.
+
+    Raises:
+        ImagineError: the file is missing, malformed or names a model twice.
+    """
+    if models_file is not None:
+        try:
+            data = tomllib.loads(Path(models_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ImagineError(f"cannot read MODELS_FILE {str(models_file)!r}: {exc}") from None
+        entries = data.get("model", [])
+        try:
+            infos = tuple(
+                ModelInfo(**{**e, "aliases": tuple(e.get("aliases", ())), "name": e.get("name") or name_from_source(e["source"])})
+                for e in entries
+            )
+        except (TypeError, KeyError) as exc:
+            raise ImagineError(f"MODELS_FILE {str(models_file)!r} has a malformed [[model]] entry: {exc}") from None
+        return ModelRegistry(infos)
+    if not model or model == BUILTIN_TINY:
+        return ModelRegistry((tiny_model(),))
+    return ModelRegistry((ModelInfo(name=name_from_source(model), source=model),))

@@ -1,0 +1,51 @@
+"""Configuration from the environment: one pydantic-settings class per concern, built once at each entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.models import ModelRegistry, load_registry
+
+
+class RedisSettings(BaseSettings):
+    """Where the queue lives. The URL may carry a password: never log it."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="REDIS_URL")
+
+
+class ModelSettings(BaseSettings):
+    """Which models this deployment serves."""
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str = Field(default="", description="MODEL: a diffusers folder or hub id; empty = the built-in default")
+    models_file: Path | None = Field(default=None, description="MODELS_FILE: TOML registry of several models")
+
+    def registry(self) -> ModelRegistry:
+        return load_registry(self.model, self.models_file)
+
+
+class JobSettings(BaseSettings):
+    """Limits on what one command may ask for (per-tier limits come later and only tighten these)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
+
+    max_jobs_per_command: int = Field(default=4, ge=1, description="permutations x --repeat cap")
+    max_prompt_chars: int = Field(default=1000, ge=1)
+
+
+class WorkerSettings(BaseSettings):
+    """One worker process."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", protected_namespaces=())
+
+    model: str = Field(default="", description="registry name of the model this worker serves; empty = default")
+    device: str = Field(default="", description="torch device; empty = cuda when available, else cpu")
+    job_timeout_s: int = Field(default=600, ge=1, description="a job running longer than this fails")
+    image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long grids and images stay in Redis")
+    preview_interval_s: float = Field(default=1.5, ge=0.0, description="minimum time between progress previews")

@@ -1,0 +1,26 @@
+"""Shared fixtures: a real redis-server for the session, flushed before each test that uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.redis_server import redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a redis-server this test session started on a free port."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the session's Redis, flushed before the test."""
+    conn = redis.Redis.from_url(redis_url)
+    conn.flushall()
+    yield conn
+    conn.close()
