@@ -1,0 +1,151 @@
+"""The tiny Stable Diffusion pipeline: real diffusers components, built from configs with random weights.
+
+It downloads nothing and renders a 4-image 64x64 grid in well under a second on a CPU, so the worker and its tests
+exercise the real pipeline code path. Its images are structured noise: the weights are random but deterministic.
+Shapes follow diffusers' own `get_dummy_components()` tests, with a VAE of four blocks (factor 8, as in SD 1.x).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+TINY_IMAGE_SIZE_PX = 64
+"""Side of the tiny model's native square image, in pixels (latents are 8x8)."""
+
+TINY_MAX_TOKENS = 77
+"""Prompt length the tiny text encoder reads, in tokens (as in CLIP)."""
+
+TINY_TEXT_WIDTH = 32
+"""Width of the tiny text encoder's embeddings (the UNet's cross-attention dimension)."""
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+# Words that become single tokens; any other text falls back to byte-level pieces, so nothing is unknown.
+COMMON_WORDS = """
+a an the of in on at with and or by from to for under over near by is
+cat cats dog dogs bird fish horse fox owl dragon robot person man woman girl boy child face portrait
+tree trees forest flower flowers garden grass mountain mountains river lake sea ocean beach sky cloud clouds
+sun moon star stars night day sunset sunrise rain snow fog storm fire water city street house castle room
+red orange yellow green blue purple pink black white gray grey gold silver brown dark light bright
+big small tiny old new ancient futuristic cute beautiful detailed realistic cinematic epic
+photo photograph painting drawing sketch illustration render art style oil watercolor anime pixel
+lighting light shadow color colors colorful pattern texture tile seamless wallpaper background
+""".split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """Byte -> printable character map of byte-level BPE (GPT-2's `encoder.py`, also used by CLIP)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP-style byte-level BPE vocabulary: every byte (alone and word-final), `COMMON_WORDS`, BOS and EOS."""
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars]
+    merges: list[tuple[str, str]] = []
+    # Longer words first: their merges then outrank a shorter word's ("cat" is not cut into "c" + "at").
+    for word in sorted(dict.fromkeys(COMMON_WORDS), key=len, reverse=True):
+        # Merge left to right: ("c", "a"), ("ca", "t</w>") -> "cat</w>". Every merge result enters the vocabulary,
+        # so whatever BPE leaves of any text is always in it.
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pair = (symbols[0], symbols[1])
+            if pair not in merges:
+                merges.append(pair)
+                tokens.append(pair[0] + pair[1])
+            symbols = [pair[0] + pair[1], *symbols[2:]]
+    tokens = list(dict.fromkeys(tokens)) + [BOS, EOS]
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def build_tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIPTokenizer read from a vocab.json and merges.txt written to a temporary folder."""
+    vocab, merges = tiny_vocab()
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        return CLIPTokenizer.from_pretrained(folder, model_max_length=TINY_MAX_TOKENS)
+
+
+def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The tiny SD pipeline on the CPU in fp32; the same `seed` gives the same weights.
+
+    The global torch RNG is left as it was: weights are drawn inside `torch.random.fork_rng`.
+    """
+    tokenizer = build_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=TINY_IMAGE_SIZE_PX // 8,  # latent side
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TINY_TEXT_WIDTH,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(16, 16, 32, 32),  # four blocks: 2**3 = 8 pixels per latent, as in SD 1.x
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            sample_size=TINY_IMAGE_SIZE_PX,
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=TINY_TEXT_WIDTH,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=TINY_MAX_TOKENS,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    # SD 1.x's noise schedule, sampled with DPM-Solver++ (the fast scheduler `load_pipeline` uses for every model).
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        algorithm_type="dpmsolver++",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

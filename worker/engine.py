@@ -1,0 +1,279 @@
+"""The engine: one warm diffusers pipeline that renders the images of a JobSpec's grid.
+
+It maps the prompt language onto the pipeline call (each mapping is commented where it happens), reports progress
+with cheap previews, and stops within one sampling step when the job is cancelled. It is not thread-safe: the
+scheduler holds the state of the running call, and a worker renders one job at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
+from core.models import ModelInfo
+from core.spec import JobSpec, PromptPart
+from model.loading import load_pipeline
+from worker.grid import compose_grid
+from worker.preview import latents_to_rgb
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, Image.Image | None], None]
+"""on_progress(steps done, steps in total, preview image or None)."""
+
+SHARED_NOISE_SEED_OFFSET = 2**32
+"""Added to `spec.seed` to seed the noise the grid's images share under `--chaos`; image seeds are all below 2**32,
+so the shared noise is never any image's own noise."""
+
+OUT_OF_MEMORY = (torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, MemoryError)
+
+
+class Engine:
+    """A loaded pipeline and the one way the worker renders with it."""
+
+    def __init__(self, pipe: DiffusionPipeline) -> None:
+        self.pipe = pipe
+        self.pipe.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def load(cls, info: ModelInfo, device: str = "") -> Engine:
+        """Load the model of `info` (see `model.loading.load_pipeline`); raises GenerationFailed when it cannot."""
+        return cls(load_pipeline(info, device))
+
+    def render(
+        self,
+        spec: JobSpec,
+        *,
+        indices: Sequence[int] = (0, 1, 2, 3),
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        preview_interval_s: float = 1.5,
+    ) -> list[Image.Image]:
+        """Render images `indices` of the grid of `spec` in one batched pipeline call.
+
+        Image k depends only on `spec` and k, so `render(spec, indices=(k,))` redraws image k of the full grid
+        (for upscale and variation buttons), up to float differences between batch sizes.
+
+        Args:
+            spec: the job; its width, height, steps, guidance, prompt parts, negative prompt, seed, chaos, stop
+                and tile are used.
+            indices: which of the grid's images to render, 0..3.
+            on_progress: called after every sampling step with (steps done, steps in total, preview); the preview
+                is a cheap low-res image of the batch, at most once per `preview_interval_s` and never on the last
+                step, else None.
+            should_cancel: polled before the call and after every step; once True the render stops.
+            preview_interval_s: seconds between two previews.
+
+        Returns:
+            One PIL image per index, in the order of `indices`.
+
+        Raises:
+            JobCancelled: `should_cancel()` turned True; partial images are discarded.
+            TransientGenerationError: the device ran out of memory.
+            GenerationFailed: the model produced NaN or inf.
+        """
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("the job was cancelled before it started")
+        started = time.monotonic()
+        try:
+            with torch.inference_mode(), circular_padding(self.pipe, enabled=spec.tile):
+                images = self._sample(spec, indices, on_progress, should_cancel, preview_interval_s)
+        except OUT_OF_MEMORY:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise TransientGenerationError(
+                f"out of GPU memory while rendering {len(indices)} images of {spec.width}x{spec.height}; "
+                "try again, or ask for a smaller --ar or --quality"
+            ) from None
+        log.info("rendered %d images of %dx%d in %d steps in %.2f s", len(indices), spec.width, spec.height,
+                 spec.steps, time.monotonic() - started)
+        return images
+
+    def _sample(
+        self,
+        spec: JobSpec,
+        indices: Sequence[int],
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+        preview_interval_s: float,
+    ) -> list[Image.Image]:
+        pipe = self.pipe
+        # 1. the prompt: `::` parts -> weighted mean of their embeddings; `--no` -> the negative prompt
+        embeds = encode_weighted_prompt(pipe, spec.parts, spec.negative_prompt, spec.guidance_scale)
+        batch = {name: torch.cat([e] * len(indices)) for name, e in embeds.items()}
+        # 2. the initial noise: one CPU generator per image, seeded `seeds()[k]` (CPU so a seed gives the same image
+        #    on any device); `--chaos` sets how much of it the images share
+        seeds = spec.seeds()
+        generators = [torch.Generator("cpu").manual_seed(seeds[k]) for k in indices]
+        latents = initial_noise(pipe, spec, generators)
+        # 3. sample, with progress, cancellation and `--stop` in the per-step callback
+        step_end = _StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s)
+        output = pipe(
+            **batch,
+            latents=latents,
+            generator=generators,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            width=spec.width,
+            height=spec.height,
+            output_type="pt",
+            callback_on_step_end=step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        # 4. reject NaN/inf (a broken model, or an fp16 VAE overflowing) rather than post black squares
+        images = output.images
+        if not torch.isfinite(images).all():
+            raise GenerationFailed(INVALID_IMAGE)
+        return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
+
+
+INVALID_IMAGE = "the model produced an invalid image (NaN); this model or its settings are broken, tell an admin"
+
+
+def encode_weighted_prompt(
+    pipe: DiffusionPipeline, parts: Sequence[PromptPart], negative_prompt: str, guidance_scale: float
+) -> dict[str, torch.Tensor]:
+    """Pipeline keyword arguments (`prompt_embeds`, ...) of batch 1 for a multi-prompt.
+
+    Each part is encoded alone; the positive embeddings are averaged with weights w_i / sum(w) (negative weights
+    push away from a part). The negative embeddings, of `negative_prompt` ("" = unconditional), are present when
+    `guidance_scale` > 1, i.e. when the pipeline uses classifier-free guidance.
+    """
+    total = sum(part.weight for part in parts)
+    if not parts or abs(total) < 1e-6:
+        raise GenerationFailed("the weights of a multi-prompt must not add up to 0")
+    use_guidance = guidance_scale > 1
+    mixed: dict[str, torch.Tensor] = {}
+    for part in parts:
+        encoded = pipe.encode_prompt(
+            prompt=part.text,
+            device=pipe.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=use_guidance,
+            negative_prompt=negative_prompt or None,
+        )
+        # SD 1.x/2.x return (positive, negative); SDXL adds (pooled positive, pooled negative).
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        for name, tensor in zip(names, encoded, strict=False):
+            if tensor is None:
+                continue
+            if name.startswith("negative_"):
+                mixed.setdefault(name, tensor)  # the same for every part
+            else:
+                mixed[name] = mixed.get(name, 0) + (part.weight / total) * tensor
+    return mixed
+
+
+def initial_noise(pipe: DiffusionPipeline, spec: JobSpec, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """The starting latents: noise_k = sqrt(1 - r) * shared + sqrt(r) * own_k, with r = 0.5 + 0.5 * chaos / 100.
+
+    `--chaos` 0 makes the four images share half their noise variance (similar compositions); 100 makes them
+    independent. The sum of two independent unit Gaussians with squared weights (1 - r) + r = 1 is again a unit
+    Gaussian, so every image starts from noise the sampler expects. `shared` is seeded `spec.seed` plus
+    SHARED_NOISE_SEED_OFFSET and `own_k` comes from image k's generator, so image k never depends on the others.
+    """
+    vae_factor = pipe.vae_scale_factor
+    shape = (1, pipe.unet.config.in_channels, spec.height // vae_factor, spec.width // vae_factor)
+    shared_generator = torch.Generator("cpu").manual_seed(spec.seed + SHARED_NOISE_SEED_OFFSET)
+    shared = randn_tensor(shape, generator=shared_generator, device=torch.device("cpu"), dtype=torch.float32)
+    own = torch.cat([randn_tensor(shape, generator=g, device=torch.device("cpu"), dtype=torch.float32)
+                     for g in generators])
+    r = 0.5 + 0.5 * spec.chaos / 100
+    noise = math.sqrt(1 - r) * shared + math.sqrt(r) * own
+    return noise.to(pipe.device, pipe.unet.dtype)
+
+
+def steps_to_run(total: int, stop_percent: int) -> int:
+    """Sampling steps `--stop N` keeps: N% of `total`, rounded half up, at least 1."""
+    return max(1, min(total, math.floor(total * stop_percent / 100 + 0.5)))
+
+
+def predicted_x0(pipe: DiffusionPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """The sampler's current estimate of the clean latents.
+
+    DPM-Solver++ converts every model output to a data prediction x0 and keeps the latest in `model_outputs[-1]`
+    (Lu et al. 2022, "DPM-Solver++", eq. 4; diffusers `DPMSolverMultistepScheduler.convert_model_output`). Other
+    schedulers keep no such estimate: their current latents are the best at hand.
+    """
+    scheduler = pipe.scheduler
+    if getattr(scheduler.config, "algorithm_type", "") in ("dpmsolver++", "sde-dpmsolver++"):
+        outputs = getattr(scheduler, "model_outputs", None)
+        if outputs and outputs[-1] is not None and outputs[-1].shape == latents.shape:
+            return outputs[-1]
+    return latents
+
+
+@contextmanager
+def circular_padding(pipe: DiffusionPipeline, enabled: bool = True) -> Iterator[None]:
+    """`--tile`: every Conv2d of the UNet and the VAE pads circularly, so the image is a function on a torus and
+    wraps around at its edges. The padding modes are restored on exit, also on error."""
+    if not enabled:
+        yield
+        return
+    convs = [
+        module
+        for component in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))
+        if component is not None
+        for module in component.modules()
+        if isinstance(module, torch.nn.Conv2d)
+    ]
+    saved = [conv.padding_mode for conv in convs]
+    try:
+        for conv in convs:
+            conv.padding_mode = "circular"
+        yield
+    finally:
+        for conv, mode in zip(convs, saved, strict=True):
+            conv.padding_mode = mode
+
+
+class _StepEnd:
+    """The pipeline's `callback_on_step_end`: cancellation, `--stop`, the NaN check and progress, once per step."""
+
+    def __init__(
+        self,
+        stop_percent: int,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+        preview_interval_s: float,
+    ) -> None:
+        self.stop_percent = stop_percent
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self.preview_interval_s = preview_interval_s
+        self.last_preview = time.monotonic()
+
+    def __call__(self, pipe: DiffusionPipeline, i: int, t: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        latents = tensors["latents"]
+        # 1. cancellation: raising here leaves the denoising loop within one step
+        if self.should_cancel is not None and self.should_cancel():
+            raise JobCancelled("the job was cancelled")
+        # 2. `--stop N`: after N% of the steps, jump to the sampler's x0 estimate and skip the remaining steps
+        total = steps_to_run(pipe.num_timesteps, self.stop_percent)
+        done = i + 1
+        last = done >= total
+        if last and total < pipe.num_timesteps:
+            latents = predicted_x0(pipe, latents)
+            pipe._interrupt = True  # the loop `continue`s through the remaining timesteps, then decodes `latents`
+        # 3. a model that produced NaN or inf cannot recover: stop before the VAE decode
+        if last and not torch.isfinite(latents).all():
+            raise GenerationFailed(INVALID_IMAGE)
+        # 4. progress, with a preview from the x0 estimate at most every `preview_interval_s`
+        if self.on_progress is not None:
+            preview = None
+            if not last and time.monotonic() - self.last_preview >= self.preview_interval_s:
+                small = latents_to_rgb(predicted_x0(pipe, latents))
+                preview = compose_grid(small) if small else None
+                self.last_preview = time.monotonic()
+            self.on_progress(done, total, preview)
+        return {"latents": latents}

@@ -1,0 +1,50 @@
+"""The 2x2 grid image and its PNG bytes, sized for a Discord attachment."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+from PIL import Image
+
+DISCORD_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+"""Largest file, in bytes, that a bot may attach to a message on a server without boosts (10 MiB)."""
+
+GRID_COLUMNS = 2
+"""Images per row of a grid: four images make the 2x2 grid; a single image stays as it is."""
+
+
+def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
+    """Paste 1 to 4 same-sized images row by row into a 2-column grid (4 -> 2x2, 1 -> the image itself)."""
+    if not images:
+        raise ValueError("compose_grid needs at least one image")
+    if len(images) == 1:
+        return images[0].copy()
+    width, height = images[0].size
+    rows = math.ceil(len(images) / GRID_COLUMNS)
+    grid = Image.new("RGB", (GRID_COLUMNS * width, rows * height))
+    for k, image in enumerate(images):
+        if image.size != (width, height):
+            raise ValueError(f"grid images differ in size: {image.size} and {(width, height)}")
+        grid.paste(image.convert("RGB"), ((k % GRID_COLUMNS) * width, (k // GRID_COLUMNS) * height))
+    return grid
+
+
+def encode_png(image: Image.Image, max_bytes: int = DISCORD_MAX_ATTACHMENT_BYTES) -> bytes:
+    """The image as an optimised PNG of at most `max_bytes`, downscaled (Lanczos) as much as it needs to fit.
+
+    Raises:
+        ValueError: not even a 1x1 PNG fits in `max_bytes`.
+    """
+    while True:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= max_bytes:
+            return buffer.getvalue()
+        if image.width == 1 and image.height == 1:
+            raise ValueError(f"no PNG fits in {max_bytes} bytes")
+        # PNG size grows about with the pixel count: shrink both sides by sqrt of the excess, and 10% more.
+        scale = min(0.9, 0.9 * math.sqrt(max_bytes / buffer.tell()))
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
