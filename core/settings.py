@@ -49,3 +49,11 @@ class WorkerSettings(BaseSettings):
     job_timeout_s: int = Field(default=600, ge=1, description="a job running longer than this fails")
     image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long grids and images stay in Redis")
     preview_interval_s: float = Field(default=1.5, ge=0.0, description="minimum time between progress previews")
+    # RQ tuning: a job whose worker was SIGKILLed is re-run by another worker within
+    # job_heartbeat_ttl_s + maintenance_interval_s + (worker_ttl_s - 15) seconds (about 60 s with these defaults;
+    # RQ's own defaults leave it about 10 minutes).
+    job_monitoring_interval_s: int = Field(default=10, ge=1, description="heartbeat of a running job, every N s")
+    job_heartbeat_ttl_s: int = Field(default=30, ge=2, description="a running job silent for N s is abandoned")
+    worker_ttl_s: int = Field(default=30, ge=16, description="RQ worker_ttl; an idle worker wakes every N - 15 s")
+    maintenance_interval_s: int = Field(default=15, ge=1, description="how often registries are cleaned, in s")
+    test_step_delay_s: float = Field(default=0.0, ge=0.0, description="tests only: sleep N s after each sampling step")

@@ -1,0 +1,200 @@
+"""Enqueueing jobs on the RQ lanes, their queue position, and cancelling them.
+
+The worker side is named, never imported: the job function is the dotted name `worker.jobs.imagine` and its one
+argument is a JSON payload, through RQ's JSON serializer (no pickle: a Redis someone can write to must not run code).
+RQ logs a job's arguments at INFO, so the payload carries no secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from rq import Callback, Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import AbandonedJobError
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+from core import jobs, keys
+from core.errors import ImagineError
+from core.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "worker.jobs.imagine"
+"""The job function, by dotted name: importing it would pull in torch."""
+
+FAILURE_CALLBACK = "core.queue.on_failure"
+"""Runs in the worker (or in RQ's cleanup of an abandoned attempt) after an attempt raised."""
+
+SERIALIZER = JSONSerializer
+LANES = ("fast", "relax")
+"""Lanes of one model, in the order a worker takes them."""
+
+RETRIES = 1
+"""An attempt that failed transiently, or whose worker died, runs once more."""
+
+RESULT_TTL_S = 3600
+"""How long RQ keeps a finished job's return value (the job record in `core.jobs` is what counts)."""
+
+FAILURE_TTL_S = 7 * 24 * 3600
+"""How long RQ keeps a failed job in its FailedJobRegistry, for operators (`rq info`)."""
+
+
+class CancelResult(StrEnum):
+    """What `cancel` did."""
+
+    CANCELLED = "cancelled"  # it was queued: it is cancelled now and will not run
+    REQUESTED = "requested"  # it is running: the worker stops it within one sampling step
+    TOO_LATE = "too_late"  # it was final already
+
+
+def lane_names(model: str) -> list[str]:
+    """The queues a worker of `model` listens on, fast first."""
+    return [keys.queue_name(model, mode) for mode in LANES]
+
+
+def rq_queue(conn: redis.Redis, name: str) -> Queue:
+    """An RQ queue with this project's serializer."""
+    return Queue(name, connection=conn, serializer=SERIALIZER)
+
+
+def payload(job_id: str, spec: JobSpec, owner: str) -> dict[str, Any]:
+    """The job function's one argument."""
+    return {"job_id": job_id, "spec": spec.to_dict(), "owner": owner}
+
+
+def enqueue(conn: redis.Redis, spec: JobSpec, owner: str, *, job_id: str | None = None) -> str:
+    """Record a job and put it on its lane (`fast:<model>` or `relax:<model>`).
+
+    Args:
+        conn: Redis client (bytes responses, as RQ needs).
+        spec: what to render; `spec.model` and `spec.mode` pick the lane.
+        owner: who asked for it.
+        job_id: the id to use; a fresh one when None.
+
+    Returns:
+        The job id (also RQ's job id).
+
+    Raises:
+        redis.RedisError: Redis is unreachable (nothing was enqueued).
+    """
+    job_id = job_id or jobs.new_job_id()
+    jobs.create(conn, job_id, spec, owner)
+    try:
+        rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
+            JOB_FUNCTION,
+            args=(payload(job_id, spec, owner),),
+            job_id=job_id,
+            description=f"imagine {job_id}",
+            retry=Retry(max=RETRIES, enqueue_at_front=True),
+            on_failure=Callback(FAILURE_CALLBACK),
+            result_ttl=RESULT_TTL_S,
+            failure_ttl=FAILURE_TTL_S,
+        )
+    except BaseException:
+        jobs.finish(conn, job_id, jobs.FAILED, reason="the job could not be queued")
+        raise
+    return job_id
+
+
+def position(conn: redis.Redis, job_id: str) -> int | None:
+    """How many jobs a worker of the same model takes before this one (0: it is next).
+
+    A relax job waits behind every fast job of its model, since workers take the fast lane first.
+
+    Returns:
+        The number of jobs ahead, or None when the job is not waiting in a queue (running, final or unknown).
+    """
+    record = jobs.get(conn, job_id)
+    if record is None or record.state != jobs.QUEUED:
+        return None
+    spec = record.spec
+    index = rq_queue(conn, keys.queue_name(spec.model, spec.mode)).get_job_position(job_id)
+    if index is None:
+        return None
+    if spec.mode == "relax":
+        index += rq_queue(conn, keys.queue_name(spec.model, "fast")).count
+    return index
+
+
+def cancel(conn: redis.Redis, job_id: str, *, reason: str = "cancelled by its owner") -> CancelResult:
+    """Cancel a job: at once when it is queued, within one sampling step when it is running.
+
+    Args:
+        conn: Redis client.
+        job_id: the job.
+        reason: recorded as the job's reason (shown to the user).
+
+    Returns:
+        CANCELLED (it was queued; removed from its queue), REQUESTED (it is running; the worker reads the cancel
+        flag) or TOO_LATE (it was done, failed or cancelled already).
+
+    Raises:
+        LookupError: there is no such job.
+    """
+    record = jobs.get(conn, job_id)
+    if record is None:
+        raise LookupError(f"no job {job_id}")
+    if record.state == jobs.QUEUED and jobs.finish(conn, job_id, jobs.CANCELLED, reason=reason):
+        _drop_from_queue(conn, job_id)
+        return CancelResult.CANCELLED
+    # Running, or it started between the read and the move: the worker stops at its next step.
+    if jobs.request_cancel(conn, job_id, reason):
+        return CancelResult.REQUESTED
+    return CancelResult.TOO_LATE
+
+
+def on_failure(
+    job: Job,
+    connection: redis.Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """RQ's failure callback: record a retry, or the final failure when RQ will not run the job again.
+
+    RQ calls it for every failed attempt, including one whose worker died (from StartedJobRegistry.cleanup, with
+    AbandonedJobError), and before it decides to retry; so only an attempt with no retries left is final.
+    """
+    reason = failure_reason(exc_value)
+    if job.retries_left is not None and job.retries_left > 0:
+        jobs.mark_retrying(connection, job.id, reason)
+        log.info("job %s: attempt failed (%s); RQ retries it", job.id, reason)
+    elif jobs.finish(connection, job.id, jobs.FAILED, reason=reason):
+        log.warning("job %s failed: %s", job.id, reason)
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """Words for the user about why an attempt failed."""
+    if isinstance(exc, AbandonedJobError):
+        return "the worker running it stopped responding"
+    if isinstance(exc, JobTimeoutException):
+        return "it took longer than the worker's time limit"
+    if isinstance(exc, ImagineError) and str(exc):
+        return str(exc)
+    name = type(exc).__name__ if exc is not None else "unknown error"
+    return f"the worker hit an unexpected error ({name})"
+
+
+def redis_location(url: str) -> str:
+    """`host:port/db` of a Redis URL, for messages and logs: never the password."""
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/") or "0"
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
+
+
+def _drop_from_queue(conn: redis.Redis, job_id: str) -> None:
+    """Remove a cancelled job from its RQ queue (a worker that dequeued it anyway skips it: the record is final)."""
+    try:
+        rq_job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+        if rq_job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            rq_job.cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass

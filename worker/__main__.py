@@ -1,0 +1,86 @@
+"""`python -m worker`: load the model once, then take jobs from `fast:<model>` and `relax:<model>` until stopped.
+
+SIGTERM (or Ctrl-C) finishes the current job, then exits 0; a second one stops at once. `--burst` exits when the
+queues are empty. Environment: REDIS_URL, MODEL / MODELS_FILE, WORKER_* (see core/settings.py), and for tests only
+WORKER_TEST_STEP_DELAY_S (seconds to sleep after each sampling step, to make a job slow enough to interrupt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import redis
+
+from core import queue
+from core.errors import ImagineError
+from core.settings import ModelSettings, RedisSettings, WorkerSettings
+from worker import runtime
+
+log = logging.getLogger("worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    parser.add_argument("--name", default="", help="worker name (default: host.pid)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    redis_settings, model_settings, settings = RedisSettings(), ModelSettings(), WorkerSettings()
+    try:
+        registry = model_settings.registry()
+    except ImagineError as exc:
+        log.error("%s", exc)
+        return 2
+    info = registry.get(settings.model) if settings.model else registry.default
+    if info is None:
+        log.error("WORKER_MODEL=%r is not in the registry (%s)", settings.model, ", ".join(registry.all_names()))
+        return 2
+
+    # Imported here: the engine pulls in torch, which `--help` does not need.
+    from model import loading
+    from worker.engine import Engine
+
+    started = time.monotonic()
+    try:
+        engine = Engine.load(info, device=settings.device)
+    except ImagineError as exc:
+        log.error("cannot load model %s: %s", info.name, exc)
+        return 1
+    load_s = time.monotonic() - started
+    log.info("loaded model %s (%s) in %.1f s", info.name, info.source, load_s)
+
+    conn = redis.Redis.from_url(redis_settings.redis_url)
+    name = args.name or runtime.default_worker_name()
+    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name)
+    lanes = queue.lane_names(info.name)
+    try:
+        runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s)
+    except redis.RedisError as exc:
+        log.error("cannot reach Redis at %s: %s", queue.redis_location(redis_settings.redis_url), exc)
+        return 1
+    runtime.install(rt)
+    log.info("worker %s: Redis at %s, queues %s", name, queue.redis_location(redis_settings.redis_url), lanes)
+
+    rq_worker = runtime.ImagineWorker(
+        lanes,
+        name=name,
+        connection=conn,
+        serializer=queue.SERIALIZER,
+        worker_ttl=settings.worker_ttl_s,
+        job_monitoring_interval=settings.job_monitoring_interval_s,
+        maintenance_interval=settings.maintenance_interval_s,
+        job_heartbeat_ttl_s=settings.job_heartbeat_ttl_s,
+        job_timeout_s=settings.job_timeout_s,
+    )
+    rq_worker.work(burst=args.burst, logging_level=args.log_level)
+    log.info("worker %s: stopped", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

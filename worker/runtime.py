@@ -1,0 +1,139 @@
+"""What a worker process holds for as long as it lives: the warm engine, handed to each job; and the RQ worker class.
+
+`python -m worker` builds one `Runtime` before it takes the first job and installs it here; the job function
+`worker.jobs.imagine` reads it with `current()`. Nothing is loaded per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq import SimpleWorker
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import WorkerStatus
+
+from core import keys
+from core.models import ModelInfo
+from core.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from rq.executions import Execution
+
+    from worker.engine import Engine
+
+log = logging.getLogger(__name__)
+
+STATS_TTL_S = 24 * 3600
+"""How long a worker's stats hash outlives its last job."""
+
+
+@dataclass
+class Runtime:
+    """The process-wide state a job function needs."""
+
+    conn: redis.Redis
+    engine: Engine
+    model: ModelInfo
+    settings: WorkerSettings
+    worker_name: str
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    """Make `runtime` the one the job function uses (None removes it)."""
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    """The installed runtime.
+
+    Raises:
+        RuntimeError: none is installed (the job function runs only inside `python -m worker`).
+    """
+    if _current is None:
+        raise RuntimeError("no worker runtime installed: worker.jobs.imagine runs inside `python -m worker`")
+    return _current
+
+
+def default_worker_name() -> str:
+    """`host.pid`: readable in `rq info`, unique per process."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float) -> None:
+    """Write the worker's stats hash (`keys.worker_stats`): model, pipeline loads, jobs done."""
+    key = keys.worker_stats(runtime.worker_name)
+    mapping: dict[str, Any] = {
+        "model": runtime.model.name,
+        "pipeline_loads": pipeline_loads,
+        "load_s": round(load_s, 3),
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "jobs_done": 0,
+    }
+    with runtime.conn.pipeline() as pipe:
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, STATS_TTL_S)
+        pipe.execute()
+
+
+def count_job_done(runtime: Runtime) -> None:
+    key = keys.worker_stats(runtime.worker_name)
+    with runtime.conn.pipeline() as pipe:
+        pipe.hincrby(key, "jobs_done", 1)
+        pipe.expire(key, STATS_TTL_S)
+        pipe.execute()
+
+
+class ImagineWorker(SimpleWorker):
+    """An RQ worker that runs jobs in its own process (no fork: CUDA state does not survive one), with a short
+    job heartbeat so that a job whose worker was killed is noticed as abandoned within `job_heartbeat_ttl_s`.
+
+    RQ's SimpleWorker sends no heartbeat while a job runs and registers the job for its whole timeout plus 60 s,
+    so a killed worker's job would wait that long; here a thread renews the job's registry entry every
+    `job_monitoring_interval` seconds with a TTL of `job_heartbeat_ttl_s`.
+    """
+
+    def __init__(self, *args: Any, job_heartbeat_ttl_s: int, job_timeout_s: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.job_heartbeat_ttl_s = job_heartbeat_ttl_s
+        self.job_timeout_s = job_timeout_s
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        # RQ lists a queue (`rq info`) once something was enqueued on it; list both lanes from the start.
+        self.connection.sadd(Queue.redis_queues_keys, *(q.key for q in self.queues))
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_heartbeat_ttl_s
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        job.timeout = self.job_timeout_s  # this worker's limit, whatever the enqueuer asked
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, stop), name="job-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
+        while not stop.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except redis.RedisError as exc:
+                log.warning("job %s: heartbeat failed: %s", job.id, exc)
