@@ -171,11 +171,9 @@ def sampling_steps(quality: float, model: ModelInfo) -> int:
 def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
     """`"cat --ar 16:9 --tile"` -> ("cat", [("ar", "16:9"), ("tile", "")]): each value runs to the next parameter."""
     found = list(_PARAMETER.finditer(text))
-    prompt = text[: found[0].start()] if found else text
-    ends = [match.start() for match in found[1:]] + [len(text)]
-    return _squash(prompt), [
-        (match[1].lower(), _squash(text[match.end() : end])) for match, end in zip(found, ends, strict=True)
-    ]
+    starts = [match.start() for match in found] + [len(text)]
+    values = [_squash(text[match.end() : end]) for match, end in zip(found, starts[1:], strict=True)]
+    return _squash(text[: starts[0]]), [(match[1].lower(), value) for match, value in zip(found, values, strict=True)]
 
 
 def _parts(prompt: str) -> tuple[PromptPart, ...]:
@@ -191,8 +189,8 @@ def _parts(prompt: str) -> tuple[PromptPart, ...]:
     kept = tuple(part for part in parts if part.text)
     if not kept:
         raise PromptError("the prompt is empty: write what to imagine before the parameters")
-    if len(kept) > 1 and math.fsum(part.weight for part in kept) <= 0:
-        total = math.fsum(part.weight for part in kept)
+    total = math.fsum(part.weight for part in kept)
+    if total <= 0:
         raise PromptError(f"the '::' weights must add up to more than 0, but they add up to {total:g}")
     return kept
 
