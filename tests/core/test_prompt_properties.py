@@ -35,6 +35,7 @@ saved_defaults = st.one_of(
         st.sampled_from(["", "16:9", "250", "tiny", "6", ".5", "text", "5:1", "yes", "x" * 50]),
         max_size=3,
     ),
+    st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=2),
 )
 
 # Valid prompts: words, then any set of valid parameters written under any alias, dash and case.
@@ -114,7 +115,7 @@ def test_plain_unicode_text_never_raises_anything_else(text: str) -> None:
 @given(text=valid_texts(), seed=st.integers(0, 2**32))
 def test_valid_text_parses(text: str, seed: int) -> None:
     """Any prompt with any set of valid parameters, under any alias, dash and case, parses to renderable specs."""
-    specs = parse(text, REGISTRY, max_jobs=8, rng=random.Random(seed))
+    specs = parse(text, REGISTRY, max_jobs=2**8, rng=random.Random(seed))  # up to 2**6 permutations x --repeat 2
     for spec in specs:
         check_renderable(spec)
 
