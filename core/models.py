@@ -78,6 +78,12 @@ def tiny_model(name: str = "tiny") -> ModelInfo:
     return ModelInfo(name=name, source=BUILTIN_TINY, pixels=64 * 64, multiple=8, steps=4, guidance=5.0)
 
 
+def _model_info(entry: dict) -> ModelInfo:
+    """One `[[model]]` table of a MODELS_FILE; `name` defaults to one derived from `source`."""
+    name = entry.get("name") or name_from_source(entry["source"])
+    return ModelInfo(**{**entry, "name": name, "aliases": tuple(str(a) for a in entry.get("aliases", ()))})
+
+
 def load_registry(model: str = "", models_file: Path | None = None) -> ModelRegistry:
     """Build the registry from a TOML file of `[[model]]` tables, or from the single `MODEL` source.
 
@@ -92,8 +98,8 @@ def load_registry(model: str = "", models_file: Path | None = None) -> ModelRegi
         entries = data.get("model", [])
         try:
             infos = tuple(
-                ModelInfo(**{**e, "aliases": tuple(e.get("aliases", ())), "name": e.get("name") or name_from_source(e["source"])})
-                for e in entries
+                _model_info(entry)
+                for entry in entries
             )
         except (TypeError, KeyError) as exc:
             raise ImagineError(f"MODELS_FILE {str(models_file)!r} has a malformed [[model]] entry: {exc}") from None

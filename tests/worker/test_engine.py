@@ -14,6 +14,7 @@ from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
 from core.spec import JobSpec
 from model.tiny import build_tiny_pipeline
 from worker.engine import Engine
+from worker.preview import latents_to_rgb
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -144,3 +145,14 @@ def test_out_of_memory_is_transient(tiny_engine: Engine, tiny_spec: JobSpec) -> 
 
     with pytest.raises(TransientGenerationError, match="out of GPU memory"):
         tiny_engine.render(tiny_spec, on_progress=out_of_memory)
+
+
+def test_preview_is_a_linear_map_of_the_latents() -> None:
+    """A latent pixel (0, 0, 0, -1) previews as RGB (1 + (0.184, 0.271, 0.473)) * 127.5; other layouts give None."""
+    latents = torch.zeros(2, 4, 3, 5)
+    latents[:, 3] = -1
+    previews = latents_to_rgb(latents)
+    assert previews is not None and [p.size for p in previews] == [(5, 3), (5, 3)]
+    assert previews[1].getpixel((4, 2)) == (150, 162, 187)
+    assert latents_to_rgb(torch.zeros(1, 16, 8, 8)) is None
+    assert latents_to_rgb(torch.zeros(1, 64, 16)) is None
