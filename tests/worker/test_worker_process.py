@@ -1,0 +1,129 @@
+"""`python -m worker` as a real process on the real Redis: warm model, shutdown, a killed worker's job, failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from rq.registry import FailedJobRegistry
+
+from core import jobs, keys, queue
+from core.spec import JobSpec
+from tests.worker.worker_helpers import Events, WorkerProcess, record, wait_until, worker_processes
+
+ABANDONED_JOB_DEADLINE_S = 120.0
+"""A job whose worker was SIGKILLed must be finished by another worker within this long."""
+
+
+def test_worker_renders_jobs_with_one_pipeline_load(redis_url, redis_conn, tiny_spec, tmp_path):
+    """A burst worker renders three queued jobs into grids in Redis, having loaded its pipeline once, and exits 0."""
+    job_ids = [queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, seed=s), "test:owner") for s in (1, 2, 3)]
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "burst", burst=True))
+        assert worker.wait(timeout_s=180) == 0, worker.log()
+    for job_id in job_ids:
+        assert record(redis_conn, job_id).state == "done"
+        assert redis_conn.get(keys.job_grid(job_id)).startswith(b"\x89PNG")  # type: ignore[union-attr]
+    stats = redis_conn.hgetall(keys.worker_stats("burst"))
+    assert (stats[b"model"], stats[b"pipeline_loads"], stats[b"jobs_done"]) == (b"tiny", b"1", b"3")
+    assert "loaded model tiny" in worker.log()
+
+
+def test_rq_info_lists_lanes_and_worker_then_sigterm_exits(redis_url, redis_conn, tmp_path):
+    """`rq info` with the JSON serializer shows both lanes and the worker; SIGTERM to an idle worker exits 0."""
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "listed"))
+        worker.wait_registered(redis_conn)
+        info = subprocess.run(
+            [str(Path(sys.executable).parent / "rq"), "info", "--url", redis_url,
+             "--serializer", "rq.serializers.JSONSerializer"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        assert "fast:tiny" in info and "relax:tiny" in info and "listed" in info, info
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout_s=60) == 0, worker.log()
+
+
+def test_sigterm_during_job_finishes_it_then_exits_0(redis_url, redis_conn, tiny_spec, tmp_path):
+    """SIGTERM mid-job: the job still ends done with its grid, then the worker exits with status 0."""
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "term", WORKER_TEST_STEP_DELAY_S="0.5"))
+        worker.wait_registered(redis_conn)
+        events = Events(redis_conn, job_id := jobs.new_job_id())
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=8), "test:owner", job_id=job_id)
+        events.next("progress", 60)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout_s=60) == 0, worker.log()
+        events.close()
+    rec = record(redis_conn, job_id)
+    assert (rec.state, rec.step, rec.total) == ("done", 8, 8)
+    assert redis_conn.exists(keys.job_grid(job_id))
+
+
+def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny_spec, tmp_path):
+    """SIGKILL mid-job: another worker re-runs it within 2 minutes; one outcome (done), no failure recorded."""
+    # Both workers run the production RQ tuning (WorkerSettings defaults). The first is slowed down so that it is
+    # still rendering once the second has started; the second renders at full speed.
+    with worker_processes() as started:
+        started.append(first := WorkerProcess(redis_url, tmp_path, "first", WORKER_TEST_STEP_DELAY_S="5"))
+        first.wait_registered(redis_conn)
+        events = Events(redis_conn, job_id := jobs.new_job_id())
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=60), "test:owner", job_id=job_id)
+        events.next("progress", 60)
+        started.append(second := WorkerProcess(redis_url, tmp_path, "second"))
+        second.wait_registered(redis_conn)
+        assert (record(redis_conn, job_id).state, record(redis_conn, job_id).worker) == ("running", "first")
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.wait(timeout_s=30)
+        events.next("outcome", ABANDONED_JOB_DEADLINE_S)
+        recovery_s = time.monotonic() - killed_at
+        print(f"\njob of the killed worker finished {recovery_s:.1f} s after the kill")
+        events.close()
+    rec = record(redis_conn, job_id)
+    assert recovery_s < ABANDONED_JOB_DEADLINE_S
+    assert (rec.state, rec.attempt, rec.worker, rec.reason) == ("done", 2, "second", "")
+    assert [e["state"] for e in events.of_type("outcome")] == ["done"]
+    retries = [e for e in events.of_type("state") if e["state"] == "queued"]
+    assert [e["reason"] for e in retries] == ["the worker running it stopped responding"]
+    assert redis_conn.exists(keys.job_grid(job_id))
+
+
+def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_conn, tiny_spec: JobSpec, tmp_path):
+    """NaN images fail the job at once with a clear reason; an unclassified error is retried once, then fails."""
+    nan_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, guidance_scale=math.inf), "test:owner")
+    odd_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, width=60), "test:owner")  # not a multiple of 8
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "failing", burst=True))
+        assert worker.wait(timeout_s=180) == 0, worker.log()
+    nan = record(redis_conn, nan_id)
+    assert (nan.state, nan.attempt) == ("failed", 1)
+    assert "invalid image" in nan.reason
+    odd = record(redis_conn, odd_id)
+    assert (odd.state, odd.attempt, odd.reason) == ("failed", 2, "the worker hit an unexpected error (ValueError)")
+    failed = FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
+    assert nan_id in failed and odd_id in failed
+
+
+def test_cancel_running_job_in_worker_process(redis_url, redis_conn: redis.Redis, tiny_spec, tmp_path):
+    """Cancelling a job a worker process is rendering stops it within a step: cancelled, no grid, worker lives on."""
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "cancel", WORKER_TEST_STEP_DELAY_S="0.6"))
+        worker.wait_registered(redis_conn)
+        events = Events(redis_conn, job_id := jobs.new_job_id())
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=20), "test:owner", job_id=job_id)
+        events.next("progress", 60)
+        assert queue.cancel(redis_conn, job_id) == queue.CancelResult.REQUESTED
+        events.next("outcome", 30, state="cancelled")
+        events.close()
+        rec = record(redis_conn, job_id)
+        assert rec.step <= 2
+        assert not redis_conn.exists(keys.job_grid(job_id))
+        wait_until(lambda: redis_conn.hget(f"rq:worker:{worker.name}", "state") == b"idle", 30, "the worker idle")
+        assert worker.proc.poll() is None
