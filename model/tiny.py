@@ -56,20 +56,30 @@ def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A CLIP-style byte-level BPE vocabulary: every byte (alone and word-final), `COMMON_WORDS`, BOS and EOS."""
     byte_chars = list(_bytes_to_unicode().values())
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
-    merges: list[tuple[str, str]] = []
-    # Longer words first: their merges then outrank a shorter word's ("cat" is not cut into "c" + "at").
-    for word in sorted(dict.fromkeys(COMMON_WORDS), key=len, reverse=True):
-        # Merge left to right: ("c", "a"), ("ca", "t</w>") -> "cat</w>". Every merge result enters the vocabulary,
-        # so whatever BPE leaves of any text is always in it.
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        while len(symbols) > 1:
-            pair = (symbols[0], symbols[1])
-            if pair not in merges:
-                merges.append(pair)
-                tokens.append(pair[0] + pair[1])
-            symbols = [pair[0] + pair[1], *symbols[2:]]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(COMMON_WORDS):
+        # Whatever the merges so far leave of the word, join left to right with new merges ranked after all others:
+        # they cannot change how an earlier word is cut, and make this one a single token. Every merge result
+        # enters the vocabulary, so whatever BPE leaves of any text is always in it.
+        pieces = _bpe([*word[:-1], word[-1] + "</w>"], ranks)
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            ranks.setdefault(pair, len(ranks))
+            tokens.append(pair[0] + pair[1])
+            pieces = [pair[0] + pair[1], *pieces[2:]]
     tokens = list(dict.fromkeys(tokens)) + [BOS, EOS]
-    return {token: i for i, token in enumerate(tokens)}, merges
+    return {token: i for i, token in enumerate(tokens)}, list(ranks)
+
+
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none is in `ranks`."""
+    while len(pieces) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), k) for k, pair in enumerate(zip(pieces, pieces[1:], strict=False))]
+        rank, k = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = [*pieces[:k], pieces[k] + pieces[k + 1], *pieces[k + 2 :]]
+    return pieces
 
 
 def build_tiny_tokenizer() -> CLIPTokenizer:
