@@ -1,0 +1,305 @@
+"""The emulator's state written as Discord's JSON objects (the shapes of the OpenAPI *Response schemas)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from tests.discord_emulator.state import (
+    ATTACHMENT_SIZE_LIMIT_BYTES,
+    Attachment,
+    Channel,
+    Interaction,
+    Member,
+    Message,
+    Role,
+    State,
+    User,
+    iso,
+)
+
+
+def user(u: User) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": u.id,
+        "username": u.username,
+        "avatar": None,
+        "discriminator": "0",
+        "public_flags": 0,
+        "flags": 0,
+        "global_name": u.global_name,
+        "primary_guild": None,
+        "collectibles": None,
+        "avatar_decoration_data": None,
+        "banner": None,
+        "accent_color": None,
+    }
+    if u.bot:
+        out["bot"] = True
+    return out
+
+
+def me(u: User) -> dict[str, Any]:
+    """GET /users/@me: the user plus the fields only its owner sees."""
+    return {**user(u), "mfa_enabled": False, "locale": "en-US", "verified": True, "email": None}
+
+
+def role(r: Role) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "permissions": str(r.permissions),
+        "position": r.position,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "managed": False,
+        "mentionable": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "flags": 0,
+    }
+
+
+def member(m: Member, *, with_user: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "avatar": None,
+        "banner": None,
+        "communication_disabled_until": None,
+        "flags": 0,
+        "joined_at": iso(m.joined_at),
+        "nick": m.nick,
+        "pending": False,
+        "premium_since": None,
+        "roles": list(m.role_ids),
+        "mute": False,
+        "deaf": False,
+    }
+    if with_user:
+        out["user"] = user(m.user)
+    return out
+
+
+def channel(c: Channel, state: State) -> dict[str, Any]:
+    last = [m.id for m in state.channel_messages(c.id)]
+    return {
+        "id": c.id,
+        "type": c.type,
+        "guild_id": state.guild_id,
+        "name": c.name,
+        "position": c.position,
+        "permission_overwrites": [],
+        "nsfw": c.nsfw,
+        "topic": None,
+        "parent_id": None,
+        "rate_limit_per_user": 0,
+        "last_message_id": last[-1] if last else None,
+        "flags": 0,
+    }
+
+
+def guild_create(state: State) -> dict[str, Any]:
+    """The GUILD_CREATE dispatch for the one emulated guild (members included: the guild is small)."""
+    return {
+        "id": state.guild_id,
+        "name": state.guild_name,
+        "icon": None,
+        "splash": None,
+        "discovery_splash": None,
+        "owner_id": state.owner.id,
+        "afk_channel_id": None,
+        "afk_timeout": 300,
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "roles": [role(r) for r in state.roles.values()],
+        "emojis": [],
+        "stickers": [],
+        "features": [],
+        "mfa_level": 0,
+        "system_channel_id": state.default_channel.id,
+        "system_channel_flags": 0,
+        "rules_channel_id": None,
+        "vanity_url_code": None,
+        "description": None,
+        "banner": None,
+        "premium_tier": 0,
+        "premium_subscription_count": 0,
+        "preferred_locale": "en-US",
+        "public_updates_channel_id": None,
+        "nsfw_level": 0,
+        "premium_progress_bar_enabled": False,
+        "joined_at": iso(state.members[state.bot.id].joined_at),
+        "large": False,
+        "unavailable": False,
+        "member_count": len(state.members),
+        "members": [member(m) for m in state.members.values()],
+        "channels": [{k: v for k, v in channel(c, state).items() if k != "guild_id"} for c in state.channels.values()],
+        "threads": [],
+        "presences": [],
+        "voice_states": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+    }
+
+
+def attachment(a: Attachment, message: Message, base_url: str) -> dict[str, Any]:
+    url = f"{base_url}/attachments/{message.channel_id}/{a.id}/{a.filename}"
+    out: dict[str, Any] = {"id": a.id, "filename": a.filename, "size": len(a.data), "url": url, "proxy_url": url}
+    if a.content_type:
+        out["content_type"] = a.content_type
+    if a.description:
+        out["description"] = a.description
+    if message.ephemeral:
+        out["ephemeral"] = True
+    return out
+
+
+def numbered_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components as Discord echoes them: each gets a numeric `id` (1, 2, ... depth first) when it has none."""
+    out = copy.deepcopy(components)
+    counter = iter(range(1, 10_000))
+
+    def walk(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            item.setdefault("id", next(counter))
+            walk(item.get("components", []))
+
+    walk(out)
+    return out
+
+
+def message(m: Message, state: State, base_url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": m.id,
+        "channel_id": m.channel_id,
+        "type": m.type,
+        "content": m.content,
+        "author": user(m.author),
+        "mentions": [],
+        "mention_roles": [],
+        "mention_everyone": False,
+        "attachments": [attachment(a, m, base_url) for a in m.attachments],
+        "embeds": copy.deepcopy(m.embeds),
+        "components": numbered_components(m.components),
+        "timestamp": iso(m.created_at),
+        "edited_timestamp": iso(m.edited_at) if m.edited_at else None,
+        "flags": m.flags,
+        "pinned": False,
+        "tts": False,
+    }
+    for embed in out["embeds"]:
+        embed.setdefault("type", "rich")
+    if m.webhook_id:
+        out["webhook_id"] = m.webhook_id
+    if m.application_id:
+        out["application_id"] = m.application_id
+    interaction = state.interactions.get(m.interaction_id or "")
+    if interaction is not None:
+        out["interaction_metadata"] = {
+            "id": interaction.id,
+            "type": interaction.type,
+            "user": user(interaction.user),
+            "authorizing_integration_owners": {"0": state.guild_id},
+        }
+        if interaction.type == 3 and interaction.message_id:
+            out["interaction_metadata"]["interacted_message_id"] = interaction.message_id
+    return out
+
+
+def application(state: State) -> dict[str, Any]:
+    """GET /oauth2/applications/@me for the emulated bot's application."""
+    return {
+        "id": state.application_id,
+        "name": state.bot.username,
+        "icon": None,
+        "description": "",
+        "type": None,
+        "bot": user(state.bot),
+        "bot_public": True,
+        "bot_require_code_grant": False,
+        "verify_key": "0" * 64,
+        "flags": 1 << 19,
+        "flags_new": str(1 << 19),
+        "redirect_uris": [],
+        "interactions_endpoint_url": None,
+        "role_connections_verification_url": None,
+        "owner": user(state.owner),
+        "approximate_guild_count": 1,
+        "approximate_user_install_count": 0,
+        "approximate_user_authorization_count": 0,
+        "explicit_content_filter": 0,
+        "team": None,
+        "eligible_oauth2_scopes": [],
+        "rpc_origins": [],
+        "integration_types_config": {"0": {}},
+    }
+
+
+def command(
+    state: State, sent: dict[str, Any], existing: dict[str, Any] | None, guild_id: str | None
+) -> dict[str, Any]:
+    """An application command as stored after a bulk overwrite (id kept when the name already existed)."""
+    out = {
+        "id": existing["id"] if existing else state.ids.next(),
+        "application_id": state.application_id,
+        "version": state.ids.next(),
+        "default_member_permissions": sent.get("default_member_permissions"),
+        "type": sent.get("type", 1),
+        "name": sent["name"],
+        "description": sent.get("description", ""),
+        "options": sent.get("options", []),
+        "nsfw": sent.get("nsfw", False),
+        "contexts": sent.get("contexts"),
+        "integration_types": sent.get("integration_types", [0]),
+    }
+    if guild_id:
+        out["guild_id"] = guild_id
+    else:
+        out["dm_permission"] = sent.get("dm_permission", True)
+    for key in ("name_localizations", "description_localizations"):
+        if key in sent:
+            out[key] = sent[key]
+    return out
+
+
+def interaction(state: State, i: Interaction, data: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The INTERACTION_CREATE payload Discord sends for a guild interaction."""
+    c = state.channels[i.channel_id]
+    out: dict[str, Any] = {
+        "id": i.id,
+        "application_id": state.application_id,
+        "type": i.type,
+        "data": data,
+        "guild_id": state.guild_id,
+        "guild": {"id": state.guild_id, "locale": "en-US", "features": []},
+        "guild_locale": "en-US",
+        "channel": {**channel(c, state), "permissions": str(state.permissions(i.user.id))},
+        "channel_id": c.id,
+        "member": {**member(state.members[i.user.id]), "permissions": str(state.permissions(i.user.id))},
+        "token": i.token,
+        "version": 1,
+        "app_permissions": str(state.permissions(state.bot.id)),
+        "locale": "en-US",
+        "entitlements": [],
+        "entitlement_sku_ids": [],
+        "authorizing_integration_owners": {"0": state.guild_id},
+        "context": 0,
+        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT_BYTES,
+    }
+    if i.message_id is not None:
+        out["message"] = message(state.messages[i.message_id], state, base_url)
+    return out
+
+
+def ratelimit_headers(bucket: str, retry_after_s: float = 1.0, remaining: int = 49) -> dict[str, str]:
+    """X-RateLimit-* headers as Discord sends them on every bucketed route (a roomy bucket: tests never wait)."""
+    return {
+        "X-RateLimit-Limit": "50",
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": f"{time.time() + retry_after_s:.3f}",
+        "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
+        "X-RateLimit-Bucket": bucket,
+    }

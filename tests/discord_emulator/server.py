@@ -1,0 +1,389 @@
+"""The emulator process: an aiohttp app serving REST, the gateway and attachments, plus the API tests drive it with."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tests.discord_emulator import payloads
+from tests.discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
+from tests.discord_emulator.rest import BotRoutes, DiscordError, apply_message_body, json_response
+from tests.discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
+from tests.discord_emulator.webhooks import InteractionRoutes
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_PREFIX = "/api/v10"
+GATEWAY_PATH = "/gateway"
+DEFAULT_WAIT_S = 5.0
+UNAUTHENTICATED_PREFIXES = ("/interactions/", "/webhooks/")
+"""Routes authenticated by the interaction/webhook token in the path instead of the bot token."""
+
+
+@dataclass
+class Injection:
+    """A fault to answer instead of the real handler: `times` more requests matching method and path regex."""
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    times: int
+    retry_after_s: float
+    is_global: bool
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and self.method in ("*", method) and bool(self.path.search(path))
+
+    def response(self) -> web.Response:
+        if self.status != 429:
+            return json_response({"message": f"{self.status}: Emulated server error", "code": 0}, self.status)
+        headers = payloads.ratelimit_headers("emulated-injected", self.retry_after_s, remaining=0)
+        # discord.py takes a 429 without Via for a Cloudflare ban and does not retry it.
+        headers |= {"Via": "1.1 google", "Retry-After": str(math.ceil(self.retry_after_s))}
+        headers |= {"X-RateLimit-Scope": "global" if self.is_global else "user"}
+        if self.is_global:
+            headers["X-RateLimit-Global"] = "true"
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": self.retry_after_s,
+            "global": self.is_global,
+            "code": 0,
+        }
+        return json_response(body, 429, headers)
+
+
+@dataclass
+class PendingInteraction:
+    """An interaction the emulator dispatched; await its acknowledgement and read what the bot answered."""
+
+    emu: DiscordEmulator
+    record: Interaction
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def token(self) -> str:
+        return self.record.token
+
+    async def wait_acknowledged(self, timeout: float = DEFAULT_WAIT_S) -> Callback:
+        """The callback (type, data, seconds from dispatch) once the bot acknowledged the interaction."""
+        return await self.emu.wait_until(lambda: self.record.callback, timeout)
+
+    async def wait_original(
+        self, predicate: Callable[[Message], bool] | None = None, timeout: float = DEFAULT_WAIT_S
+    ) -> Message:
+        """The interaction's "original" message once it exists (and satisfies the predicate)."""
+
+        def ready() -> Message | None:
+            message = self.emu.state.messages.get(self.record.original_id or "")
+            return message if message and (predicate is None or predicate(message)) else None
+
+        return await self.emu.wait_until(ready, timeout)
+
+    @property
+    def original(self) -> Message | None:
+        return self.emu.state.messages.get(self.record.original_id or "")
+
+    @property
+    def followups(self) -> list[Message]:
+        return [self.emu.state.messages[m] for m in self.record.followup_ids]
+
+    @property
+    def ephemeral_messages(self) -> list[Message]:
+        """Ephemeral messages this interaction produced (seen only by its user), oldest first."""
+        return [self.emu.state.messages[m] for m in self.record.ephemeral_ids]
+
+    def expire(self) -> None:
+        """Make the token answer 401 50027 from now on, as 15 minutes after the interaction."""
+        self.record.expired = True
+
+
+class DiscordEmulator:
+    """A Discord API + gateway on 127.0.0.1 for the real discord.py client; `async with DiscordEmulator() as emu`."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.host, self.port = host, port
+        self.state = State(clock)
+        self.url = self.ws_url = ""
+        self.injections: list[Injection] = []
+        self.compression_requests: list[str] = []
+        self.gateway = Gateway(self.state, "", self.compression_requests)
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> DiscordEmulator:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        BotRoutes(self).add_to(app.router, API_PREFIX)
+        InteractionRoutes(self).add_to(app.router, API_PREFIX)
+        app.router.add_get(GATEWAY_PATH, self.gateway.handle)
+        app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._attachment)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{self.host}:{self.port}"
+        self.ws_url = self.gateway.ws_url = f"ws://{self.host}:{self.port}{GATEWAY_PATH}"
+        return self
+
+    async def stop(self) -> None:
+        await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> DiscordEmulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def api_base(self) -> str:
+        """What discord.py's `Route.BASE` must be set to."""
+        return self.url + API_PREFIX
+
+    @property
+    def token(self) -> str:
+        return self.state.token
+
+    # -- setting the scene ---------------------------------------------------------------------------------------
+
+    def add_user(self, username: str, *, roles: list[Role] | None = None, permissions: int | None = None) -> User:
+        """A guild member; `permissions` adds a role with exactly those bits."""
+        user = self.state.add_user(username)
+        roles = list(roles or [])
+        if permissions is not None:
+            roles.append(self.state.add_role(f"{username}-role", permissions))
+        self.state.add_member(user, roles)
+        return user
+
+    def rotate_token(self) -> str:
+        """Reset the bot token as a developer would in the portal; the old one stops working everywhere."""
+        self.state.token = f"{self.state.token.split('.')[0]}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(28)}"
+        return self.state.token
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: float = 0.05,
+        is_global: bool = False,
+    ) -> Injection:
+        """Answer the next `times` requests matching method ("*" for any) and a regex on the path after /api/v10."""
+        injection = Injection(method.upper(), re.compile(path_regex), status, times, retry_after, is_global)
+        self.injections.append(injection)
+        return injection
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock forward (interaction deadlines and token expiry follow it)."""
+        self.state.clock_offset_s += seconds
+
+    # -- driving the bot -----------------------------------------------------------------------------------------
+
+    async def send_slash_command(
+        self, *, user: User, name: str, options: dict[str, Any] | None = None, channel: str | None = None
+    ) -> PendingInteraction:
+        """Dispatch INTERACTION_CREATE for a synced chat-input command, as Discord does when a user runs it."""
+        command, guild_id = self._synced_command(name)
+        types = {o["name"]: o.get("type", 3) for o in command.get("options", [])}
+        unknown = set(options or {}) - set(types)
+        if unknown:
+            raise ValueError(f"/{name} has no option(s) {sorted(unknown)}; synced options are {sorted(types)}")
+        data: dict[str, Any] = {
+            "id": command["id"],
+            "name": name,
+            "type": 1,
+            "options": [{"name": k, "type": types[k], "value": v} for k, v in (options or {}).items()],
+        }
+        if guild_id:
+            data["guild_id"] = guild_id
+        return await self._dispatch_interaction(2, user, channel or self.state.default_channel.id, data)
+
+    async def click_button(self, *, user: User, message: Message | str, custom_id: str) -> PendingInteraction:
+        """Dispatch INTERACTION_CREATE for a click on a button that the message carries."""
+        message = message if isinstance(message, Message) else self.state.messages[message]
+        button = message.find_component(custom_id)
+        if button is None:
+            raise ValueError(f"message {message.id} has no component {custom_id!r}; it has {message.custom_ids()}")
+        if button.get("disabled"):
+            raise ValueError(f"button {custom_id!r} is disabled: Discord would not let the user click it")
+        if message.ephemeral and message.visible_to != user.id:
+            raise ValueError("only the ephemeral message's user can see (and click) it")
+        data = {"custom_id": custom_id, "component_type": button.get("type", 2)}
+        return await self._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+
+    async def _dispatch_interaction(
+        self, kind: int, user: User, channel: str, data: dict[str, Any], message_id: str | None = None
+    ) -> PendingInteraction:
+        if user.id not in self.state.members:
+            raise ValueError(f"{user.username} is not a member of the guild; use emu.add_user()")
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
+        record = Interaction(self.state.ids.next(), token, kind, user, channel, self.state.now(), {}, message_id)
+        record.payload = payloads.interaction(self.state, record, data, self.url)
+        self.state.interactions[record.id] = record
+        if await self.gateway.dispatch("INTERACTION_CREATE", record.payload) == 0:
+            raise RuntimeError("no gateway session to dispatch INTERACTION_CREATE to; is the bot connected?")
+        return PendingInteraction(self, record)
+
+    def _synced_command(self, name: str) -> tuple[dict[str, Any], str | None]:
+        for guild_id, commands in self.state.guild_commands.items():
+            for command in commands:
+                if command["name"] == name:
+                    return command, guild_id
+        for command in self.state.global_commands:
+            if command["name"] == name:
+                return command, None
+        raise LookupError(f"/{name} was never synced; Discord shows users only synced commands")
+
+    async def drop_gateway(self, code: int = CLOSE_UNKNOWN_ERROR) -> None:
+        """Close the bot's websocket with a resumable code; discord.py should come back with RESUME."""
+        await self.gateway.drop(code)
+
+    # -- waiting and reading -------------------------------------------------------------------------------------
+
+    async def wait_until(self, predicate: Callable[[], T | None], timeout: float = DEFAULT_WAIT_S) -> T:
+        """The predicate's first truthy value, re-checked on every state change (no polling)."""
+
+        async def watch() -> T:
+            async with self.state.changed:
+                while not (value := predicate()):
+                    await self.state.changed.wait()
+                return value
+
+        return await asyncio.wait_for(watch(), timeout)
+
+    async def wait_for_message(
+        self,
+        channel: str | None = None,
+        predicate: Callable[[Message], bool] | None = None,
+        timeout: float = DEFAULT_WAIT_S,
+    ) -> Message:
+        """The first public message of the channel that satisfies the predicate (oldest first)."""
+        channel = channel or self.state.default_channel.id
+        return await self.wait_until(
+            lambda: next((m for m in self.messages(channel) if predicate is None or predicate(m)), None), timeout
+        )
+
+    async def wait_for_session(self, timeout: float = DEFAULT_WAIT_S, resumed: int = 0) -> Session:
+        """A live gateway session that has been resumed at least `resumed` times."""
+        return await self.wait_until(
+            lambda: next((s for s in self.gateway.live_sessions() if s.resumes >= resumed), None), timeout
+        )
+
+    def messages(self, channel: str | None = None) -> list[Message]:
+        """Public messages of a channel (default: #general), oldest first."""
+        return self.state.channel_messages(channel or self.state.default_channel.id)
+
+    def visible_to(self, user: User, channel: str | None = None) -> list[Message]:
+        """What a user sees in a channel: public messages plus the ephemeral ones addressed to them."""
+        return self.state.visible_messages(user.id, channel or self.state.default_channel.id)
+
+    def requests(self, method: str | None = None, path_regex: str = "") -> list[RequestRecord]:
+        """Recorded REST requests, optionally filtered by method and a regex on the path."""
+        return [
+            r
+            for r in self.state.requests
+            if (method is None or r.method == method.upper()) and re.search(path_regex, r.path)
+        ]
+
+    # -- shared by the route handlers ------------------------------------------------------------------------------
+
+    async def store_message(self, message: Message) -> web.Response:
+        message.created_at = time.time()
+        message.snapshot(message.created_at)
+        self.state.messages[message.id] = message
+        await self.state.notify()
+        return json_response(payloads.message(message, self.state, self.url))
+
+    async def edit_message(self, message: Message, body: dict[str, Any], files: dict[int, Attachment]) -> web.Response:
+        apply_message_body(self, message, body, files, editing=True)
+        message.edited_at = time.time()
+        message.snapshot(message.edited_at)
+        await self.state.notify()
+        return json_response(payloads.message(message, self.state, self.url))
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        for message in self.state.messages.values():
+            for attachment in message.attachments:
+                if attachment.id == request.match_info["attachment"]:
+                    ctype = attachment.content_type or "application/octet-stream"
+                    return web.Response(body=attachment.data, headers={"Content-Type": ctype})
+        raise web.HTTPNotFound()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX + "/"):
+            return await handler(request)
+        path = request.path.removeprefix(API_PREFIX)
+        authorized = request.headers.get("Authorization") == f"Bot {self.state.token}"
+        injection = next((i for i in self.injections if i.matches(request.method, path)), None)
+        try:
+            if injection is not None:
+                injection.times -= 1
+                injection.hits += 1
+                response = injection.response()
+            elif not authorized and not path.startswith(UNAUTHENTICATED_PREFIXES):
+                raise DiscordError(401, 0, "401: Unauthorized")
+            else:
+                response = await handler(request)
+                resource = request.match_info.route.resource
+                bucket = hashlib.sha1(f"{request.method} {resource.canonical if resource else path}".encode())
+                response.headers.update(payloads.ratelimit_headers(bucket.hexdigest()[:16]))
+        except web.HTTPNotFound:
+            self.state.unknown_routes.append(f"{request.method} {path}")
+            log.warning("discord emulator: no route for %s %s", request.method, request.path)
+            response = json_response({"message": "404: Not Found", "code": 0}, 404)
+        except web.HTTPMethodNotAllowed:
+            self.state.unknown_routes.append(f"{request.method} {path}")
+            log.warning("discord emulator: method not allowed %s %s", request.method, request.path)
+            response = json_response({"message": "405: Method Not Allowed", "code": 0}, 405)
+        except DiscordError as exc:
+            response = json_response(exc.body(), exc.status)
+        await self._record(request, path, response, authorized, injection is not None)
+        return response
+
+    async def _record(
+        self, request: web.Request, path: str, response: web.Response, authorized: bool, injected: bool
+    ) -> None:
+        if "json" not in request and request.content_type == "application/json" and request.can_read_body:
+            try:
+                request["json"] = await request.json()
+            except (ValueError, RuntimeError):
+                request["json"] = None
+        body = response.body if isinstance(response.body, bytes) else b""
+        is_json = response.headers.get("Content-Type") == "application/json"
+        self.state.requests.append(
+            RequestRecord(
+                method=request.method,
+                path=path,
+                query=dict(request.query),
+                status=response.status,
+                headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
+                json=request.get("json"),
+                response=json.loads(body) if is_json and body else None,
+                files=request.get("files", []),
+                authorized=authorized,
+                injected=injected,
+                content_type=request.content_type,
+            )
+        )
+        await self.state.notify()
