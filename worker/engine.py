@@ -42,6 +42,12 @@ class Engine:
     """A loaded pipeline and the one way the worker renders with it."""
 
     def __init__(self, pipe: DiffusionPipeline) -> None:
+        # The mappings below need a text-conditioned UNet with an SD-style `encode_prompt` (SD 1.x/2.x, SDXL).
+        if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
+            raise GenerationFailed(
+                f"{type(pipe).__name__} is not supported: this worker renders text-to-image UNet pipelines "
+                "(Stable Diffusion 1.x, 2.x, XL)"
+            )
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
 
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
@@ -156,3 +157,12 @@ def test_preview_is_a_linear_map_of_the_latents() -> None:
     assert previews[1].getpixel((4, 2)) == (150, 162, 187)
     assert latents_to_rgb(torch.zeros(1, 16, 8, 8)) is None
     assert latents_to_rgb(torch.zeros(1, 64, 16)) is None
+
+
+def test_pipelines_without_text_unet_are_refused_at_load() -> None:
+    """A pipeline the mappings cannot drive (here unconditional DDPM: no text encoder) is refused when the engine is
+    built, with a GenerationFailed naming its class, not at the first job."""
+    unet = UNet2DModel(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    with pytest.raises(GenerationFailed, match="DDPMPipeline is not supported"):
+        Engine(DDPMPipeline(unet=unet, scheduler=DDPMScheduler()))
