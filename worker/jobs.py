@@ -60,8 +60,10 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
         _fail_without_retry(conn, job_id, str(exc))
         raise
     store_images(conn, job_id, images, ttl_s=rt.settings.image_ttl_s)
-    if jobs.finish(conn, job_id, jobs.DONE):
-        runtime.count_job_done(rt)
+    if not jobs.finish(conn, job_id, jobs.DONE):
+        record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
+        return {"job_id": job_id, "state": record.state if record else "unknown"}
+    runtime.count_job_done(rt)
     return {"job_id": job_id, "state": jobs.DONE}
 
 

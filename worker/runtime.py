@@ -74,21 +74,24 @@ def default_worker_name() -> str:
 def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float) -> None:
     """Write the worker's stats hash (`keys.worker_stats`): model, pipeline loads, jobs done."""
     key = keys.worker_stats(runtime.worker_name)
-    mapping: dict[str, Any] = {
-        "model": runtime.model.name,
-        "pipeline_loads": pipeline_loads,
-        "load_s": round(load_s, 3),
-        "pid": os.getpid(),
-        "started_at": time.time(),
-        "jobs_done": 0,
-    }
     with runtime.conn.pipeline() as pipe:
-        pipe.hset(key, mapping=mapping)
+        pipe.hset(
+            key,
+            mapping={
+                "model": runtime.model.name,
+                "pipeline_loads": pipeline_loads,
+                "load_s": round(load_s, 3),
+                "pid": os.getpid(),
+                "started_at": time.time(),
+                "jobs_done": 0,
+            },
+        )
         pipe.expire(key, STATS_TTL_S)
         pipe.execute()
 
 
 def count_job_done(runtime: Runtime) -> None:
+    """One more job done by this worker, in its stats hash."""
     key = keys.worker_stats(runtime.worker_name)
     with runtime.conn.pipeline() as pipe:
         pipe.hincrby(key, "jobs_done", 1)
@@ -114,6 +117,10 @@ class ImagineWorker(SimpleWorker):
         super().register_birth()
         # RQ lists a queue (`rq info`) once something was enqueued on it; list both lanes from the start.
         self.connection.sadd(Queue.redis_queues_keys, *(q.key for q in self.queues))
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        (pipeline if pipeline is not None else self.connection).expire(keys.worker_stats(self.name), STATS_TTL_S)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl_s
