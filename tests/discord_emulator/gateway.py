@@ -47,6 +47,8 @@ class Session:
     ws: web.WebSocketResponse | None = None
     identify: dict[str, Any] = field(default_factory=dict)
     resumes: int = 0
+    replayed: int = 0
+    """Dispatches re-sent on RESUME because the client had not received them."""
 
 
 class Gateway:
@@ -125,6 +127,7 @@ class Gateway:
         last = d.get("seq") or 0
         for frame in session.sent:
             if frame["s"] > last:
+                session.replayed += 1
                 await ws.send_json(frame)
         await self.dispatch_to(session, "RESUMED", {"_trace": ['["emulated-gateway",{"micros":1}]']})
         return session

@@ -253,7 +253,7 @@ def command(
         "options": sent.get("options", []),
         "nsfw": sent.get("nsfw", False),
         "contexts": sent.get("contexts"),
-        "integration_types": sent.get("integration_types", [0]),
+        "integration_types": sent.get("integration_types") or [0],
     }
     if guild_id:
         out["guild_id"] = guild_id

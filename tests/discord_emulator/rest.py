@@ -23,6 +23,10 @@ ACTION_ROWS_MAX = 5
 SETTABLE_FLAGS = EPHEMERAL | (1 << 2) | (1 << 12) | (1 << 15)
 """Message flags a sender may set: EPHEMERAL, SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS, IS_COMPONENTS_V2."""
 FILES_FIELD = re.compile(r"files\[(\d+)\]")
+JSON_BODY = web.RequestKey("discord_emulator_json", object)
+"""The request's JSON payload (or multipart payload_json), kept on the request for the request log."""
+FILES = web.RequestKey("discord_emulator_files", list)
+"""Name, filename, size and content type of each uploaded `files[n]` part, for the request log."""
 
 
 class DiscordError(Exception):
@@ -75,7 +79,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], dict[int, Att
                     raise DiscordError(413, 40005, "Request entity too large")
                 ctype = part.headers.get("Content-Type")
                 files[int(match[1])] = Attachment("", part.filename or f"file{match[1]}", bytes(data), ctype)
-        request["files"] = [
+        request[FILES] = [
             {"field": f"files[{n}]", "filename": a.filename, "size": len(a.data), "content_type": a.content_type}
             for n, a in files.items()
         ]
@@ -83,7 +87,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], dict[int, Att
         payload = await request.json()
     else:
         payload = {}
-    request["json"] = payload
+    request[JSON_BODY] = payload
     return payload, files
 
 

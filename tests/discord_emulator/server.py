@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tests.discord_emulator import payloads
 from tests.discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
-from tests.discord_emulator.rest import BotRoutes, DiscordError, apply_message_body, json_response
+from tests.discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
 from tests.discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
 from tests.discord_emulator.webhooks import InteractionRoutes
 
@@ -364,11 +364,11 @@ class DiscordEmulator:
     async def _record(
         self, request: web.Request, path: str, response: web.Response, authorized: bool, injected: bool
     ) -> None:
-        if "json" not in request and request.content_type == "application/json" and request.can_read_body:
+        if JSON_BODY not in request and request.content_type == "application/json" and request.can_read_body:
             try:
-                request["json"] = await request.json()
+                request[JSON_BODY] = await request.json()
             except (ValueError, RuntimeError):
-                request["json"] = None
+                request[JSON_BODY] = None
         body = response.body if isinstance(response.body, bytes) else b""
         is_json = response.headers.get("Content-Type") == "application/json"
         self.state.requests.append(
@@ -378,9 +378,9 @@ class DiscordEmulator:
                 query=dict(request.query),
                 status=response.status,
                 headers={k: v for k, v in request.headers.items() if k.lower() != "authorization"},
-                json=request.get("json"),
+                json=request.get(JSON_BODY),
                 response=json.loads(body) if is_json and body else None,
-                files=request.get("files", []),
+                files=request.get(FILES, []),
                 authorized=authorized,
                 injected=injected,
                 content_type=request.content_type,
