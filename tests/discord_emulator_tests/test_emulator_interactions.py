@@ -7,6 +7,7 @@ import discord
 import pytest
 
 from tests.discord_emulator import INTERACTION_ACK_DEADLINE_S, LOADING, DiscordEmulator
+from tests.discord_emulator.leaks import leaks
 from tests.discord_emulator_tests.tiny_bot import GRID_PNG, JOB_ID, TinyBot
 
 
@@ -141,3 +142,37 @@ async def test_unknown_route_is_404_and_logged(discord_emulator: DiscordEmulator
         await bot.http.request(route)
     assert caught.value.code == 0 and caught.value.text == "404: Not Found"
     assert discord_emulator.state.unknown_routes == [f"GET /guilds/{discord_emulator.state.guild_id}/emojis"]
+
+
+async def test_bot_token_never_leaves_the_authorization_header(discord_emulator: DiscordEmulator, bot: TinyBot) -> None:
+    """After a full /imagine run the bot token appears in no recorded request, gateway frame or message."""
+    await finished(discord_emulator)
+    assert all(r.authorized for r in discord_emulator.requests(path_regex="^/(users|applications|channels)"))
+    assert leaks(discord_emulator, discord_emulator.token) == []
+    assert leaks(discord_emulator, "emulated-grid") != []  # the scan does look inside attachment bytes
+
+
+async def test_update_message_and_modal_callbacks(discord_emulator: DiscordEmulator, bot: TinyBot) -> None:
+    """Type 7 edits the clicked message in place (with_response returns it); type 9 records the modal."""
+    emu = discord_emulator
+    channel = emu.state.default_channel.id
+    button = {"type": 1, "components": [{"type": 2, "style": 1, "label": "Go", "custom_id": "raw:go"}]}
+    headers = {"Authorization": f"Bot {emu.token}"}
+    alice = emu.add_user("alice")
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = f"{emu.api_base}/channels/{channel}/messages"
+        async with session.post(url, json={"content": "v1", "components": [button]}) as response:
+            posted = await response.json()
+        assert posted["components"][0]["id"] == 1 and posted["components"][0]["components"][0]["id"] == 2
+        message = emu.state.messages[posted["id"]]
+        for kind, data in ((7, {"content": "v2", "components": []}), (9, {"custom_id": "m", "title": "T"})):
+            click = await emu.click_button(user=alice, message=message, custom_id="raw:go")
+            callback = f"{emu.api_base}/interactions/{click.id}/{click.token}/callback?with_response=true"
+            async with session.post(callback, json={"type": kind, "data": data}) as response:
+                assert response.status == 200
+                body = await response.json()
+            if kind == 7:
+                assert body["resource"]["message"]["content"] == "v2" and message.content == "v2"
+                message.components = [button]  # put the button back for the modal click
+            else:
+                assert click.record.modal == data and "resource" not in body
