@@ -15,6 +15,7 @@ from rq.registry import FailedJobRegistry
 
 from core import jobs, keys, queue
 from core.spec import JobSpec
+from tests.redis_server import free_port
 from tests.worker.worker_helpers import Events, WorkerProcess, record, wait_until, worker_processes
 
 ABANDONED_JOB_DEADLINE_S = 120.0
@@ -120,10 +121,21 @@ def test_cancel_running_job_in_worker_process(redis_url, redis_conn: redis.Redis
         queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=20), "test:owner", job_id=job_id)
         events.next("progress", 60)
         assert queue.cancel(redis_conn, job_id) == queue.CancelResult.REQUESTED
+        step_at_cancel = record(redis_conn, job_id).step
         events.next("outcome", 30, state="cancelled")
         events.close()
         rec = record(redis_conn, job_id)
-        assert rec.step <= 2
+        assert rec.step <= step_at_cancel + 1 < rec.total
         assert not redis_conn.exists(keys.job_grid(job_id))
         wait_until(lambda: redis_conn.hget(f"rq:worker:{worker.name}", "state") == b"idle", 30, "the worker idle")
         assert worker.proc.poll() is None
+
+
+def test_unreachable_redis_exits_1_without_logging_the_password(redis_conn, tmp_path):
+    """A worker that cannot reach Redis exits 1, naming host and port in its log but never REDIS_URL's password."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(url, tmp_path, "no-redis"))
+        assert worker.wait(timeout_s=120) == 1, worker.log()
+    assert "cannot reach Redis at 127.0.0.1:" in worker.log()
+    assert "hunter2" not in worker.log()
