@@ -1,0 +1,27 @@
+"""`python -m bench NAME`: run one benchmark and print its figures as JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True)
+    overhead = sub.add_parser("overhead", help="queue + warm worker vs direct generation, and batch vs sequential")
+    overhead.add_argument("--runs", type=int, default=7, help="timed runs of each kind (after one warm-up)")
+    overhead.add_argument("--prompt", default="a red circle on a blue background --seed 7")
+    args = parser.parse_args(argv)
+
+    if args.name == "overhead":
+        from bench.overhead import run
+
+        result = run(runs=args.runs, prompt=args.prompt)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
