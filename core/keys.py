@@ -36,3 +36,13 @@ def job_grid(job_id: str) -> str:
 def worker_stats(worker_name: str) -> str:
     """Hash: a worker process's model, pipeline load count and jobs done."""
     return f"{PREFIX}:worker:{worker_name}"
+
+
+def job_delivery(job_id: str) -> str:
+    """Hash: where the job's messages go in Discord (application, channel, user, message ids). No secrets."""
+    return f"{PREFIX}:job:{job_id}:delivery"
+
+
+def job_interaction_token(job_id: str) -> str:
+    """String: the interaction token the worker edits the original response with; expires with the token."""
+    return f"{PREFIX}:job:{job_id}:itoken"

@@ -65,12 +65,33 @@ def rq_queue(conn: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=conn, serializer=SERIALIZER)
 
 
-def payload(job_id: str, spec: JobSpec, owner: str) -> dict[str, Any]:
-    """The job function's one argument."""
-    return {"job_id": job_id, "spec": spec.to_dict(), "owner": owner}
+KINDS = ("grid", "upscale", "vary", "upscale2x")
+"""What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
+variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image."""
 
 
-def enqueue(conn: redis.Redis, spec: JobSpec, owner: str, *, job_id: str | None = None) -> str:
+def payload(
+    job_id: str, spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The job function's one argument (plain JSON, no secrets).
+
+    `source` names what a button job starts from: `{"job_id": parent, "index": k}` plus, for variations,
+    `"strength"` ("strong" or "subtle").
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    return {"job_id": job_id, "spec": spec.to_dict(), "owner": owner, "kind": kind, "source": source or {}}
+
+
+def enqueue(
+    conn: redis.Redis,
+    spec: JobSpec,
+    owner: str,
+    *,
+    job_id: str | None = None,
+    kind: str = "grid",
+    source: dict[str, Any] | None = None,
+) -> str:
     """Record a job and put it on its lane (`fast:<model>` or `relax:<model>`).
 
     Args:
@@ -78,6 +99,8 @@ def enqueue(conn: redis.Redis, spec: JobSpec, owner: str, *, job_id: str | None 
         spec: what to render; `spec.model` and `spec.mode` pick the lane.
         owner: who asked for it.
         job_id: the id to use; a fresh one when None.
+        kind: one of KINDS.
+        source: the parent job and image for button jobs (see `payload`).
 
     Returns:
         The job id (also RQ's job id).
@@ -86,11 +109,12 @@ def enqueue(conn: redis.Redis, spec: JobSpec, owner: str, *, job_id: str | None 
         redis.RedisError: Redis is unreachable (nothing was enqueued).
     """
     job_id = job_id or jobs.new_job_id()
+    args = (payload(job_id, spec, owner, kind=kind, source=source),)
     jobs.create(conn, job_id, spec, owner)
     try:
         rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
             JOB_FUNCTION,
-            args=(payload(job_id, spec, owner),),
+            args=args,
             job_id=job_id,
             description=f"imagine {job_id}",
             retry=Retry(max=RETRIES, enqueue_at_front=True),

@@ -24,7 +24,7 @@ def test_enqueue_puts_json_payload_on_the_lane(redis_conn: redis.Redis):
     assert json.loads(zlib.decompress(raw))[0] == queue.JOB_FUNCTION  # type: ignore[arg-type]  # JSON, not pickle
     job = Job.fetch(job_id, connection=redis_conn, serializer=queue.SERIALIZER)
     assert job.func_name == "worker.jobs.imagine"
-    assert job.args == [{"job_id": job_id, "spec": spec.to_dict(), "owner": "discord:42"}]
+    assert job.args == [{"job_id": job_id, "spec": spec.to_dict(), "owner": "discord:42", "kind": "grid", "source": {}}]
     assert (job.origin, job.retries_left, job.description) == ("fast:tiny", 1, f"imagine {job_id}")
     assert job.failure_callback is queue.on_failure
     assert jobs.get(redis_conn, job_id).state == "queued"  # type: ignore[union-attr]
