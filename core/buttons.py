@@ -1,0 +1,94 @@
+"""The buttons under a result, shared by the worker (which posts them as raw components) and the bot (which
+answers their clicks with `discord.ui.DynamicItem`s matching `TEMPLATE`).
+
+Each button carries its whole state in its `custom_id`: the action, the image index and the job id. Nothing is kept
+in process memory, so buttons work after any restart and whatever the age of the message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x")
+"""u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
+upscaled image; up2x: twice the resolution."""
+
+TEMPLATE = r"imagine:(?P<act>u|v|reroll|strong|subtle|up2x):(?P<index>[0-4]):(?P<job>[0-9a-f]{32})"
+"""The `custom_id` pattern; index is 1-4 for a grid's images, 0 where it does not apply."""
+
+BUTTON_STYLE_SECONDARY = 2
+"""Discord's grey button style."""
+
+COMPONENT_ACTION_ROW = 1
+COMPONENT_BUTTON = 2
+
+
+@dataclass(frozen=True)
+class ButtonRef:
+    """What a clicked button asks for."""
+
+    action: str
+    index: int  # 1-4, or 0
+    job_id: str
+
+
+def custom_id(action: str, job_id: str, index: int = 0) -> str:
+    """The `custom_id` of one button (at most 100 characters, as Discord requires)."""
+    if action not in ACTIONS or not 0 <= index <= 4:
+        raise ValueError(f"no button {action!r} with index {index}")
+    value = f"imagine:{action}:{index}:{job_id}"
+    if not re.fullmatch(TEMPLATE, value):
+        raise ValueError(f"job id {job_id!r} is not 32 hex digits")
+    return value
+
+
+def parse(value: str) -> ButtonRef | None:
+    """The button a `custom_id` names, or None when it is not one of ours."""
+    match = re.fullmatch(TEMPLATE, value)
+    if match is None:
+        return None
+    return ButtonRef(match["act"], int(match["index"]), match["job"])
+
+
+def _button(label: str, action: str, job_id: str, index: int = 0, emoji: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": COMPONENT_BUTTON,
+        "style": BUTTON_STYLE_SECONDARY,
+        "custom_id": custom_id(action, job_id, index),
+    }
+    if label:
+        button["label"] = label
+    if emoji:
+        button["emoji"] = {"name": emoji}
+    return button
+
+
+def _row(*buttons: dict[str, Any]) -> dict[str, Any]:
+    return {"type": COMPONENT_ACTION_ROW, "components": list(buttons)}
+
+
+def grid_components(job_id: str) -> list[dict[str, Any]]:
+    """U1-U4 / V1-V4 and re-roll under a 2x2 grid, as Discord message components."""
+    return [
+        _row(*(_button(f"U{k}", "u", job_id, k) for k in range(1, 5)), _button("", "reroll", job_id, 0, "🔄")),
+        _row(*(_button(f"V{k}", "v", job_id, k) for k in range(1, 5))),
+    ]
+
+
+def single_components(job_id: str) -> list[dict[str, Any]]:
+    """Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll under one upscaled image."""
+    return [
+        _row(
+            _button("Vary (Strong)", "strong", job_id, 1, "🪄"),
+            _button("Vary (Subtle)", "subtle", job_id, 1, "🪄"),
+            _button("Upscale (2x)", "up2x", job_id, 1),
+            _button("", "reroll", job_id, 0, "🔄"),
+        )
+    ]
+
+
+def failed_components(job_id: str) -> list[dict[str, Any]]:
+    """A failed job keeps a re-roll button."""
+    return [_row(_button("", "reroll", job_id, 0, "🔄"))]
