@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import ModelRegistry, load_registry
@@ -57,3 +57,14 @@ class WorkerSettings(BaseSettings):
     worker_ttl_s: int = Field(default=30, ge=16, description="RQ worker_ttl; an idle worker wakes every N - 15 s")
     maintenance_interval_s: int = Field(default=15, ge=1, description="how often registries are cleaned, in s")
     test_step_delay_s: float = Field(default=0.0, ge=0.0, description="tests only: sleep N s after each sampling step")
+
+
+class DiscordSettings(BaseSettings):
+    """How to reach Discord: the bot token, and where the API is (the emulator in tests)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    discord_token: SecretStr | None = Field(default=None, description="DISCORD_TOKEN (required by the bot)")
+    discord_api_base: str = Field(default="https://discord.com/api/v10", description="DISCORD_API_BASE")
+    discord_gateway_url: str = Field(default="wss://gateway.discord.gg/", description="DISCORD_GATEWAY_URL")
+    dev_guild_id: int | None = Field(default=None, description="DEV_GUILD_ID: sync commands to this guild only")
