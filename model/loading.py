@@ -59,7 +59,7 @@ def _from_pretrained(info: ModelInfo, dtype: torch.dtype) -> DiffusionPipeline:
         raise GenerationFailed(f"model {info.name!r}: folder {info.source!r} does not exist")
     source = str(folder) if folder.is_dir() else info.source
     try:
-        return AutoPipelineForText2Image.from_pretrained(source, torch_dtype=dtype)
+        return AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - diffusers raises many types (OSError, ValueError, EnvironmentError...)
         raise GenerationFailed(f"cannot load model {info.name!r} from {info.source!r}: {_first_line(exc)}") from None
 
