@@ -46,3 +46,13 @@ def job_delivery(job_id: str) -> str:
 def job_interaction_token(job_id: str) -> str:
     """String: the interaction token the worker edits the original response with; expires with the token."""
     return f"{PREFIX}:job:{job_id}:itoken"
+
+
+def user_settings(user: str) -> str:
+    """Hash: a user's saved mode and default parameters (mode, ar, stylize, model); `user` is the owner string."""
+    return f"{PREFIX}:user:{user}:settings"
+
+
+def user_jobs(user: str) -> str:
+    """List: a user's job ids, newest first, trimmed to the most recent few; `user` is the owner string."""
+    return f"{PREFIX}:user:{user}:jobs"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import ModelRegistry, load_registry
@@ -68,3 +68,9 @@ class DiscordSettings(BaseSettings):
     discord_api_base: str = Field(default="https://discord.com/api/v10", description="DISCORD_API_BASE")
     discord_gateway_url: str = Field(default="wss://gateway.discord.gg/", description="DISCORD_GATEWAY_URL")
     dev_guild_id: int | None = Field(default=None, description="DEV_GUILD_ID: sync commands to this guild only")
+
+    @field_validator("dev_guild_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """docker compose passes `DEV_GUILD_ID=` for an unset variable: treat "" as not set."""
+        return None if isinstance(value, str) and not value.strip() else value

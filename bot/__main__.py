@@ -1,0 +1,78 @@
+"""`python -m bot`: build the settings once, point discord.py at the configured API, run the bot until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import discord
+import discord.gateway
+import discord.http
+import pydantic
+import redis
+import yarl
+
+from bot.client import ImagineBot
+from core.errors import ImagineError
+from core.queue import redis_location
+from core.settings import DiscordSettings, JobSettings, ModelSettings, RedisSettings
+
+log = logging.getLogger("bot")
+
+REDIS_CONNECT_TIMEOUT_S = 1.0
+"""A Redis that does not answer within this is reported as unreachable well inside Discord's 3 s window."""
+REDIS_SOCKET_TIMEOUT_S = 2.0
+
+
+def fail(code: int, message: str) -> int:
+    print(f"bot: {message}", file=sys.stderr)
+    return code
+
+
+def route_discord(settings: DiscordSettings) -> None:
+    """Point discord.py's REST client and gateway at DISCORD_API_BASE / DISCORD_GATEWAY_URL (the emulator in tests)."""
+    discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        discord_settings = DiscordSettings()
+        redis_settings = RedisSettings()
+        registry = ModelSettings().registry()
+        job_settings = JobSettings()
+    except pydantic.ValidationError as exc:
+        return fail(2, f"invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+    except ImagineError as exc:
+        return fail(2, str(exc))
+    if discord_settings.discord_token is None or not discord_settings.discord_token.get_secret_value().strip():
+        return fail(2, "DISCORD_TOKEN is not set: put the bot token from the Discord developer portal in it")
+    route_discord(discord_settings)
+    conn = redis.Redis.from_url(
+        redis_settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+    log.info("redis at %s; models: %s", redis_location(redis_settings.redis_url), ", ".join(registry.all_names()))
+    bot = ImagineBot(settings=discord_settings, redis_conn=conn, registry=registry, job_settings=job_settings)
+    try:
+        asyncio.run(_run(bot, discord_settings.discord_token.get_secret_value()))
+    except discord.LoginFailure:
+        return fail(1, "Discord rejected DISCORD_TOKEN: reset the token in the developer portal and set it again")
+    except discord.PrivilegedIntentsRequired:
+        return fail(1, "Discord refused the gateway intents this bot asks for; enable them in the developer portal")
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _run(bot: ImagineBot, token: str) -> None:
+    async with bot:
+        await bot.start(token)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

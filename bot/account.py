@@ -1,0 +1,160 @@
+"""A user's own things: `/info`, `/settings`, `/fast`, `/relax`, `/cancel`, `/show`."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import discord
+import redis
+from discord import app_commands
+from discord.ext import commands
+
+from bot import errors, submit
+from bot.buttons import view_for
+from bot.client import ImagineBot
+from core import usersettings
+from core.errors import ImagineError
+from core.models import ModelRegistry
+
+ASPECTS = ("1:1", "2:3", "3:2", "4:5", "5:4", "3:4", "4:3", "16:9", "9:16", "21:9")
+"""The `--ar` choices `/settings` offers."""
+
+STYLIZE = {"50": "low (50)", "100": "med (100)", "250": "high (250)", "750": "very high (750)"}
+"""The `--stylize` choices `/settings` offers, as Midjourney's buttons."""
+
+RESET = "default"
+"""Select value that forgets a saved default."""
+
+SETTINGS_TEMPLATE = r"imagine:settings:(?P<name>mode|ar|stylize|model)"
+
+
+def choices(name: str, registry: ModelRegistry) -> dict[str, str]:
+    """The values a settings select offers -> their labels."""
+    if name == "mode":
+        return {"fast": "Fast mode", "relax": "Relax mode"}
+    if name == "ar":
+        return {RESET: "Aspect ratio: default (1:1)", **{a: f"Aspect ratio {a}" for a in ASPECTS}}
+    if name == "stylize":
+        return {RESET: "Stylize: default (100)", **{v: f"Stylize {label}" for v, label in STYLIZE.items()}}
+    if name == "model":
+        default = registry.default.name
+        return {RESET: f"Model: default ({default})", **{m.name: f"Model {m.name}" for m in registry.models[:24]}}
+    raise ValueError(f"no setting {name!r}")
+
+
+def save_choice(
+    conn: redis.Redis, owner: str, name: str, value: str, registry: ModelRegistry
+) -> usersettings.UserSettings:
+    """Store one select's choice, refusing values the select never offered (custom_ids can be forged)."""
+    if value not in choices(name, registry):
+        raise ImagineError(f"{value!r} is not a choice for {name}")
+    if name == "mode":
+        usersettings.set_mode(conn, owner, value)
+    else:
+        usersettings.set_default(conn, owner, name, None if value == RESET else value)
+    return usersettings.get(conn, owner)
+
+
+def settings_text(saved: usersettings.UserSettings) -> str:
+    defaults = " ".join(f"--{k} {v}" for k, v in sorted(saved.defaults.items())) or "none"
+    return f"**Your settings** - mode: **{saved.mode}**, defaults: {defaults}\nParameters in a prompt always win."
+
+
+class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS_TEMPLATE):
+    """One `/settings` select; its custom_id names the setting, so it works after restarts."""
+
+    def __init__(self, name: str, registry: ModelRegistry, current: str = "", row: int | None = None) -> None:
+        options = [
+            discord.SelectOption(label=label, value=value, default=value == current)
+            for value, label in choices(name, registry).items()
+        ]
+        super().__init__(discord.ui.Select(custom_id=f"imagine:settings:{name}", options=options, row=row))
+        self.name = name
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> SettingSelect:
+        assert isinstance(interaction.client, ImagineBot)
+        return cls(match["name"], interaction.client.registry)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        assert isinstance(bot, ImagineBot)
+        try:
+            data: dict[str, Any] = dict(interaction.data or {})
+            values = data.get("values") or [RESET]
+            owner = submit.owner_of(interaction.user.id)
+            saved = await bot.redis_call(save_choice, owner, self.name, str(values[0]), bot.registry)
+            await interaction.response.edit_message(content=settings_text(saved), view=settings_view(saved, bot))
+        except Exception as exc:  # a DynamicItem's errors never reach tree.on_error
+            await errors.report(interaction, exc)
+
+
+DYNAMIC_ITEMS = (SettingSelect,)
+
+
+def settings_view(saved: usersettings.UserSettings, bot: ImagineBot) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    current = {"mode": saved.mode, **{n: saved.defaults.get(n, RESET) for n in usersettings.DEFAULT_NAMES}}
+    for row, name in enumerate(("mode", "ar", "stylize", "model")):
+        view.add_item(SettingSelect(name, bot.registry, current[name], row=row))
+    return view
+
+
+class Account(commands.Cog):
+    """Commands about the user's own settings and jobs."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="info", description="Your mode, your queued and running jobs, your recent jobs")
+    async def info(self, interaction: discord.Interaction) -> None:
+        text = await self.bot.redis_call(submit.info_text, submit.owner_of(interaction.user.id))
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="settings", description="Your default mode, aspect ratio, stylize and model")
+    async def settings(self, interaction: discord.Interaction) -> None:
+        saved = await self.bot.redis_call(usersettings.get, submit.owner_of(interaction.user.id))
+        await interaction.response.send_message(
+            settings_text(saved), view=settings_view(saved, self.bot), ephemeral=True
+        )
+
+    @app_commands.command(name="fast", description="Run your next jobs in fast mode")
+    async def fast(self, interaction: discord.Interaction) -> None:
+        await self._mode(interaction, "fast")
+
+    @app_commands.command(name="relax", description="Run your next jobs in relax mode")
+    async def relax(self, interaction: discord.Interaction) -> None:
+        await self._mode(interaction, "relax")
+
+    async def _mode(self, interaction: discord.Interaction, mode: str) -> None:
+        await self.bot.redis_call(usersettings.set_mode, submit.owner_of(interaction.user.id), mode)
+        await interaction.response.send_message(f"Your jobs now run in **{mode}** mode.", ephemeral=True)
+
+    @app_commands.command(name="cancel", description="Cancel your latest queued or running job (or the one named)")
+    @app_commands.describe(job_id="the job to cancel; default: your latest queued or running job")
+    async def cancel(self, interaction: discord.Interaction, job_id: str | None = None) -> None:
+        permissions = interaction.permissions
+        admin = permissions.manage_guild or permissions.administrator
+        owner = submit.owner_of(interaction.user.id)
+        text = await self.bot.redis_call(submit.cancel_job, owner, job_id, admin=admin)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="show", description="Post a job's result again, with its buttons")
+    @app_commands.describe(job_id="the job id (shown by /info)")
+    async def show(self, interaction: discord.Interaction, job_id: str) -> None:
+        shown = await self.bot.redis_call(submit.show, job_id)
+        await interaction.response.send_message(
+            shown.content,
+            file=discord.File(io.BytesIO(shown.image), shown.filename),
+            view=view_for(shown.components),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+
+async def setup(bot: commands.Bot) -> None:
+    assert isinstance(bot, ImagineBot)
+    await bot.add_cog(Account(bot))

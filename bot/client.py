@@ -1,0 +1,73 @@
+"""The bot: a discord.py `commands.Bot` with its dependencies injected, its features loaded from extensions."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import discord
+import redis
+from discord.ext import commands
+
+from bot import errors
+from core.models import ModelRegistry
+from core.settings import DiscordSettings, JobSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account")
+"""The feature modules `setup_hook` loads."""
+
+REDIS_THREADS = 32
+"""Threads that run blocking Redis calls, so a burst of interactions never waits on the event loop."""
+
+
+class ImagineBot(commands.Bot):
+    """The `/imagine` bot. Every piece of state lives in Redis; the process can restart at any time."""
+
+    def __init__(
+        self,
+        *,
+        settings: DiscordSettings,
+        redis_conn: redis.Redis,
+        registry: ModelRegistry,
+        job_settings: JobSettings | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None, **options
+        )
+        self.settings = settings
+        self.redis = redis_conn
+        self.registry = registry
+        self.job_settings = job_settings or JobSettings()
+        self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
+        self.tree.error(errors.on_tree_error)
+
+    async def setup_hook(self) -> None:
+        from bot import account, buttons
+
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(*buttons.DYNAMIC_ITEMS, *account.DYNAMIC_ITEMS)
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d commands (%s)", len(synced), self.settings.dev_guild_id or "global")
+
+    async def redis_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `function(self.redis, *args, **kwargs)` in a thread: Redis never blocks the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._redis_pool, functools.partial(function, self.redis, *args, **kwargs))
+
+    async def close(self) -> None:
+        await super().close()
+        self._redis_pool.shutdown(wait=False)

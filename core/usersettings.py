@@ -1,0 +1,65 @@
+"""A user's saved defaults (`/settings`) and mode (`/fast`, `/relax`), kept in Redis and applied to later prompts.
+
+Defaults are stored as prompt parameters (`ar` -> "16:9") so the prompt language checks them like typed ones, and a
+parameter written in the prompt wins over a saved one (`core.prompt.parse(..., defaults=...)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from core import keys
+from core.spec import Mode
+
+DEFAULT_NAMES = ("ar", "stylize", "model")
+"""The parameters `/settings` can save a default for."""
+
+MODES: tuple[Mode, ...] = ("fast", "relax")
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """What one user saved: the mode their jobs run in, and default prompt parameters by name."""
+
+    mode: Mode = "fast"
+    defaults: dict[str, str] = field(default_factory=dict)
+
+
+def get(conn: redis.Redis, owner: str) -> UserSettings:
+    """The user's settings (built-in ones when they saved nothing)."""
+    data = conn.hgetall(keys.user_settings(owner))
+    text = {_str(k): _str(v) for k, v in data.items()}
+    mode = text.pop("mode", "fast")
+    defaults = {name: value for name, value in text.items() if name in DEFAULT_NAMES and value}
+    return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults)
+
+
+def set_mode(conn: redis.Redis, owner: str, mode: str) -> None:
+    """Save the mode later jobs run in.
+
+    Raises:
+        ValueError: `mode` is not fast or relax.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    conn.hset(keys.user_settings(owner), "mode", mode)
+
+
+def set_default(conn: redis.Redis, owner: str, name: str, value: str | None) -> None:
+    """Save a default parameter value; None or "" forgets it (the built-in default applies again).
+
+    Raises:
+        ValueError: `name` is not one of DEFAULT_NAMES.
+    """
+    if name not in DEFAULT_NAMES:
+        raise ValueError(f"no saved default for {name!r}; choose from {DEFAULT_NAMES}")
+    if value:
+        conn.hset(keys.user_settings(owner), name, value)
+    else:
+        conn.hdel(keys.user_settings(owner), name)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

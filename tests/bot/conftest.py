@@ -1,0 +1,110 @@
+"""Fixtures for the bot's tests: the emulator, a real Redis, and ImagineBot connected to both in-process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from pydantic import SecretStr
+
+from bot.client import ImagineBot
+from core import jobs, prompt
+from core.models import ModelRegistry, tiny_model
+from core.settings import DiscordSettings, JobSettings
+from core.spec import JobSpec
+from tests.discord_emulator import DiscordEmulator, Message, PendingInteraction, User
+from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
+
+REGISTRY = ModelRegistry((tiny_model(), tiny_model("other")))
+
+
+@contextlib.asynccontextmanager
+async def running_bot(emu: DiscordEmulator, conn: redis.Redis, **settings: Any) -> AsyncIterator[ImagineBot]:
+    """An ImagineBot logged in to the emulator (commands synced by its setup_hook); closed on exit."""
+    discord_settings = DiscordSettings(
+        discord_token=SecretStr(emu.token), discord_api_base=emu.api_base, discord_gateway_url=emu.ws_url, **settings
+    )
+    bot = ImagineBot(
+        settings=discord_settings,
+        redis_conn=conn,
+        registry=REGISTRY,
+        job_settings=JobSettings(),
+        guild_ready_timeout=GUILD_READY_TIMEOUT_S,
+    )
+    async with running_client(emu, bot):
+        yield bot
+
+
+@pytest.fixture
+async def bot(discord_emulator: DiscordEmulator, redis_conn: redis.Redis) -> AsyncIterator[ImagineBot]:  # noqa: F811
+    async with running_bot(discord_emulator, redis_conn) as client:
+        yield client
+
+
+@pytest.fixture
+def alice(discord_emulator: DiscordEmulator) -> User:  # noqa: F811
+    return discord_emulator.add_user("alice")
+
+
+@pytest.fixture
+def bob(discord_emulator: DiscordEmulator) -> User:  # noqa: F811
+    return discord_emulator.add_user("bob")
+
+
+def done_job(conn: redis.Redis, text: str = "a red cat --seed 7", owner: str = "discord:1") -> tuple[str, JobSpec]:
+    """A finished job record, as the worker leaves it."""
+    (spec,) = prompt.parse(text, REGISTRY)
+    job_id = jobs.new_job_id()
+    jobs.create(conn, job_id, spec, owner)
+    jobs.mark_running(conn, job_id, "test-worker")
+    jobs.finish(conn, job_id, jobs.DONE)
+    return job_id, spec
+
+
+async def post_result(emu: DiscordEmulator, components: list[dict[str, Any]], content: str = "result") -> Message:
+    """A channel message carrying raw components, as the worker posts them with the bot token."""
+    url = f"{emu.api_base}/channels/{emu.state.default_channel.id}/messages"
+    headers = {"Authorization": f"Bot {emu.token}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.post(url, json={"content": content, "components": components}) as response,
+    ):
+        assert response.status == 200
+        posted = await response.json()
+    return emu.state.messages[posted["id"]]
+
+
+async def choose(emu: DiscordEmulator, user: User, message: Message, custom_id: str, value: str) -> PendingInteraction:
+    """A user picking `value` in a select menu (the emulator's click_button sends no `values`)."""
+    assert message.find_component(custom_id) is not None, message.custom_ids()
+    data = {"custom_id": custom_id, "component_type": 3, "values": [value]}
+    return await emu._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+
+
+def rq_job_keys(conn: redis.Redis) -> list[bytes]:
+    return list(conn.scan_iter("rq:job:*"))
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> Any:
+    """The predicate's first truthy value: waits for a Redis-side condition (the emulator's wait_until sees only
+    the emulator's own state), re-checked every few ms; fails after `timeout` seconds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.005)
+    return value
+
+
+def job_ids(conn: redis.Redis, owner: str) -> list[str]:
+    """The owner's job ids, newest first (core.userjobs' list)."""
+    from core import keys
+
+    return [i.decode() for i in conn.lrange(keys.user_jobs(owner), 0, -1)]
