@@ -13,12 +13,18 @@ def main(argv: list[str] | None = None) -> int:
     overhead = sub.add_parser("overhead", help="queue + warm worker vs direct generation, and batch vs sequential")
     overhead.add_argument("--runs", type=int, default=7, help="timed runs of each kind (after one warm-up)")
     overhead.add_argument("--prompt", default="a red circle on a blue background --seed 7")
+    interactions = sub.add_parser("interactions", help="/imagine ack latency when N interactions arrive at once")
+    interactions.add_argument("--count", type=int, default=200, help="interactions delivered at once")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
         from bench.overhead import run
 
         result = run(runs=args.runs, prompt=args.prompt)
+    elif args.name == "interactions":
+        from bench.interactions import run as run_interactions
+
+        result = run_interactions(count=args.count)
     print(json.dumps(result, indent=2))
     return 0
 
