@@ -10,19 +10,14 @@ import discord
 import discord.gateway
 import discord.http
 import pydantic
-import redis
 import yarl
 
-from bot.client import ImagineBot
+from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
 from core.errors import ImagineError
 from core.queue import redis_location
 from core.settings import DiscordSettings, JobSettings, ModelSettings, RedisSettings
 
 log = logging.getLogger("bot")
-
-REDIS_CONNECT_TIMEOUT_S = 1.0
-"""A Redis that does not answer within this is reported as unreachable well inside Discord's 3 s window."""
-REDIS_SOCKET_TIMEOUT_S = 2.0
 
 
 def fail(code: int, message: str) -> int:
@@ -38,6 +33,7 @@ def route_discord(settings: DiscordSettings) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_tokens_out_of_logs()
     try:
         discord_settings = DiscordSettings()
         redis_settings = RedisSettings()
@@ -50,12 +46,7 @@ def main() -> int:
     if discord_settings.discord_token is None or not discord_settings.discord_token.get_secret_value().strip():
         return fail(2, "DISCORD_TOKEN is not set: put the bot token from the Discord developer portal in it")
     route_discord(discord_settings)
-    conn = redis.Redis.from_url(
-        redis_settings.redis_url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-    )
+    conn = connect_redis(redis_settings.redis_url)
     log.info("redis at %s; models: %s", redis_location(redis_settings.redis_url), ", ".join(registry.all_names()))
     bot = ImagineBot(settings=discord_settings, redis_conn=conn, registry=registry, job_settings=job_settings)
     try:

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import discord
 import redis
 from discord.ext import commands
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from bot import errors
 from core.models import ModelRegistry
@@ -25,6 +27,40 @@ EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account")
 
 REDIS_THREADS = 32
 """Threads that run blocking Redis calls, so a burst of interactions never waits on the event loop."""
+
+
+REDIS_CONNECT_TIMEOUT_S = 0.5
+"""A Redis that does not accept a connection within this counts as unreachable."""
+
+REDIS_SOCKET_TIMEOUT_S = 2.0
+"""A command Redis does not answer within this fails (the user is told to try again)."""
+
+REDIS_RETRIES = 2
+"""Retries of a failed Redis command, with backoff capped at REDIS_RETRY_CAP_S: redis-py's default (3 retries,
+up to about 4 s against a refused port) would outlast Discord's 3-second acknowledgement window."""
+
+REDIS_RETRY_CAP_S = 0.2
+
+
+def connect_redis(url: str) -> redis.Redis:
+    """The bot's Redis client: bytes responses (RQ needs them), and failures that surface well inside 3 s."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        retry=Retry(ExponentialBackoff(cap=REDIS_RETRY_CAP_S, base=0.05), REDIS_RETRIES),
+        health_check_interval=30,
+    )
+
+
+TOKEN_LOGGERS = ("discord.webhook.async_", "discord.webhook.sync", "discord.gateway", "discord.http")
+"""discord.py loggers whose DEBUG lines print webhook URLs or whole gateway events, which carry interaction tokens."""
+
+
+def keep_tokens_out_of_logs() -> None:
+    """Cap discord.py's webhook loggers at INFO, whatever the root level: their DEBUG lines contain tokens."""
+    for name in TOKEN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 class ImagineBot(commands.Bot):
