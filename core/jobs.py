@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
@@ -101,6 +101,8 @@ class JobRecord:
     total: int  # sampling steps of the current attempt (0 before the first progress report)
     worker: str  # name of the worker that ran the latest attempt
     gpu_s: float  # seconds the job held the device, all attempts together
+    kind: str = "grid"  # what it makes: one of `core.queue.KINDS`
+    source: dict[str, Any] = field(default_factory=dict)  # the parent image of a button job (`core.queue.payload`)
 
     @property
     def final(self) -> bool:
@@ -121,7 +123,15 @@ def remove_final_hook(hook: FinalHook) -> None:
     _final_hooks.remove(hook)
 
 
-def create(conn: redis.Redis, job_id: str, spec: JobSpec, owner: str) -> JobRecord:
+def create(
+    conn: redis.Redis,
+    job_id: str,
+    spec: JobSpec,
+    owner: str,
+    *,
+    kind: str = "grid",
+    source: dict[str, Any] | None = None,
+) -> JobRecord:
     """Record a new job in state `queued`.
 
     Args:
@@ -129,6 +139,8 @@ def create(conn: redis.Redis, job_id: str, spec: JobSpec, owner: str) -> JobReco
         job_id: the id from `new_job_id`.
         spec: what to render.
         owner: who asked for it (shown to admins, used for quotas).
+        kind: what the job makes (`core.queue.KINDS`); kept so that a later job can tell what its parent was.
+        source: the parent image of a button job, as in `core.queue.payload`.
 
     Returns:
         The stored record.
@@ -137,7 +149,8 @@ def create(conn: redis.Redis, job_id: str, spec: JobSpec, owner: str) -> JobReco
         ValueError: a job with this id already exists.
         redis.RedisError: Redis is unreachable.
     """
-    fields = {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time())}
+    fields = {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time()),
+              "kind": kind, "source": json.dumps(source or {}, sort_keys=True)}
     pairs = [item for pair in fields.items() for item in pair]
     if not conn.eval(_CREATE, 1, keys.job(job_id), *pairs):
         raise ValueError(f"job {job_id} already exists")
@@ -336,4 +349,6 @@ def _from_hash(job_id: str, data: dict[bytes, bytes]) -> JobRecord:
         total=int(text.get("total") or 0),
         worker=text.get("worker", ""),
         gpu_s=number("gpu_s") or 0.0,
+        kind=text.get("kind") or "grid",
+        source=json.loads(text["source"]) if text.get("source") else {},
     )

@@ -69,6 +69,9 @@ KINDS = ("grid", "upscale", "vary", "upscale2x")
 """What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
 variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image."""
 
+SINGLE_IMAGE_KINDS = frozenset({"upscale", "upscale2x"})
+"""Kinds whose result is one image (`keys.job_image(job, 0)`) rather than a 2x2 grid."""
+
 
 def payload(
     job_id: str, spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None
@@ -110,7 +113,7 @@ def enqueue(
     """
     job_id = job_id or jobs.new_job_id()
     args = (payload(job_id, spec, owner, kind=kind, source=source),)
-    jobs.create(conn, job_id, spec, owner)
+    jobs.create(conn, job_id, spec, owner, kind=kind, source=source)
     try:
         rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
             JOB_FUNCTION,

@@ -1,8 +1,9 @@
 """`python -m worker`: load the model once, then take jobs from `fast:<model>` and `relax:<model>` until stopped.
 
 SIGTERM (or Ctrl-C) finishes the current job, then exits 0; a second one stops at once. `--burst` exits when the
-queues are empty. Environment: REDIS_URL, MODEL / MODELS_FILE, WORKER_* (see core/settings.py), and for tests only
-WORKER_TEST_STEP_DELAY_S (seconds to sleep after each sampling step, to make a job slow enough to interrupt).
+queues are empty. Environment: REDIS_URL, MODEL / MODELS_FILE, DISCORD_TOKEN and DISCORD_API_BASE (where results
+go), WORKER_* (see core/settings.py), and for tests only WORKER_TEST_STEP_DELAY_S (seconds to sleep after each
+sampling step, to make a job slow enough to interrupt).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import redis
 
 from core import queue
 from core.errors import ImagineError
-from core.settings import ModelSettings, RedisSettings, WorkerSettings
+from core.settings import DiscordSettings, ModelSettings, RedisSettings, WorkerSettings
 from worker import runtime
 
 log = logging.getLogger("worker")
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     redis_settings, model_settings, settings = RedisSettings(), ModelSettings(), WorkerSettings()
+    discord = DiscordSettings()
     try:
         registry = model_settings.registry()
     except ImagineError as exc:
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here: the engine pulls in torch, which `--help` does not need.
     from model import loading
+    from worker.delivery import Poster
+    from worker.discord_http import DiscordHTTP
     from worker.engine import Engine
 
     started = time.monotonic()
@@ -56,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
     name = args.name or runtime.default_worker_name()
-    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name)
+    poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token))
+    if not poster.http.has_bot_token:
+        log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
+    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster)
     lanes = queue.lane_names(info.name)
     try:
         runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s)

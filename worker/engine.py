@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -50,6 +50,9 @@ class Engine:
             )
         self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
+        # Image-to-image (variations, the 2x refine pass) on the same modules: built once, no second copy of weights.
+        self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        self.img2img.set_progress_bar_config(disable=True)
 
     @classmethod
     def load(cls, info: ModelInfo, device: str = "") -> Engine:
@@ -88,22 +91,101 @@ class Engine:
             TransientGenerationError: the device ran out of memory.
             GenerationFailed: the model produced NaN or inf.
         """
+        with self._guarded(spec, len(indices), (spec.width, spec.height), should_cancel):
+            return self._sample(spec, indices, on_progress, should_cancel, preview_interval_s)
+
+    def image_to_image(
+        self,
+        spec: JobSpec,
+        image: Image.Image,
+        strength: float,
+        *,
+        count: int = 4,
+        size: tuple[int, int] | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        preview_interval_s: float = 1.5,
+    ) -> list[Image.Image]:
+        """Redraw `image` `count` times under the prompt of `spec`, in one batched img2img call.
+
+        Image k starts from the image's latents noised to `strength` with seed `spec.seeds()[k]` and is denoised
+        for the last `strength` fraction of `spec.steps` (SDEdit, Meng et al. 2021): 0 keeps the image, 1 ignores it.
+
+        Args:
+            spec: prompt parts, negative prompt, steps, guidance, seed, stop and tile are used.
+            image: the starting image; resized (Lanczos) to `size` when it differs.
+            strength: fraction of the noise schedule to redo, in (0, 1].
+            count: images to make (at most 4: one per seed of the grid).
+            size: (width, height) of the output; default (spec.width, spec.height).
+            on_progress, should_cancel, preview_interval_s: as for `render`.
+
+        Returns:
+            `count` PIL images of `size`.
+
+        Raises:
+            JobCancelled, TransientGenerationError, GenerationFailed: as for `render`.
+        """
+        width, height = size or (spec.width, spec.height)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        with self._guarded(spec, count, (width, height), should_cancel):
+            return self._sample_from_image(spec, image.convert("RGB"), strength, count, on_progress, should_cancel,
+                                           preview_interval_s)
+
+    @contextmanager
+    def _guarded(
+        self, spec: JobSpec, count: int, size: tuple[int, int], should_cancel: Callable[[], bool] | None
+    ) -> Iterator[None]:
+        """Around one pipeline call: the cancel check before it, no autograd, `--tile`, out-of-memory as transient."""
         if should_cancel is not None and should_cancel():
             raise JobCancelled("the job was cancelled before it started")
         started = time.monotonic()
         try:
             with torch.inference_mode(), circular_padding(self.pipe, enabled=spec.tile):
-                images = self._sample(spec, indices, on_progress, should_cancel, preview_interval_s)
+                yield
         except OUT_OF_MEMORY:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             raise TransientGenerationError(
-                f"out of GPU memory while rendering {len(indices)} images of {spec.width}x{spec.height}; "
+                f"out of GPU memory while rendering {count} images of {size[0]}x{size[1]}; "
                 "try again, or ask for a smaller --ar or --quality"
             ) from None
-        log.info("rendered %d images of %dx%d in %d steps in %.2f s", len(indices), spec.width, spec.height,
-                 spec.steps, time.monotonic() - started)
-        return images
+        log.info("rendered %d images of %dx%d in %d steps in %.2f s", count, size[0], size[1], spec.steps,
+                 time.monotonic() - started)
+
+    def _sample_from_image(
+        self,
+        spec: JobSpec,
+        image: Image.Image,
+        strength: float,
+        count: int,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+        preview_interval_s: float,
+    ) -> list[Image.Image]:
+        pipe = self.img2img
+        # 1. the prompt, as for text-to-image
+        embeds = encode_weighted_prompt(pipe, spec.parts, spec.negative_prompt, spec.guidance_scale)
+        batch = {name: torch.cat([e] * count) for name, e in embeds.items()}
+        # 2. one CPU generator per output, seeded like the images of a grid: they noise the image's latents
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.seeds()[:count]]
+        # 3. noise the image to `strength` and denoise the rest of the schedule
+        output = pipe(
+            **batch,
+            image=[image] * count,
+            strength=strength,
+            generator=generators,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            output_type="pt",
+            callback_on_step_end=_StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        # 4. reject NaN/inf
+        images = output.images
+        if not torch.isfinite(images).all():
+            raise GenerationFailed(INVALID_IMAGE)
+        return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
 
     def _sample(
         self,

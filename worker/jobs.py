@@ -3,24 +3,24 @@
 Failures are sorted here. A transient one (out of memory) or an unexpected exception is re-raised so that RQ runs
 the job once more (`core.queue.on_failure` records the retry, or the final failure once RQ gives up). A permanent
 one (`GenerationFailed`, a malformed payload) is final at once and not retried. A cancelled job ends `cancelled`.
+Discord sees it through `worker.delivery`: progress edits while it runs, then its outcome from the final hook.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import redis
 from PIL import Image
 from rq import get_current_job
 
-from core import jobs, keys
+from core import jobs, keys, queue
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
 from core.spec import JobSpec
-from worker import runtime
-from worker.grid import compose_grid, encode_png
+from worker import kinds, runtime
+from worker.delivery import LiveMessage
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,10 @@ PROGRESS_INTERVAL_S = 0.5
 
 
 def imagine(payload: dict[str, Any]) -> dict[str, Any]:
-    """Render the grid of one job and store it; RQ's job function (`worker.jobs.imagine`).
+    """Make the images of one job and store them; RQ's job function (`worker.jobs.imagine`).
 
     Args:
-        payload: `{"job_id", "spec": JobSpec.to_dict(), "owner"}` as `core.queue.enqueue` wrote it.
+        payload: `{"job_id", "spec": JobSpec.to_dict(), "owner", "kind", "source"}` as `core.queue.payload` wrote it.
 
     Returns:
         `{"job_id", "state"}` with the state the job ended in (or already had, when it was cancelled while queued).
@@ -43,23 +43,31 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
     """
     rt = runtime.current()
     conn = rt.conn
-    job_id, spec = _read(conn, payload, rt.model.name)
+    job_id, spec, kind, source = _read(conn, payload, rt.model.name)
     if not jobs.mark_running(conn, job_id, rt.worker_name):
         record = jobs.get(conn, job_id)
         state = record.state if record else "unknown"
         log.info("job %s is %s already: skipped", job_id, state)
+        if record is not None and record.state == jobs.DONE and rt.poster is not None:
+            rt.poster.deliver_outcome(conn, record)  # an attempt that died between its outcome and its delivery
         return {"job_id": job_id, "state": state}
+    live = _live_message(rt, job_id)
     try:
-        images = _render(rt, job_id, spec)
+        progress = _Progress(conn, job_id, live, step_delay_s=rt.settings.test_step_delay_s)
+        hooks = kinds.Hooks(progress, lambda: jobs.cancel_requested(conn, job_id), rt.settings.preview_interval_s)
+        output = kinds.make(rt, job_id, kind, spec, source, hooks)
     except JobCancelled:
+        _close(live)
         jobs.finish(conn, job_id, jobs.CANCELLED, reason=jobs.cancel_reason(conn, job_id))
         return {"job_id": job_id, "state": jobs.CANCELLED}
-    except TransientGenerationError:
-        raise
     except GenerationFailed as exc:
-        _fail_without_retry(conn, job_id, str(exc))
+        _close(live)
+        if not isinstance(exc, TransientGenerationError):
+            _fail_without_retry(conn, job_id, str(exc))
         raise
-    store_images(conn, job_id, images, ttl_s=rt.settings.image_ttl_s)
+    finally:
+        _close(live)  # before any outcome: no progress edit may follow it (the final hook, `rt.poster`, posts it)
+    store_output(conn, job_id, output, ttl_s=rt.settings.image_ttl_s)
     if not jobs.finish(conn, job_id, jobs.DONE):
         record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
         return {"job_id": job_id, "state": record.state if record else "unknown"}
@@ -67,23 +75,26 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job_id, "state": jobs.DONE}
 
 
-def store_images(conn: redis.Redis, job_id: str, images: Sequence[Image.Image], *, ttl_s: int) -> None:
-    """Store the PNG of each image and of their 2x2 grid under `keys.job_image` / `keys.job_grid` for `ttl_s`."""
+def store_output(conn: redis.Redis, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
+    """Store each image's PNG (`keys.job_image`) and the PNG the job is shown as (`keys.job_grid`) for `ttl_s`."""
     with conn.pipeline(transaction=False) as pipe:
-        for index, image in enumerate(images):
-            pipe.set(keys.job_image(job_id, index), encode_png(image), ex=ttl_s)
-        pipe.set(keys.job_grid(job_id), encode_png(compose_grid(images)), ex=ttl_s)
+        for index, png in enumerate(output.images):
+            pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
+        pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
         pipe.execute()
 
 
-def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, JobSpec]:
-    """The job id and spec of a payload; a malformed one, or one for another model, fails without retry."""
+def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, JobSpec, str, dict[str, Any]]:
+    """Job id, spec, kind and source of a payload; a malformed one, or one for another model, fails without retry."""
     job_id = payload.get("job_id") if isinstance(payload, dict) else None
     if not isinstance(job_id, str) or not job_id:
         _fail_without_retry(conn, None, "malformed job payload: no job_id")
         raise GenerationFailed("malformed job payload: no job_id")
+    kind, source = payload.get("kind") or "grid", payload.get("source") or {}
     try:
         spec = JobSpec.from_dict(payload["spec"])
+        if kind not in queue.KINDS or not isinstance(source, dict):
+            raise ValueError(f"unknown kind {kind!r}")
     except (KeyError, TypeError, ValueError) as exc:
         reason = f"malformed job payload: {exc}"
         _fail_without_retry(conn, job_id, reason)
@@ -92,22 +103,23 @@ def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, 
         reason = f"this worker serves model {model!r}, not {spec.model!r}"
         _fail_without_retry(conn, job_id, reason)
         raise GenerationFailed(reason)
-    return job_id, spec
+    return job_id, spec, kind, source
 
 
-def _render(rt: runtime.Runtime, job_id: str, spec: JobSpec) -> list[Image.Image]:
-    """Call the warm engine, recording progress, and add the time it held the device to the job's GPU seconds."""
-    progress = _Progress(rt.conn, job_id, step_delay_s=rt.settings.test_step_delay_s)
-    started = time.monotonic()
-    try:
-        return rt.engine.render(
-            spec,
-            on_progress=progress,
-            should_cancel=lambda: jobs.cancel_requested(rt.conn, job_id),
-            preview_interval_s=rt.settings.preview_interval_s,
-        )
-    finally:
-        jobs.add_gpu_seconds(rt.conn, job_id, time.monotonic() - started)
+def _live_message(rt: runtime.Runtime, job_id: str) -> LiveMessage | None:
+    """Progress edits of the job's Discord message, when it has one; starts with `(Waiting to start)`."""
+    record = jobs.get(rt.conn, job_id)
+    if rt.poster is None or record is None:
+        return None
+    live = rt.poster.live(rt.conn, record, min_interval_s=rt.settings.preview_interval_s)
+    if live is not None:
+        live.started()
+    return live
+
+
+def _close(live: LiveMessage | None) -> None:
+    if live is not None:
+        live.close()
 
 
 def _fail_without_retry(conn: redis.Redis, job_id: str | None, reason: str) -> None:
@@ -120,11 +132,15 @@ def _fail_without_retry(conn: redis.Redis, job_id: str | None, reason: str) -> N
 
 
 class _Progress:
-    """The engine's on_progress: records step/total at most every PROGRESS_INTERVAL_S, and the last step."""
+    """The engine's on_progress: records step/total at most every PROGRESS_INTERVAL_S (and the last step), and hands
+    each step to the job's live Discord message, which sends at its own bounded rate."""
 
-    def __init__(self, conn: redis.Redis, job_id: str, *, step_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, conn: redis.Redis, job_id: str, live: LiveMessage | None = None, *, step_delay_s: float = 0.0
+    ) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.live = live
         self.step_delay_s = step_delay_s
         self.last_s = float("-inf")
 
@@ -133,5 +149,7 @@ class _Progress:
         if step >= total or now - self.last_s >= PROGRESS_INTERVAL_S:
             jobs.set_progress(self.conn, self.job_id, step, total)
             self.last_s = now
+        if self.live is not None and step < total:
+            self.live.progress(step, total, preview)
         if self.step_delay_s:
             time.sleep(self.step_delay_s)  # WORKER_TEST_STEP_DELAY_S: makes a job slow enough to kill mid-job

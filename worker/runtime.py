@@ -20,13 +20,14 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
-from core import keys
+from core import jobs, keys
 from core.models import ModelInfo
 from core.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from rq.executions import Execution
 
+    from worker.delivery import Poster
     from worker.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,21 @@ class Runtime:
     model: ModelInfo
     settings: WorkerSettings
     worker_name: str
+    poster: Poster | None = None  # shows jobs in Discord; None: jobs have no Discord side (CLI, tests)
 
 
 _current: Runtime | None = None
 
 
 def install(runtime: Runtime | None) -> None:
-    """Make `runtime` the one the job function uses (None removes it)."""
+    """Make `runtime` the one the job function uses (None removes it); its poster delivers every outcome that this
+    process makes final (`core.jobs.add_final_hook`), also those of RQ's failure callback."""
     global _current
+    if _current is not None and _current.poster is not None:
+        jobs.remove_final_hook(_current.poster)
     _current = runtime
+    if runtime is not None and runtime.poster is not None:
+        jobs.add_final_hook(runtime.poster)
 
 
 def current() -> Runtime:

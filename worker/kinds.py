@@ -1,0 +1,156 @@
+"""What each job kind makes, as PNG bytes ready to store: a grid, one image of a grid, variations, a 2x upscale.
+
+`core.queue.KINDS` names them; a button job's `source` is `{"job_id": parent, "index": k (1-4), "strength"}`.
+Image k of a grid parent is its stored image k-1; a single-image parent (an upscale) has only image 0.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from PIL import Image
+
+from core import jobs, keys
+from core.errors import GenerationFailed
+from core.queue import SINGLE_IMAGE_KINDS
+from core.spec import JobSpec
+from worker import runtime
+from worker.engine import ProgressCallback
+from worker.grid import compose_grid, encode_png
+
+VARY_STRENGTH = {
+    "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
+    "subtle": 0.4,  # fraction redone: details change, the composition stays
+}
+"""img2img strength of Vary (Strong) / Vary (Subtle) and of V1-V4 (strong unless the source says otherwise)."""
+
+UPSCALE2X_STRENGTH = 0.25
+"""Fraction of the noise schedule redone after the 2x Lanczos resize: sharpens detail without changing content."""
+
+UPSCALE_FACTOR = 2
+"""Upscale (2x): output sides are this many times the source's."""
+
+
+MAX_SOURCE_DEPTH = 4
+"""How many upscale parents deep an expired source image is recreated before giving up."""
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a job stores: each image's PNG (`keys.job_image`) and the PNG it is shown as (`keys.job_grid`)."""
+
+    images: list[bytes]
+    shown: bytes
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The job's progress and cancel callbacks, passed to every engine call."""
+
+    on_progress: ProgressCallback
+    should_cancel: Callable[[], bool]
+    preview_interval_s: float
+
+
+def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks) -> Output:
+    """Make the job's images; GPU time goes to the job's `gpu_s`.
+
+    Raises:
+        GenerationFailed: a malformed source, or a source image that expired and cannot be recreated (permanent).
+        JobCancelled, TransientGenerationError: from the engine.
+    """
+    if kind == "grid":
+        images = _gpu(rt, job_id, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
+                                                            should_cancel=hooks.should_cancel,
+                                                            preview_interval_s=hooks.preview_interval_s))
+        return _grid_output(images)
+    parent, index = _parse_source(source)
+    start = source_image(rt, job_id, parent, index, hooks.should_cancel)
+    if kind == "upscale":
+        return Output([start], start)  # the parent's own bytes: no regeneration, no re-encoding
+    image = Image.open(io.BytesIO(start))
+    if kind == "vary":
+        strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
+        if strength is None:
+            raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
+        images = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
+            spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
+            preview_interval_s=hooks.preview_interval_s))
+        return _grid_output(images)
+    if kind == "upscale2x":
+        # A high-quality resize, then a light img2img pass at the new size to redraw the detail it blurred.
+        size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
+        big = image.resize(size, Image.Resampling.LANCZOS)
+        refined = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
+            spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
+            should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s))
+        png = encode_png(refined[0])
+        return Output([png], png)
+    raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
+
+
+def source_image(
+    rt: runtime.Runtime, job_id: str, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
+) -> bytes:
+    """PNG of image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
+
+    An expired grid image is re-rendered alone (`render(spec, indices=(index - 1,))`); an expired upscale is the
+    image of its own parent. Variations and 2x upscales are not recreated.
+
+    Raises:
+        GenerationFailed: it expired and cannot be recreated.
+    """
+    conn = rt.conn
+    record = jobs.get(conn, parent)
+    single = _is_single(conn, parent, record)
+    data = conn.get(keys.job_image(parent, 0 if single else index - 1))
+    if isinstance(data, bytes):
+        return data
+    expired = GenerationFailed("the image this button refers to has expired; run the prompt again")
+    if record is None or depth >= MAX_SOURCE_DEPTH:
+        raise expired
+    if record.kind == "grid":
+        images = _gpu(rt, job_id, lambda: rt.engine.render(record.spec, indices=(index - 1,),
+                                                            should_cancel=should_cancel))
+        return encode_png(images[0])
+    if record.kind == "upscale":
+        grandparent, grand_index = _parse_source(record.source)
+        return source_image(rt, job_id, grandparent, grand_index, should_cancel, depth + 1)
+    raise expired
+
+
+def _is_single(conn: redis.Redis, parent: str, record: jobs.JobRecord | None) -> bool:
+    """Whether the parent's result is one image: by its kind, or (record expired) by which images it stored."""
+    if record is not None:
+        return record.kind in SINGLE_IMAGE_KINDS
+    return not conn.exists(keys.job_image(parent, 1))
+
+
+def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
+    parent, index = source.get("job_id"), source.get("index")
+    if not isinstance(parent, str) or not JOB_ID.fullmatch(parent):
+        raise GenerationFailed("malformed job payload: the source has no valid job_id")
+    if not isinstance(index, int) or not 1 <= index <= 4:
+        raise GenerationFailed(f"malformed job payload: source index {index!r} is not 1-4")
+    return parent, index
+
+
+def _grid_output(images: list[Image.Image]) -> Output:
+    return Output([encode_png(image) for image in images], encode_png(compose_grid(images)))
+
+
+def _gpu(rt: runtime.Runtime, job_id: str, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:
+    """Run one engine call, adding the time it held the device to the job's GPU seconds (also when it fails)."""
+    started = time.monotonic()
+    try:
+        return call()
+    finally:
+        jobs.add_gpu_seconds(rt.conn, job_id, time.monotonic() - started)
