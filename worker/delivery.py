@@ -89,8 +89,9 @@ def result_components(record: jobs.JobRecord) -> list[dict[str, Any]]:
 class Poster:
     """The worker's one way to show jobs in Discord; registered as a `core.jobs` final hook, it posts outcomes."""
 
-    def __init__(self, http: DiscordHTTP) -> None:
+    def __init__(self, http: DiscordHTTP, *, min_edit_interval_s: float = MIN_EDIT_INTERVAL_S) -> None:
         self.http = http
+        self.min_edit_interval_s = min_edit_interval_s
 
     def __call__(self, conn: redis.Redis, record: jobs.JobRecord) -> None:
         self.deliver_outcome(conn, record)
@@ -100,7 +101,7 @@ class Poster:
         target = delivery.load(conn, record.job_id)
         if target is None or conn.exists(keys.job_final_delivered(record.job_id)):
             return None
-        return LiveMessage(self, conn, record, target, max(min_interval_s, MIN_EDIT_INTERVAL_S))
+        return LiveMessage(self, conn, record, target, max(min_interval_s, self.min_edit_interval_s))
 
     def deliver_outcome(self, conn: redis.Redis, record: jobs.JobRecord) -> bool:
         """Show a final job's outcome once: the image with its buttons, what failed with a re-roll, or "cancelled".

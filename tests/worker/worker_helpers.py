@@ -72,7 +72,9 @@ class Events:
 class WorkerProcess:
     """`python -m worker` in a subprocess, its log in a file."""
 
-    def __init__(self, redis_url: str, log_dir: Path, name: str, *, burst: bool = False, **env: str) -> None:
+    def __init__(
+        self, redis_url: str, log_dir: Path, name: str, *, burst: bool = False, log_level: str = "INFO", **env: str
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         environment = {
@@ -83,7 +85,8 @@ class WorkerProcess:
             "PYTHONUNBUFFERED": "1",
             **env,
         }
-        args = [sys.executable, "-m", "worker", "--name", name] + (["--burst"] if burst else [])
+        args = [sys.executable, "-m", "worker", "--name", name, "--log-level", log_level]
+        args += ["--burst"] if burst else []
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
 
@@ -123,11 +126,15 @@ def worker_processes() -> Iterator[list[WorkerProcess]]:
             worker.stop()
 
 
-def run_in_process(conn: redis.Redis, engine: Any, *, name: str = "test-worker", **settings: Any) -> None:
-    """Work the tiny model's lanes with an in-process `ImagineWorker` until they are empty (burst), `engine` warm."""
+def run_in_process(
+    conn: redis.Redis, engine: Any, *, name: str = "test-worker", poster: Any = None, **settings: Any
+) -> None:
+    """Work the tiny model's lanes with an in-process `ImagineWorker` until they are empty (burst), `engine` warm;
+    `poster` (a `worker.delivery.Poster`) shows the jobs in Discord."""
     worker_settings = WorkerSettings(device="cpu", **settings)
     info = tiny_model()
-    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name)
+    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name,
+                         poster=poster)
     runtime.register_stats(rt, pipeline_loads=1, load_s=0.0)
     runtime.install(rt)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
