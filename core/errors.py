@@ -19,3 +19,31 @@ class GenerationFailed(ImagineError):
 
 class TransientGenerationError(GenerationFailed):
     """A failure that may not happen again on a retry (out of memory, a device hiccup, a timeout)."""
+
+
+class TierConfigError(ImagineError, ValueError):
+    """A tiers file, a guild's override or an admin's change names an unknown tier or sets contradictory limits."""
+
+
+class TierLimit(ImagineError):
+    """The request asks for more than the member's tier allows (a model, a size, steps, jobs from one command)."""
+
+
+class Banned(ImagineError):
+    """An admin banned the member from this server's image generation; nothing was queued."""
+
+
+class RateLimited(ImagineError):
+    """Too many requests in the last minute; the message says when to try again."""
+
+
+class TooManyJobs(ImagineError):
+    """The member has as many jobs queued or running as the tier allows; the message says how many."""
+
+
+class QuotaExceeded(ImagineError):
+    """The fast GPU time of this period is used up and the tier has no relax mode; the message says when it resets."""
+
+
+class AdminInputError(ImagineError, ValueError):
+    """An admin command's argument is not acceptable (a negative or absurd grant, a bad duration); nothing changed."""

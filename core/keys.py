@@ -126,3 +126,62 @@ def quota_reservations() -> str:
 def model_speed() -> str:
     """Hash: model name -> measured GPU-seconds per megapixel-step (moving average over settled jobs)."""
     return f"{PREFIX}:model-speed"
+
+
+# Tiers, quotas and fair relax ordering (core.tierstore, core.ledger, core.admission, core.fairness).
+# A `member` is `<guild id>:<user id>`: balances and tiers are per guild; `period` is the period start (Unix s).
+
+
+def tier_policy(guild: str) -> str:
+    """String: JSON of a guild's tier policy (default tier, role -> tier map, limit overrides, /subscribe text)."""
+    return f"{PREFIX}:guild:{guild}:tiers"
+
+
+def tier_grant(member: str) -> str:
+    """Hash: an admin's explicit tier for a member (`tier`, `expires_at`)."""
+    return f"{PREFIX}:member:{member}:grant"
+
+
+def banned(guild: str) -> str:
+    """Hash: user id -> reason, for the guild's banned members."""
+    return f"{PREFIX}:guild:{guild}:banned"
+
+
+def quota_rate(member: str) -> str:
+    """Sorted set: the member's recent requests scored by Unix time (the sliding rate-limit window)."""
+    return f"{PREFIX}:member:{member}:rate"
+
+
+def quota_active(member: str) -> str:
+    """Hash: job id -> lane (`fast`/`relax`) of the member's admitted jobs whose outcome is not settled yet."""
+    return f"{PREFIX}:member:{member}:active"
+
+
+def quota_balance(member: str, period: int) -> str:
+    """Hash: the member's `used_s` (fast), `relax_s`, `reserved_s` and `granted_s` in the period starting `period`."""
+    return f"{PREFIX}:member:{member}:balance:{period}"
+
+
+def quota_told(member: str, period: int) -> str:
+    """String: present once the member was told their fast time ran out this period (they are told once)."""
+    return f"{PREFIX}:member:{member}:told:{period}"
+
+
+def quota_usage(guild: str, period: int) -> str:
+    """Sorted set: member -> GPU-seconds used (both lanes) in the period: top users, and relax's fair order."""
+    return f"{PREFIX}:guild:{guild}:usage:{period}"
+
+
+def quota_reservation(job_id: str) -> str:
+    """Hash: what admission reserved for one job (member, lane, seconds, keys to settle); gone once settled."""
+    return f"{PREFIX}:job:{job_id}:reservation"
+
+
+def quota_reservations() -> str:
+    """Sorted set: job ids with an unsettled reservation, scored by admission time (the settlement backstop)."""
+    return f"{PREFIX}:reservations"
+
+
+def model_speed() -> str:
+    """Hash: model name -> measured GPU-seconds per megapixel-step (moving average over settled jobs)."""
+    return f"{PREFIX}:model-speed"

@@ -1,0 +1,99 @@
+"""A guild's tier policy and admins' grants, kept in Redis (the pure rules they follow are in `core.tiers`)."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from core import keys
+from core.errors import AdminInputError
+from core.tiers import Assignment, Grant, GuildPolicy, TiersConfig, apply_policy, resolve
+
+MAX_GRANT_DAYS = 3660
+"""A tier grant longer than ten years is a typo; give none (`days=None`) for a grant without end."""
+
+DAY_S = 24 * 3600
+
+
+def load_policy(conn: redis.Redis, guild: str) -> GuildPolicy:
+    """The guild's policy (the deployment's defaults when its admins set nothing)."""
+    raw = conn.get(keys.tier_policy(guild))
+    if not raw:
+        return GuildPolicy()
+    data = json.loads(raw)
+    return GuildPolicy(
+        default_tier=data.get("default_tier"),
+        roles={str(k): str(v) for k, v in data.get("roles", {}).items()},
+        limits={str(k): dict(v) for k, v in data.get("limits", {}).items()},
+        subscribe_text=str(data.get("subscribe_text", "")),
+    )
+
+
+def save_policy(conn: redis.Redis, guild: str, config: TiersConfig, policy: GuildPolicy) -> TiersConfig:
+    """Check the policy against the deployment's tiers, then store it.
+
+    Returns:
+        The guild's effective tiers under the new policy.
+
+    Raises:
+        TierConfigError: an unknown tier or field, or an override that makes a tier contradictory (nothing stored).
+    """
+    effective = apply_policy(config, policy)
+    data = {
+        "default_tier": policy.default_tier,
+        "roles": policy.roles,
+        "limits": policy.limits,
+        "subscribe_text": policy.subscribe_text,
+    }
+    conn.set(keys.tier_policy(guild), json.dumps(data, sort_keys=True))
+    return effective
+
+
+def effective_config(conn: redis.Redis, guild: str, config: TiersConfig) -> TiersConfig:
+    """The deployment's tiers with the guild's stored overrides applied."""
+    return apply_policy(config, load_policy(conn, guild))
+
+
+def set_grant(
+    conn: redis.Redis, member: str, config: TiersConfig, tier: str, *, days: float | None, now: float
+) -> Grant:
+    """Give a member a tier explicitly (`/admin tier set`), for `days` or for good.
+
+    Raises:
+        TierConfigError: there is no such tier.
+        AdminInputError: `days` is not positive or absurdly long.
+    """
+    name = config.get(tier).name
+    if days is not None and not 0 < days <= MAX_GRANT_DAYS:
+        raise AdminInputError(f"days must be more than 0 and at most {MAX_GRANT_DAYS}")
+    grant = Grant(tier=name, expires_at=None if days is None else now + days * DAY_S)
+    key = keys.tier_grant(member)
+    with conn.pipeline() as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping={"tier": name, "expires_at": "" if grant.expires_at is None else repr(grant.expires_at)})
+        pipe.execute()
+    return grant
+
+
+def clear_grant(conn: redis.Redis, member: str) -> bool:
+    """Remove a member's explicit tier (`/admin tier clear`). Returns False when there was none."""
+    return bool(conn.delete(keys.tier_grant(member)))
+
+
+def get_grant(conn: redis.Redis, member: str) -> Grant | None:
+    """The member's explicit tier, or None."""
+    data = {k.decode(): v.decode() for k, v in conn.hgetall(keys.tier_grant(member)).items()}  # type: ignore[union-attr]
+    if not data.get("tier"):
+        return None
+    return Grant(tier=data["tier"], expires_at=float(data["expires_at"]) if data.get("expires_at") else None)
+
+
+def assignment(
+    conn: redis.Redis, config: TiersConfig, guild: str, user: str, role_ids: list[int | str], *, now: float
+) -> Assignment:
+    """A member's tier and how it was assigned, from the guild's stored policy, their grant and their roles."""
+    policy = load_policy(conn, guild)
+    return resolve(
+        apply_policy(config, policy), policy, role_ids=role_ids, grant=get_grant(conn, f"{guild}:{user}"), now=now
+    )
