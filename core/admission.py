@@ -1,0 +1,249 @@
+"""Admission: may this member queue these jobs now, in which lane, and what GPU time do they hold?
+
+`check_request` is the pure part (what the tier allows at all). `admit` is the rest, one Lua script so that 100
+simultaneous commands from one member against a cap of 3 admit exactly 3: ban, rate limit, places (queued or running
+jobs, fast running jobs), the fast balance, and one reservation per job (`core.ledger` settles or refunds them).
+Call `admit` before enqueueing; enqueue with the job ids and the lane it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from core import keys, ledger
+from core.errors import Banned, QuotaExceeded, RateLimited, TierLimit, TooManyJobs
+from core.spec import Mode
+from core.tiers import PeriodPolicy, Tier, period_bounds
+
+RATE_WINDOW_S = 60
+"""The rate limit counts requests in the last 60 s (a sliding window)."""
+
+MONTHLY = PeriodPolicy()
+"""Periods starting on the 1st of each month (what `admit` uses when given no policy)."""
+
+FREE_KINDS = frozenset({"upscale"})
+"""Job kinds that cost no GPU time (U1-U4 split an image out of its grid), as in Midjourney."""
+
+# KEYS: banned hash, rate zset, active hash, balance hash, told flag, reservations index, then one reservation per job.
+# ARGV: 1 user id, 2 now, 3 requests per minute, 4 window s, 5 mode, 6 relax allowed (1/0), 7 max running fast,
+#       8 max waiting, 9 estimate s per job, 10 free (1/0), 11 tier fast s, 12 balance expire-at, 13 member,
+#       14 model, 15 mpx-steps per job, 16 usage key, 17 job ids (JSON), 18 active key, 19 balance key,
+#       20 max running relax, 21 unique request id.
+# Returns {"banned", reason} | {"rate", retry at} | {"waiting", active} | {"running", active fast}
+#       | {"quota", left} | {"ok", lane, moved (1/0), tell (1/0), left}.
+_ADMIT = """
+local reason = redis.call('HGET', KEYS[1], ARGV[1])
+if reason then return {'banned', reason} end
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {'rate', tostring(tonumber(oldest[2]) + window)}
+end
+redis.call('ZADD', KEYS[2], now, ARGV[21])
+redis.call('EXPIRE', KEYS[2], window + 1)
+local ids = cjson.decode(ARGV[17])
+local n = #ids
+local lanes = redis.call('HVALS', KEYS[3])
+local fast = 0
+for _, lane in ipairs(lanes) do if lane == 'fast' then fast = fast + 1 end end
+if #lanes + n > tonumber(ARGV[8]) then return {'waiting', tostring(#lanes)} end
+local lane, moved, tell = ARGV[5], 0, 0
+local estimate = tonumber(ARGV[9])
+local hold = 0
+local b = redis.call('HMGET', KEYS[4], 'used_s', 'reserved_s', 'granted_s')
+local left = tonumber(ARGV[11]) + (tonumber(b[3]) or 0) - (tonumber(b[1]) or 0) - (tonumber(b[2]) or 0)
+if lane == 'fast' and ARGV[10] ~= '1' then
+  if left < estimate * n then
+    if ARGV[6] ~= '1' then return {'quota', tostring(left)} end
+    lane, moved = 'relax', 1
+    if redis.call('SET', KEYS[5], '1', 'NX', 'EXAT', ARGV[12]) then tell = 1 end
+  else
+    hold = estimate
+  end
+end
+if lane == 'fast' and fast + n > tonumber(ARGV[7]) then return {'running', tostring(fast)} end
+for i, id in ipairs(ids) do
+  redis.call('HSET', KEYS[6 + i], 'member', ARGV[13], 'lane', lane, 'reserved_s', tostring(hold),
+    'estimate_s', ARGV[9], 'free', ARGV[10], 'model', ARGV[14], 'mpx_steps', ARGV[15], 'admitted_at', ARGV[2],
+    'balance_key', ARGV[19], 'usage_key', ARGV[16], 'active_key', ARGV[18], 'relax_cap', ARGV[20])
+  redis.call('ZADD', KEYS[6], now, id)
+  redis.call('HSET', KEYS[3], id, lane)
+end
+if hold > 0 then redis.call('HINCRBYFLOAT', KEYS[4], 'reserved_s', hold * n) end
+redis.call('EXPIREAT', KEYS[4], ARGV[12])
+return {'ok', lane, moved, tell, tostring(left - hold * n)}
+"""
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """The jobs one command or button asks for (all admitted together, or none)."""
+
+    job_ids: tuple[str, ...]  # one per job (permutations x --repeat), from `core.jobs.new_job_id`
+    mode: Mode  # the lane the member asked for (their /fast or /relax setting)
+    model: str  # registry name
+    width: int  # pixels of one image
+    height: int
+    steps: int  # sampling steps actually run (after --quality and --stop)
+    kind: str = "grid"  # `core.queue.KINDS`; "upscale" is free
+    now: float = field(default_factory=time.time)  # Unix time
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admission decided: the lane and what the member should be told."""
+
+    job_ids: tuple[str, ...]
+    mode: Mode  # the lane to enqueue on (relax when fast time ran out)
+    moved_to_relax: bool  # asked for fast, got relax because the fast balance cannot cover it
+    tell: bool  # the first move to relax this period: say so (later ones go quietly)
+    estimate_s: float  # GPU-seconds reserved per job (0 in relax and for free jobs)
+    fast_left_s: float  # fast time left after this admission
+    resets_at: float  # Unix time the fast balance resets
+
+
+def check_request(tier: Tier, request: AdmissionRequest) -> None:
+    """Raise TierLimit when the tier does not allow this request at all (before anything is counted).
+
+    Raises:
+        TierLimit: no jobs, too many jobs for one command, a model outside the tier, too many pixels or steps, or
+            relax asked for by a tier without it; the message names the limit and how to get more.
+    """
+    n = len(request.job_ids)
+    if n < 1:
+        raise TierLimit("this command creates no jobs")
+    if n > tier.max_jobs_per_command:
+        raise TierLimit(
+            f"this command would create {n} jobs; the {tier.name} tier allows {tier.max_jobs_per_command} per command "
+            "(fewer {a, b} options or a smaller --repeat). /subscribe tells how to get a higher tier."
+        )
+    if not tier.allows_model(request.model):
+        raise TierLimit(f"the {tier.name} tier cannot use model {request.model!r}; it can use {', '.join(tier.models)}")
+    if request.width * request.height > tier.max_pixels:
+        raise TierLimit(
+            f"{request.width}x{request.height} is more pixels than the {tier.name} tier allows ({tier.max_pixels})"
+        )
+    if request.steps > tier.max_steps:
+        raise TierLimit(f"{request.steps} steps is more than the {tier.name} tier allows ({tier.max_steps}): "
+                        "use a lower --quality")
+    if request.mode == "relax" and not tier.relax and request.kind not in FREE_KINDS:
+        raise TierLimit(f"the {tier.name} tier has no relax mode: switch to /fast. /subscribe tells how to get it.")
+
+
+def admit(
+    conn: redis.Redis, member: str, tier: Tier, request: AdmissionRequest, *, policy: PeriodPolicy = MONTHLY
+) -> Admission:
+    """Admit a command's jobs in one atomic step: check, count, and reserve their estimated fast time.
+
+    Args:
+        conn: Redis client.
+        member: `ledger.member_id(guild, user)`.
+        tier: the member's tier (`core.tiers.resolve`, with the guild's overrides applied).
+        request: the jobs and what they render.
+        policy: the accounting period.
+
+    Returns:
+        The lane and reservation; enqueue the jobs with `job_ids` on `mode`. Each job then holds its place until its
+        final outcome settles or refunds it (`core.ledger`).
+
+    Raises:
+        TierLimit: see `check_request` (nothing counted).
+        Banned: an admin banned the member (nothing counted).
+        RateLimited: more than the tier's requests in the last minute.
+        TooManyJobs: the member's queued and running jobs, or running fast jobs, are at the tier's caps.
+        QuotaExceeded: the fast balance cannot cover the jobs and the tier has no relax mode.
+        redis.RedisError: Redis is unreachable (nothing reserved).
+    """
+    check_request(tier, request)
+    ledger.reconcile_member(conn, member, now=request.now)  # jobs that just ended free their places first
+    guild, user = member.split(":", 1)
+    start, end = period_bounds(request.now, policy)
+    period = int(start)
+    free = request.kind in FREE_KINDS
+    mode = "fast" if free and not tier.relax else request.mode  # a free U button of a tier without relax
+    work = ledger.mpx_steps(request.width, request.height, request.steps)
+    estimate = 0.0 if free else ledger.estimate_s(conn, request.model, request.width, request.height, request.steps)
+    keys_ = [
+        keys.banned(guild),
+        keys.quota_rate(member),
+        keys.quota_active(member),
+        keys.quota_balance(member, period),
+        keys.quota_told(member, period),
+        keys.quota_reservations(),
+        *(keys.quota_reservation(job_id) for job_id in request.job_ids),
+    ]
+    argv: list[Any] = [
+        user, repr(request.now), tier.requests_per_minute, RATE_WINDOW_S, mode, int(tier.relax),
+        tier.max_running_fast, tier.max_waiting, repr(estimate), int(free), tier.fast_gpu_s,
+        int(end + ledger.BALANCE_RETENTION_S), member, request.model, repr(0.0 if free else work),
+        keys.quota_usage(guild, period), json.dumps(list(request.job_ids)), keys.quota_active(member),
+        keys.quota_balance(member, period), tier.max_running_relax, uuid.uuid4().hex,
+    ]
+    answer = [_text(v) for v in conn.eval(_ADMIT, len(keys_), *keys_, *argv)]
+    status = answer[0]
+    if status == "banned":
+        raise Banned(f"You can't create images on this server ({answer[1] or 'banned by an admin'}). "
+                     "Ask a server admin if you think this is a mistake.")
+    if status == "rate":
+        wait_s = max(1, round(float(answer[1]) - request.now))
+        raise RateLimited(f"Slow down: the {tier.name} tier allows {tier.requests_per_minute} requests a minute. "
+                          f"Try again in {wait_s} s.")
+    if status == "waiting":
+        raise TooManyJobs(f"You have {answer[1]} jobs queued or running; the {tier.name} tier allows "
+                          f"{tier.max_waiting} at once. Wait for one to finish.")
+    if status == "running":
+        raise TooManyJobs(f"You have {answer[1]} fast jobs queued or running; the {tier.name} tier allows "
+                          f"{tier.max_running_fast} at once. Wait for one to finish, or use /relax.")
+    if status == "quota":
+        raise QuotaExceeded(
+            f"Your fast GPU time for this period is used up; it resets on {_date(end)}. The {tier.name} tier has no "
+            "relax mode: /subscribe tells how to get a higher tier, or ask an admin for extra minutes."
+        )
+    lane: Mode = "relax" if answer[1] == "relax" else "fast"
+    return Admission(
+        job_ids=request.job_ids,
+        mode=lane,
+        moved_to_relax=answer[2] == "1",
+        tell=answer[3] == "1",
+        estimate_s=estimate if lane == "fast" else 0.0,
+        fast_left_s=max(0.0, float(answer[4])),
+        resets_at=end,
+    )
+
+
+def moved_to_relax_text(admission: Admission) -> str:
+    """What to tell a member the first time their fast time ran out this period."""
+    return (f"Your fast GPU time for this period is used up, so your jobs run in relax mode (after fast jobs, in "
+            f"fair order) until it resets on {_date(admission.resets_at)}. /subscribe tells how to get more.")
+
+
+def ban(conn: redis.Redis, guild: str, user: str, reason: str = "") -> None:
+    """Refuse every later admission of this member in this guild (`/admin ban`); their queued jobs stay."""
+    conn.hset(keys.banned(guild), user, reason or "banned by an admin")
+
+
+def unban(conn: redis.Redis, guild: str, user: str) -> bool:
+    """Lift a ban. Returns False when the member was not banned."""
+    return bool(conn.hdel(keys.banned(guild), user))
+
+
+def ban_reason(conn: redis.Redis, guild: str, user: str) -> str | None:
+    """The reason the member is banned, or None when they are not."""
+    value = conn.hget(keys.banned(guild), user)
+    return _text(value) if value is not None else None
+
+
+def _date(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
