@@ -23,6 +23,7 @@ from rq.worker import WorkerStatus
 from core import jobs, keys
 from core.models import ModelInfo
 from core.settings import WorkerSettings
+from worker.relax import BeforeDequeue
 
 if TYPE_CHECKING:
     from rq.executions import Execution
@@ -119,6 +120,11 @@ class ImagineWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.job_heartbeat_ttl_s = job_heartbeat_ttl_s
         self.job_timeout_s = job_timeout_s
+        self.before_dequeue = BeforeDequeue(self.connection, self.queue_names())
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self.before_dequeue()  # relax lanes in fair order; unapplied quota outcomes applied
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def register_birth(self) -> None:
         super().register_birth()
