@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--prompt", default="a red circle on a blue background --seed 7")
     interactions = sub.add_parser("interactions", help="/imagine ack latency when N interactions arrive at once")
     interactions.add_argument("--count", type=int, default=200, help="interactions delivered at once")
+    fairness = sub.add_parser("fairness", help="fair relax order vs FIFO on a simulated mixed load (needs REDIS_URL)")
+    fairness.add_argument("--gpus", type=int, default=1, help="simulated GPUs serving the relax lane")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.interactions import run as run_interactions
 
         result = run_interactions(count=args.count)
+    elif args.name == "fairness":
+        from bench.fairness import run as run_fairness
+
+        result = run_fairness(gpus=args.gpus)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -5,14 +5,16 @@ head of that queue (one Lua script, so it is atomic against RQ's pops and pushes
 RQ: cancelling, positions, retries and a worker that skips `order` keep working, and an idle worker blocked on the
 queue still gets a new job at once. Fast before relax is unchanged: RQ's worker takes `fast:<model>` first.
 
-The order is start-time fair queuing over members. A member's score is
+The order is a fair queue over members, by use. A member's score is
 
     score = usage this period + estimates of their relax jobs running now - WAIT_CREDIT * (now - admission of head)
 
 and the member with the lowest score gives the next job (their oldest waiting one); that job's estimate is added to
-their score before the next pick. One second of waiting is worth one GPU-second of use, so a member's burst of 20
-jobs runs interleaved with everybody else's: another member's single job waits for at most the one job the burst's
-owner was due (`tests/core/test_fairness.py`). A member at their tier's running-relax cap goes after everybody else
+their score before the next pick, so a member's burst of 20 jobs runs interleaved with everybody else's: another
+member's single job waits for at most the one job the burst's owner was due (`tests/core/test_fairness.py`). Waiting
+earns credit slowly (WAIT_CREDIT), so that use dominates, as in Midjourney, yet nobody starves: a member who used
+100 GPU-seconds more than a newcomer goes first once their job has waited 1000 s longer.
+A member at their tier's running-relax cap goes after everybody else
 (work-conserving: the GPU never idles to enforce a cap). Jobs without a reservation (CLI jobs) count as one member
 each, with the default estimate.
 
@@ -26,8 +28,10 @@ from rq import Queue
 
 from core import keys, ledger
 
-WAIT_CREDIT = 1.0
-"""GPU-seconds of use forgiven per second a member's oldest relax job has waited."""
+WAIT_CREDIT = 0.1
+"""GPU-seconds of use forgiven per second a member's oldest relax job has waited. At 1.0 a burst's head, waiting
+since the burst came, would out-wait every later member (`python -m bench fairness` showed light members waiting
+behind 21 of a burst's jobs); at 0.1 they wait behind none, and a heavy user's starvation is still bounded."""
 
 MAX_ORDERED = 2000
 """Only the first jobs of a queue are reordered (the script blocks Redis while it runs; ~1 ms per 100 jobs)."""

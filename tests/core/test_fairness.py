@@ -77,14 +77,14 @@ def test_bursts_interleave_by_usage(redis_conn):
 
 
 def test_heavy_past_usage_goes_later_but_waiting_wins_in_the_end(redis_conn):
-    """A member who used 100 s more waits behind lighter members, except those who came over 100 s later."""
+    """A member who used 100 s more waits behind lighter members, except those who came 1000 s later."""
     now = time.time()
     used = admission.admit(redis_conn, "g:heavy", tier(), request(mode="relax", now=now))
     ledger.settle(redis_conn, used.job_ids[0], 100.0)
     (heavy,) = submit(redis_conn, "g:heavy", now=now)
     (light,) = submit(redis_conn, "g:light", now=now + 5)
-    (late,) = submit(redis_conn, "g:late", now=now + 150)
-    fairness.order(redis_conn, RELAX, now=now + 160)
+    (late,) = submit(redis_conn, "g:late", now=now + 100 / fairness.WAIT_CREDIT + 100)
+    fairness.order(redis_conn, RELAX, now=now + 100 / fairness.WAIT_CREDIT + 110)
     assert fairness.waiting(redis_conn, RELAX) == [light, heavy, late]
 
 
