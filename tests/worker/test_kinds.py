@@ -1,0 +1,148 @@
+"""Button job kinds end to end through the in-process worker and the emulator: U_k, V_k, Vary (Subtle), Upscale (2x)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from core import buttons, keys, queue
+from core.models import ModelInfo
+from core.spec import JobSpec, PromptPart
+from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
+from tests.worker.worker_helpers import record, run_in_process
+from worker.engine import Engine
+from worker.grid import DISCORD_MAX_ATTACHMENT_BYTES
+from worker.kinds import VARY_STRENGTH
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+
+
+def distance(a: bytes, b: bytes) -> float:
+    """Mean absolute pixel difference of two same-sized PNGs, 0-255."""
+    return float(np.abs(pixels(a) - pixels(b)).mean())
+
+
+def image(conn: redis.Redis, job_id: str, index: int) -> bytes:
+    data = conn.get(keys.job_image(job_id, index))
+    assert isinstance(data, bytes), f"job {job_id} has no image {index}"
+    return data
+
+
+def custom_ids(components: list[dict]) -> list[str]:
+    return [c["custom_id"] for row in components for c in row["components"]]
+
+
+def run_job(conn: redis.Redis, engine: Engine, discord: ThreadedEmulator, spec: JobSpec,  # noqa: F811
+            **enqueue: object) -> DiscordJob:
+    """Enqueue one job as the bot does, work it, and check it ended done."""
+    user = discord.call(lambda: discord.emu.add_user(f"user{len(discord.emu.state.users)}"))
+    job = enqueue_from_discord(conn, discord, user, spec, **enqueue)  # type: ignore[arg-type]
+    run_in_process(conn, engine, poster=discord.poster())
+    rec = record(conn, job.job_id)
+    assert rec.state == "done", rec.reason
+    assert rec.kind == enqueue.get("kind", "grid")
+    return job
+
+
+def test_upscale_posts_the_parents_image_unchanged(redis_conn, tiny_engine, tiny_spec,
+                                                   discord: ThreadedEmulator):  # noqa: F811
+    """U2 stores and posts the parent's image 2 byte for byte, with the single-image buttons, rendering nothing."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 2})
+    assert image(redis_conn, up.job_id, 0) == image(redis_conn, parent.job_id, 1)
+    message = discord.message(up.interaction.original_id)
+    assert message.attachments[0].data == image(redis_conn, parent.job_id, 1)
+    assert message.custom_ids() == custom_ids(buttons.single_components(up.job_id))
+    assert "Image #2" in message.content
+    assert record(redis_conn, up.job_id).gpu_s == 0
+
+
+def test_upscale_of_an_expired_image_renders_it_alone(redis_conn, tiny_engine, tiny_spec,
+                                                      discord: ThreadedEmulator):  # noqa: F811
+    """When the parent's image 3 expired, U3 re-renders just that image: the same picture up to float noise."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    kept = image(redis_conn, parent.job_id, 2)
+    redis_conn.delete(keys.job_image(parent.job_id, 2))
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 3})
+    assert distance(image(redis_conn, up.job_id, 0), kept) < 2.0
+    assert record(redis_conn, up.job_id).gpu_s > 0
+
+
+def test_variations_start_from_their_source_image(redis_conn, tiny_engine, tiny_spec,
+                                                  discord: ThreadedEmulator):  # noqa: F811
+    """V3 makes a new grid from image 3 with the new seed: different from the parent's, different from V1's with
+    the same seed (the source image matters), redoing 75% of the steps when strong and 40% when subtle (floored)."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    new_seed = dataclasses.replace(tiny_spec, seed=555, steps=5)
+    vary = run_job(redis_conn, tiny_engine, discord, new_seed, kind="vary",
+                   source={"job_id": parent.job_id, "index": 3, "strength": "strong"})
+    vary1 = run_job(redis_conn, tiny_engine, discord, new_seed, kind="vary",
+                    source={"job_id": parent.job_id, "index": 1, "strength": "strong"})
+    subtle = run_job(redis_conn, tiny_engine, discord, new_seed, kind="vary",
+                     source={"job_id": parent.job_id, "index": 3, "strength": "subtle"})
+    grids = [redis_conn.get(keys.job_grid(j.job_id)) for j in (parent, vary, vary1, subtle)]
+    assert len(set(grids)) == 4
+    assert all(distance(image(redis_conn, vary.job_id, k), image(redis_conn, vary1.job_id, k)) > 0 for k in range(4))
+    assert (record(redis_conn, vary.job_id).total, record(redis_conn, subtle.job_id).total) == (3, 2)
+    message = discord.message(vary.interaction.original_id)
+    assert message.custom_ids() == custom_ids(buttons.grid_components(vary.job_id))
+    assert "Variations (Strong)" in message.content and "--seed 555" in message.content
+    assert Image.open(io.BytesIO(message.attachments[0].data)).size == (128, 128)
+    assert "Variations (Subtle)" in discord.message(subtle.interaction.original_id).content
+
+
+@pytest.mark.skipif(not os.environ.get("IMAGINE_TEST_MODEL"), reason="needs trained weights: IMAGINE_TEST_MODEL")
+def test_variations_stay_close_to_their_source_with_a_trained_model(tiny_spec):
+    """With real weights (IMAGINE_TEST_MODEL, a diffusers folder), variations of image 3 are closer to it in pixels
+    than to an unrelated grid; the tiny random model cannot show this (its VAE does not reconstruct images)."""
+    info = ModelInfo(name="trained", source=os.environ["IMAGINE_TEST_MODEL"])
+    engine = Engine.load(info)
+    spec = dataclasses.replace(tiny_spec, model="trained", width=512, height=512, steps=20, guidance_scale=7.0)
+    source = engine.render(spec, indices=(2,))[0]
+    other = engine.render(dataclasses.replace(spec, seed=1000, parts=(PromptPart("a blue car on a road"),)))
+    variations = engine.image_to_image(dataclasses.replace(spec, seed=555), source, VARY_STRENGTH["strong"])
+    as_array = lambda im: np.asarray(im.convert("RGB"), dtype=np.float32)  # noqa: E731
+    to_source = [np.abs(as_array(v) - as_array(source)).mean() for v in variations]
+    to_other = [np.abs(as_array(v) - as_array(o)).mean() for v, o in zip(variations, other, strict=True)]
+    assert 0 < max(to_source) < min(to_other)
+
+
+def test_upscale2x_doubles_the_size_within_the_attachment_limit(redis_conn, tiny_engine, tiny_spec,
+                                                                 discord: ThreadedEmulator):  # noqa: F811
+    """Upscale (2x) of an upscaled image is twice its size, under Discord's limit, posted with single buttons."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 1})
+    big = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale2x",
+                  source={"job_id": up.job_id, "index": 1})
+    png = image(redis_conn, big.job_id, 0)
+    assert Image.open(io.BytesIO(png)).size == (128, 128)
+    assert len(png) <= DISCORD_MAX_ATTACHMENT_BYTES
+    assert record(redis_conn, big.job_id).total == 1  # 25% of the tiny model's 4 steps: a light pass
+    message = discord.message(big.interaction.original_id)
+    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id))
+    assert "Upscaled (2x)" in message.content
+    assert record(redis_conn, big.job_id).gpu_s > 0
+
+
+def test_a_source_that_expired_entirely_fails_with_reroll(redis_conn, tiny_engine, tiny_spec,
+                                                          discord: ThreadedEmulator):  # noqa: F811
+    """A button on a job whose record and images are gone fails at once, saying so, with a re-roll button."""
+    user = discord.call(lambda: discord.emu.add_user("ivy"))
+    job = enqueue_from_discord(redis_conn, discord, user, tiny_spec, kind="vary",
+                               source={"job_id": "0" * 32, "index": 1, "strength": "subtle"})
+    run_in_process(redis_conn, tiny_engine, poster=discord.poster())
+    rec = record(redis_conn, job.job_id)
+    assert (rec.state, rec.attempt) == ("failed", 1)
+    assert "expired" in discord.message(job.interaction.original_id).content
+    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x")
