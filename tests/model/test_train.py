@@ -1,0 +1,88 @@
+"""Training the embedded model (model.train) on its quick path, and what the saved folder can do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
+from PIL import Image
+from safetensors import safe_open
+
+from model import train
+from model.unet import min_snr_weights, noise_scheduler
+
+QUICK = ["--quick", "--steps-vae", "10", "--steps-unet", "10", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def quick_model(tmp_path_factory):
+    """A throwaway model trained for a few steps; its folder."""
+    return train.main([*QUICK, "--out", str(tmp_path_factory.mktemp("quick") / "model")])
+
+
+@pytest.fixture(scope="module")
+def pipe(quick_model):
+    pipe = DiffusionPipeline.from_pretrained(quick_model, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_quick_model_loads_as_stable_diffusion(pipe):
+    """`DiffusionPipeline.from_pretrained` on the folder gives a Stable Diffusion pipeline with DPM-Solver++."""
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipe.vae_scale_factor == 4
+
+
+def test_quick_model_renders_a_2x2_batch(pipe):
+    """Two prompts, two images each, 64x64, two steps, with classifier-free guidance: four finite images."""
+    out = pipe(["a red circle on a blue background", "a purple elephant ☃"], num_images_per_prompt=2, height=64,
+               width=64, num_inference_steps=2, guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
+               output_type="np").images
+    assert out.shape == (4, 64, 64, 3)
+    assert np.isfinite(out).all()
+
+
+def test_img2img_runs_from_the_same_components(pipe):
+    """StableDiffusionImg2ImgPipeline(**pipe.components) makes variations of an image."""
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    image = Image.new("RGB", (64, 64), (30, 70, 230))
+    out = img2img("a red circle", image=image, strength=0.6, num_inference_steps=4, guidance_scale=5.0,
+                  generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (1, 64, 64, 3)
+
+
+def test_weights_are_fp16_and_latents_have_unit_scale(quick_model):
+    """Weights are stored in fp16; the VAE config carries the computed scaling_factor (1/std of the latents)."""
+    for part in ("unet/diffusion_pytorch_model", "vae/diffusion_pytorch_model", "text_encoder/model"):
+        with safe_open(quick_model / f"{part}.safetensors", "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}, part
+    scale = json.loads((quick_model / "vae" / "config.json").read_text())["scaling_factor"]
+    latents = torch.load(quick_model / "checkpoints" / "latents.pt")["latents"]
+    assert scale != 1.0
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_second_run_needs_resume_and_resume_continues(quick_model):
+    """Without --resume an existing checkpoint is refused; with it the UNet continues from its step count."""
+    with pytest.raises(SystemExit):
+        train.main([*QUICK, "--out", str(quick_model)])
+    assert torch.load(quick_model / "checkpoints" / "unet.pt", weights_only=False)["step"] == 10
+    train.main(["--quick", "--steps-vae", "10", "--steps-unet", "12", "--threads", "1", "--out", str(quick_model),
+                "--resume"])
+    assert torch.load(quick_model / "checkpoints" / "unet.pt", weights_only=False)["step"] == 12
+    assert "VAE: finished in an earlier run" in (quick_model / "train.log").read_text()
+
+
+def test_min_snr_weights():
+    """Min-SNR-gamma for eps-prediction: min(SNR, gamma)/SNR, i.e. gamma/SNR at low noise and 1 at high noise."""
+    scheduler = noise_scheduler()
+    abar = scheduler.alphas_cumprod
+    t = torch.tensor([0, 100, 500, 999])
+    snr = abar[t] / (1 - abar[t])
+    torch.testing.assert_close(min_snr_weights(scheduler, t, 5.0), torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert min_snr_weights(scheduler, torch.tensor([999]), 5.0).item() == 1.0
+    assert min_snr_weights(scheduler, torch.tensor([0]), 5.0).item() < 1e-3
