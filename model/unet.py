@@ -33,7 +33,7 @@ BETA_SCHEDULE = "squaredcos_cap_v2"
 class UNetConfig:
     """Shape of the denoiser and the settings of its objective."""
 
-    channels: tuple[int, ...] = (64, 128, 192)  # width of each level; latents 16 -> 8 -> 4
+    channels: tuple[int, ...] = (32, 64, 128)  # width of each level; latents 16 -> 8 -> 4 (3.2 M parameters)
     cross_attention: tuple[bool, ...] = (True, True, False)  # which levels attend to the caption
     layers_per_block: int = 1  # ResNet (+ transformer) blocks per level on the way down; one more on the way up
     head_dim: int = 32  # width of one attention head
