@@ -17,6 +17,7 @@ from core.errors import GenerationFailed
 from core.spec import JobSpec
 from tests.discord_emulator import LOADING, Message
 from tests.discord_emulator.leaks import leaks
+from tests.discord_emulator.openapi import find_spec, load_checker
 from tests.worker.emulated_discord import ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.test_jobs import ScriptedEngine
 from tests.worker.worker_helpers import record, run_in_process
@@ -201,3 +202,24 @@ def test_no_token_in_logs_or_job_data(redis_conn, tiny_engine, tiny_spec, discor
         assert secret not in repr(rq_job.args) + rq_job.description
     assert leaks(discord.emu, discord.emu.token) == []
     assert jobs.get(redis_conn, job.job_id).state == "done"  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(find_spec() is None, reason="Discord's openapi.json is not in shared/reference")
+def test_requests_match_discords_openapi(redis_conn, tiny_engine, tiny_spec, discord: ThreadedEmulator):  # noqa: F811
+    """Every request the worker sends (webhook edits with a preview and a grid, a channel post with a nonce, its
+    edit) matches Discord's OpenAPI description."""
+    user = discord.call(lambda: discord.emu.add_user("jon"))
+    job = enqueue_from_discord(redis_conn, discord, user, dataclasses.replace(tiny_spec, steps=6))
+    expired = enqueue_from_discord(redis_conn, discord, user, tiny_spec, keep_token=False)
+    run_in_process(redis_conn, tiny_engine, poster=discord.poster(min_edit_interval_s=0.05),
+                   preview_interval_s=0.0, test_step_delay_s=0.05)
+    redis_conn.delete(keys.job_final_delivered(expired.job_id))
+    discord.poster().deliver_outcome(redis_conn, record(redis_conn, expired.job_id))
+    checker = load_checker()
+    assert checker is not None
+    worker_requests = [r for r in discord.emu.requests() if not r.path.startswith("/interactions/")]
+    assert {(r.method, r.path.split("/")[1]) for r in worker_requests} == {("PATCH", "webhooks"),
+                                                                            ("POST", "channels"),
+                                                                            ("PATCH", "channels")}
+    assert [str(v) for r in worker_requests for v in checker.check(r)] == []
+    assert discord.message(job.interaction.original_id).attachments
