@@ -15,7 +15,7 @@ import yarl
 from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
 from core.errors import ImagineError
 from core.queue import redis_location
-from core.settings import DiscordSettings, JobSettings, ModelSettings, RedisSettings
+from core.settings import AdminSettings, DiscordSettings, JobSettings, ModelSettings, RedisSettings, TierSettings
 
 log = logging.getLogger("bot")
 
@@ -39,6 +39,8 @@ def main() -> int:
         redis_settings = RedisSettings()
         registry = ModelSettings().registry()
         job_settings = JobSettings()
+        tiers = TierSettings().config()
+        admins = AdminSettings()
     except pydantic.ValidationError as exc:
         return fail(2, f"invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
     except ImagineError as exc:
@@ -48,7 +50,14 @@ def main() -> int:
     route_discord(discord_settings)
     conn = connect_redis(redis_settings.redis_url)
     log.info("redis at %s; models: %s", redis_location(redis_settings.redis_url), ", ".join(registry.all_names()))
-    bot = ImagineBot(settings=discord_settings, redis_conn=conn, registry=registry, job_settings=job_settings)
+    bot = ImagineBot(
+        settings=discord_settings,
+        redis_conn=conn,
+        registry=registry,
+        job_settings=job_settings,
+        tiers=tiers,
+        admins=admins,
+    )
     try:
         asyncio.run(_run(bot, discord_settings.discord_token.get_secret_value()))
     except discord.LoginFailure:

@@ -1,4 +1,4 @@
-"""A user's own things: `/info`, `/settings`, `/fast`, `/relax`, `/cancel`, `/show`."""
+"""A user's own things: `/info`, `/settings`, `/fast`, `/relax`, `/subscribe`, `/cancel`, `/show`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import errors, submit
+from bot import errors, quota, submit
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from core import usersettings
@@ -110,9 +110,15 @@ class Account(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="info", description="Your mode, your queued and running jobs, your recent jobs")
+    @app_commands.command(name="info", description="Your tier, fast time left, mode, queued and running jobs")
     async def info(self, interaction: discord.Interaction) -> None:
+        tier = await self.bot.redis_call(quota.tier_lines, self.bot.tiers, quota.who(interaction))
         text = await self.bot.redis_call(submit.info_text, submit.owner_of(interaction.user.id))
+        await interaction.response.send_message("\n".join([*tier, text]), ephemeral=True)
+
+    @app_commands.command(name="subscribe", description="How to get a higher tier on this server")
+    async def subscribe(self, interaction: discord.Interaction) -> None:
+        text = await self.bot.redis_call(quota.subscribe_text, self.bot.tiers, quota.who(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="settings", description="Your default mode, aspect ratio, stylize and model")
@@ -131,6 +137,7 @@ class Account(commands.Cog):
         await self._mode(interaction, "relax")
 
     async def _mode(self, interaction: discord.Interaction, mode: str) -> None:
+        await self.bot.redis_call(quota.check_mode, self.bot.tiers, quota.who(interaction), mode)
         await self.bot.redis_call(usersettings.set_mode, submit.owner_of(interaction.user.id), mode)
         await interaction.response.send_message(f"Your jobs now run in **{mode}** mode.", ephemeral=True)
 

@@ -8,9 +8,9 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot import errors, submit
+from bot import errors, quota, submit
 from bot.client import ImagineBot
-from bot.imagine import start_job
+from bot.imagine import start_admitted
 from core import buttons
 from core.buttons import ButtonRef
 
@@ -76,13 +76,13 @@ DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (
 
 
 async def click(interaction: discord.Interaction, ref: ButtonRef) -> None:
-    """Read the parent job, acknowledge with a new "thinking" message, and start the job the button asks for."""
+    """Read the parent job, admit the job the button asks for, acknowledge with a "thinking" message, start it."""
     bot = interaction.client
     assert isinstance(bot, ImagineBot)
     parent, saved = await bot.redis_call(submit.parent_and_settings, ref.job_id, submit.owner_of(interaction.user.id))
     job = submit.button_job(parent, ref, saved.mode)  # JobExpired before acknowledging: answered ephemerally
-    await interaction.response.defer(thinking=True)
-    await start_job(bot, interaction, job.spec, original=True, label=job.label, kind=job.kind, source=job.source)
+    admitted = await bot.redis_call(quota.admit_specs, bot.tiers, quota.who(interaction), [job.spec], kind=job.kind)
+    await start_admitted(bot, interaction, admitted, [job.spec], label=job.label, kind=job.kind, source=job.source)
 
 
 def view_for(components: list[dict[str, Any]]) -> discord.ui.View:

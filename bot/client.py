@@ -16,13 +16,15 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from bot import errors
+from core import ledger
 from core.models import ModelRegistry
-from core.settings import DiscordSettings, JobSettings
+from core.settings import AdminSettings, DiscordSettings, JobSettings, TierSettings
+from core.tiers import TiersConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account")
+EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account", "bot.admin")
 """The feature modules `setup_hook` loads."""
 
 REDIS_THREADS = 32
@@ -73,6 +75,8 @@ class ImagineBot(commands.Bot):
         redis_conn: redis.Redis,
         registry: ModelRegistry,
         job_settings: JobSettings | None = None,
+        tiers: TiersConfig | None = None,
+        admins: AdminSettings | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -82,12 +86,15 @@ class ImagineBot(commands.Bot):
         self.redis = redis_conn
         self.registry = registry
         self.job_settings = job_settings or JobSettings()
+        self.tiers = tiers or TierSettings().config()
+        self.admins = admins or AdminSettings()
         self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
         self.tree.error(errors.on_tree_error)
 
     async def setup_hook(self) -> None:
         from bot import account, buttons
 
+        ledger.install_outcome_hook()  # a cancel from this process refunds its reservation at once
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*buttons.DYNAMIC_ITEMS, *account.DYNAMIC_ITEMS)

@@ -1,18 +1,24 @@
-"""`/imagine`: parse, acknowledge, then one message and one queued job per grid asked for."""
+"""`/imagine`: parse, admit (tier, quota), acknowledge, then one message and one queued job per grid asked for."""
 
 from __future__ import annotations
+
+import dataclasses
+import logging
 
 import discord
 import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import submit
+from bot import quota, submit
 from bot.client import ImagineBot
 from bot.errors import QUEUE_UNREACHABLE
-from core import prompt, usersettings
+from core import admission, prompt, usersettings
+from core.admission import Admission
 from core.delivery import Delivery
 from core.spec import JobSpec
+
+log = logging.getLogger(__name__)
 
 
 def delivery_for(interaction: discord.Interaction, message_id: str = "") -> Delivery:
@@ -35,6 +41,7 @@ async def start_job(
     label: str = "",
     kind: str = "grid",
     source: dict | None = None,
+    job_id: str | None = None,
 ) -> str:
     """Show the job's waiting message (the original response, or a follow-up), save its delivery, enqueue it.
 
@@ -50,7 +57,9 @@ async def start_job(
         message_id = str((await interaction.followup.send(text, wait=True)).id)
     try:
         delivery = delivery_for(interaction, message_id)
-        return await bot.redis_call(submit.admit, spec, owner, delivery, interaction.token, kind=kind, source=source)
+        return await bot.redis_call(
+            submit.admit, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id
+        )
     except redis.RedisError:
         failed = f"**{spec.prompt}** - <@{interaction.user.id}> (not queued: {QUEUE_UNREACHABLE.lower()})"
         if original:
@@ -69,9 +78,38 @@ class Imagine(commands.Cog):
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         saved = await self.bot.redis_call(usersettings.get, submit.owner_of(interaction.user.id))
         specs = parse_prompt(self.bot, prompt, saved)  # a PromptError is answered ephemerally by bot.errors
+        admitted = await self.bot.redis_call(quota.admit_specs, self.bot.tiers, quota.who(interaction), specs)
+        await start_admitted(self.bot, interaction, admitted, specs)
+
+
+async def start_admitted(
+    bot: ImagineBot,
+    interaction: discord.Interaction,
+    admitted: Admission,
+    specs: list[JobSpec],
+    *,
+    label: str = "",
+    kind: str = "grid",
+    source: dict | None = None,
+) -> None:
+    """Acknowledge, then start each admitted job in the admitted lane; refund every job that did not get queued."""
+    started = 0
+    try:
         await interaction.response.defer(thinking=True)
-        for i, spec in enumerate(specs):
-            await start_job(self.bot, interaction, spec, original=i == 0)
+        for spec, job_id in zip(specs, admitted.job_ids, strict=True):
+            spec = dataclasses.replace(spec, mode=admitted.mode)
+            await start_job(
+                bot, interaction, spec, original=started == 0, label=label, kind=kind, source=source, job_id=job_id
+            )
+            started += 1
+    except BaseException:
+        try:
+            await bot.redis_call(quota.refund, admitted.job_ids[started:])
+        except redis.RedisError:  # the ledger's backstop refunds them once Redis is back (RESERVATION_GRACE_S)
+            log.warning("could not refund %d unqueued jobs now", len(admitted.job_ids) - started)
+        raise
+    if admitted.tell:
+        await interaction.followup.send(admission.moved_to_relax_text(admitted), ephemeral=True)
 
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:

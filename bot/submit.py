@@ -53,16 +53,19 @@ def admit(
     *,
     kind: str = "grid",
     source: dict[str, Any] | None = None,
+    job_id: str | None = None,
 ) -> str:
     """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery).
 
+    `job_id` is the id admission reserved GPU time for (`bot.quota.admit_specs`); a fresh one when None.
+
     Returns:
-        The new job id.
+        The job id.
 
     Raises:
         redis.RedisError: Redis is unreachable.
     """
-    job_id = jobs.new_job_id()
+    job_id = job_id or jobs.new_job_id()
     deliveries.save(conn, job_id, delivery, interaction_token=interaction_token)
     userjobs.add(conn, owner, job_id)
     queue.enqueue(conn, spec, owner, job_id=job_id, kind=kind, source=source)

@@ -126,3 +126,11 @@ def quota_reservations() -> str:
 def model_speed() -> str:
     """Hash: model name -> measured GPU-seconds per megapixel-step (moving average over settled jobs)."""
     return f"{PREFIX}:model-speed"
+
+
+# Admin commands (core.audit).
+
+
+def audit_log(guild: str) -> str:
+    """List: the guild's admin actions as JSON, newest first, capped (`core.audit.MAX_ENTRIES`)."""
+    return f"{PREFIX}:guild:{guild}:audit"

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import ModelRegistry, load_registry
+from core.tiers import TiersConfig, load_config
 
 
 class RedisSettings(BaseSettings):
@@ -74,3 +75,39 @@ class DiscordSettings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """docker compose passes `DEV_GUILD_ID=` for an unset variable: treat "" as not set."""
         return None if isinstance(value, str) and not value.strip() else value
+
+
+class TierSettings(BaseSettings):
+    """Where the deployment's subscription tiers come from (`core.tiers`)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
+
+    tiers_file: Path | None = Field(default=None, description="IMAGINE_TIERS_FILE; empty = the shipped tiers.toml")
+
+    def config(self) -> TiersConfig:
+        return load_config(self.tiers_file) if self.tiers_file else load_config()
+
+
+class AdminSettings(BaseSettings):
+    """Who may run `/admin` besides members with Manage Server: role and user ids, comma-separated in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
+
+    admin_role_ids: str = Field(default="", description="IMAGINE_ADMIN_ROLE_IDS: Discord role ids, comma-separated")
+    admin_user_ids: str = Field(default="", description="IMAGINE_ADMIN_USER_IDS: Discord user ids, comma-separated")
+
+    @field_validator("admin_role_ids", "admin_user_ids")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        """Only Discord ids (digits), so a typo fails at start-up rather than never matching."""
+        ids = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in ids if not v.isdigit()]
+        if bad:
+            raise ValueError(f"not Discord ids: {', '.join(bad)}")
+        return ",".join(ids)
+
+    def roles(self) -> frozenset[str]:
+        return frozenset(filter(None, self.admin_role_ids.split(",")))
+
+    def users(self) -> frozenset[str]:
+        return frozenset(filter(None, self.admin_user_ids.split(",")))

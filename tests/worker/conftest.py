@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from core.models import tiny_model
@@ -37,3 +39,12 @@ def tiny_spec() -> JobSpec:
         mode="fast",
         model=info.name,
     )
+
+
+@pytest.fixture
+def unet_calls(tiny_engine: Engine) -> Iterator[list[int]]:
+    """A list that grows by one item per UNet forward pass (one per sampling step: guidance is batched)."""
+    calls: list[int] = []
+    handle = tiny_engine.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()

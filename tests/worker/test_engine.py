@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,25 +13,9 @@ from PIL import Image
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
 from core.spec import JobSpec
 from model.tiny import build_tiny_pipeline
+from tests.worker.images import mean_abs_diff, pixels
 from worker.engine import Engine
 from worker.preview import latents_to_rgb
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image).astype(np.int16)
-
-
-def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
-    return float(np.abs(pixels(a) - pixels(b)).mean())
-
-
-@pytest.fixture
-def unet_calls(tiny_engine: Engine) -> Iterator[list[int]]:
-    """A list that grows by one item per UNet forward pass (one per sampling step: guidance is batched)."""
-    calls: list[int] = []
-    handle = tiny_engine.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    handle.remove()
 
 
 def test_render_returns_one_image_per_index_at_spec_size(tiny_engine: Engine, tiny_spec: JobSpec) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,25 +15,8 @@ import worker.engine as engine_module
 from core.errors import GenerationFailed, JobCancelled
 from core.spec import JobSpec, PromptPart
 from model.tiny import build_tiny_pipeline
+from tests.worker.images import mean_abs_diff, pixels
 from worker.engine import Engine, encode_weighted_prompt, steps_to_run
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image).astype(np.float64)
-
-
-def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
-    return float(np.abs(pixels(a) - pixels(b)).mean())
-
-
-@pytest.fixture
-def unet_calls(tiny_engine: Engine) -> Iterator[list[int]]:
-    """A list that grows by one item per UNet forward pass (one per sampling step: guidance is batched)."""
-    calls: list[int] = []
-    handle = tiny_engine.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    handle.remove()
-
 
 # -- multi-prompts ---------------------------------------------------------------------------------------------------
 
