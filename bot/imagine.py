@@ -105,8 +105,8 @@ async def start_admitted(
     except BaseException:
         try:
             await bot.redis_call(quota.refund, admitted.job_ids[started:])
-        except redis.RedisError:  # the ledger's backstop refunds them once Redis is back (RESERVATION_GRACE_S)
-            log.warning("could not refund %d unqueued jobs now", len(admitted.job_ids) - started)
+        except Exception as exc:  # Redis down, or the bot shutting down: the ledger's backstop refunds them later
+            log.warning("could not refund %d unqueued jobs (%s)", len(admitted.job_ids) - started, type(exc).__name__)
         raise
     if admitted.tell:
         await interaction.followup.send(admission.moved_to_relax_text(admitted), ephemeral=True)

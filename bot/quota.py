@@ -78,9 +78,16 @@ def admit_specs(
 
 
 def refund(conn: redis.Redis, job_ids: Iterable[str]) -> None:
-    """Give back what admission reserved for jobs that were never enqueued (idempotent)."""
+    """Give back what admission reserved for jobs that did not get queued (idempotent).
+
+    A job whose record exists was enqueued after all (or failed to be: then it is final) and keeps its reservation
+    until its outcome applies it.
+    """
     for job_id in job_ids:
-        ledger.refund(conn, job_id)
+        if jobs.get(conn, job_id) is None:
+            ledger.refund(conn, job_id)
+        else:
+            ledger.apply_outcome(conn, job_id)
 
 
 def _request(spec: JobSpec, ids: tuple[str, ...], kind: str, now: float) -> AdmissionRequest:

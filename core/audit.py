@@ -47,4 +47,4 @@ def record(
 def latest(conn: redis.Redis, guild: str, count: int = 10) -> list[Entry]:
     """The guild's `count` most recent entries, newest first."""
     rows = conn.lrange(keys.audit_log(guild), 0, max(0, count - 1))
-    return [Entry(**json.loads(row)) for row in rows]  # type: ignore[union-attr]
+    return [Entry(**json.loads(row)) for row in rows]

@@ -47,3 +47,7 @@ class QuotaExceeded(ImagineError):
 
 class AdminInputError(ImagineError, ValueError):
     """An admin command's argument is not acceptable (a negative or absurd grant, a bad duration); nothing changed."""
+
+
+class NotAdmin(ImagineError):
+    """An `/admin` command from someone without Manage Server or a configured admin role; nothing changed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,16 +15,28 @@ from pydantic import SecretStr
 from bot.client import ImagineBot
 from core import jobs, prompt
 from core.models import ModelRegistry, tiny_model
-from core.settings import DiscordSettings, JobSettings
+from core.settings import AdminSettings, DiscordSettings, JobSettings
 from core.spec import JobSpec
+from core.tiers import MAX_FAST_GPU_S, Tier, TiersConfig, load_config
 from tests.discord_emulator import DiscordEmulator, Message, PendingInteraction, User
 from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
 
 REGISTRY = ModelRegistry((tiny_model(), tiny_model("other")))
 
+OPEN = Tier("open", MAX_FAST_GPU_S, True, 1000, 1000, 1000, 100, 10_000)
+OPEN_TIERS = dataclasses.replace(load_config(), tiers={**load_config().tiers, "open": OPEN}, default_tier="open")
+"""The shipped tiers plus a default tier that limits nothing, so tests about other things never meet a quota."""
+
 
 @contextlib.asynccontextmanager
-async def running_bot(emu: DiscordEmulator, conn: redis.Redis, **settings: Any) -> AsyncIterator[ImagineBot]:
+async def running_bot(
+    emu: DiscordEmulator,
+    conn: redis.Redis,
+    *,
+    tiers: TiersConfig = OPEN_TIERS,
+    admins: AdminSettings | None = None,
+    **settings: Any,
+) -> AsyncIterator[ImagineBot]:
     """An ImagineBot logged in to the emulator (commands synced by its setup_hook); closed on exit."""
     discord_settings = DiscordSettings(
         discord_token=SecretStr(emu.token), discord_api_base=emu.api_base, discord_gateway_url=emu.ws_url, **settings
@@ -33,6 +46,8 @@ async def running_bot(emu: DiscordEmulator, conn: redis.Redis, **settings: Any) 
         redis_conn=conn,
         registry=REGISTRY,
         job_settings=JobSettings(),
+        tiers=tiers,
+        admins=admins or AdminSettings(admin_role_ids="", admin_user_ids=""),
         guild_ready_timeout=GUILD_READY_TIMEOUT_S,
     )
     async with running_client(emu, bot):
