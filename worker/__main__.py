@@ -73,17 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.install(rt)
     log.info("worker %s: Redis at %s, queues %s", name, queue.redis_location(redis_settings.redis_url), lanes)
 
-    rq_worker = runtime.ImagineWorker(
-        lanes,
-        name=name,
-        connection=conn,
-        serializer=queue.SERIALIZER,
-        worker_ttl=settings.worker_ttl_s,
-        job_monitoring_interval=settings.job_monitoring_interval_s,
-        maintenance_interval=settings.maintenance_interval_s,
-        job_heartbeat_ttl_s=settings.job_heartbeat_ttl_s,
-        job_timeout_s=settings.job_timeout_s,
-    )
+    rq_worker = runtime.ImagineWorker.for_model(conn, info.name, name, settings)
     rq_worker.work(burst=args.burst, logging_level=args.log_level)
     log.info("worker %s: stopped", name)
     return 0

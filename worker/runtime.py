@@ -20,7 +20,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
-from core import jobs, keys
+from core import jobs, keys, queue
 from core.models import ModelInfo
 from core.settings import WorkerSettings
 from worker.relax import BeforeDequeue
@@ -121,6 +121,21 @@ class ImagineWorker(SimpleWorker):
         self.job_heartbeat_ttl_s = job_heartbeat_ttl_s
         self.job_timeout_s = job_timeout_s
         self.before_dequeue = BeforeDequeue(self.connection, self.queue_names())
+
+    @classmethod
+    def for_model(cls, conn: redis.Redis, model: str, name: str, settings: WorkerSettings) -> ImagineWorker:
+        """A worker on `model`'s lanes (fast first), tuned by `settings` so abandoned jobs are re-run quickly."""
+        return cls(
+            queue.lane_names(model),
+            name=name,
+            connection=conn,
+            serializer=queue.SERIALIZER,
+            worker_ttl=settings.worker_ttl_s,
+            job_monitoring_interval=settings.job_monitoring_interval_s,
+            maintenance_interval=settings.maintenance_interval_s,
+            job_heartbeat_ttl_s=settings.job_heartbeat_ttl_s,
+            job_timeout_s=settings.job_timeout_s,
+        )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         self.before_dequeue()  # relax lanes in fair order; unapplied quota outcomes applied

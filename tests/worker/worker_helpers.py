@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from rq import Worker
 
-from core import jobs, keys, queue
+from core import jobs, keys
 from core.models import tiny_model
 from core.settings import WorkerSettings
 from worker import runtime
@@ -139,17 +139,7 @@ def run_in_process(
     runtime.install(rt)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
-        rq_worker = runtime.ImagineWorker(
-            queue.lane_names(info.name),
-            name=name,
-            connection=conn,
-            serializer=queue.SERIALIZER,
-            worker_ttl=worker_settings.worker_ttl_s,
-            job_monitoring_interval=worker_settings.job_monitoring_interval_s,
-            maintenance_interval=worker_settings.maintenance_interval_s,
-            job_heartbeat_ttl_s=worker_settings.job_heartbeat_ttl_s,
-            job_timeout_s=worker_settings.job_timeout_s,
-        )
+        rq_worker = runtime.ImagineWorker.for_model(conn, info.name, name, worker_settings)
         rq_worker.work(burst=True, logging_level="WARNING")
     finally:
         runtime.install(None)
