@@ -303,3 +303,47 @@ def ratelimit_headers(bucket: str, retry_after_s: float = 1.0, remaining: int = 
         "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
         "X-RateLimit-Bucket": bucket,
     }
+
+
+SUBCOMMAND_TYPES = (1, 2)
+"""Option types SUB_COMMAND and SUB_COMMAND_GROUP: they nest the options of a command group."""
+
+
+def command_options(
+    state: State, command: dict[str, Any], path: list[str], values: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The `options` of a command interaction, nested under `path`'s subcommand group and subcommand, and the
+    `resolved` users, members (with their permissions) and roles that USER and ROLE options name."""
+    declared = command.get("options", [])
+    levels = []
+    for name in path:
+        sub = next((o for o in declared if o["name"] == name and o.get("type") in SUBCOMMAND_TYPES), None)
+        if sub is None:
+            raise ValueError(f"/{command['name']} has no subcommand {name!r} at this level")
+        levels.append(sub)
+        declared = sub.get("options", [])
+    types = {o["name"]: o.get("type", 3) for o in declared}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ValueError(f"/{' '.join([command['name'], *path])} has no option(s) {sorted(unknown)}; {sorted(types)}")
+    resolved: dict[str, dict[str, Any]] = {}
+    options = []
+    for name, value in values.items():
+        if types[name] == 6:  # USER: a member carries its member object, a stranger only its user
+            found = value if isinstance(value, User) else state.users[str(value)]
+            resolved.setdefault("users", {})[found.id] = user(found)
+            if found.id in state.members:
+                data = {
+                    **member(state.members[found.id], with_user=False),
+                    "permissions": str(state.permissions(found.id)),
+                }
+                resolved.setdefault("members", {})[found.id] = data
+            value = found.id
+        elif types[name] == 8:  # ROLE
+            found_role = value if isinstance(value, Role) else state.roles[str(value)]
+            resolved.setdefault("roles", {})[found_role.id] = role(found_role)
+            value = found_role.id
+        options.append({"name": name, "type": types[name], "value": value})
+    for sub in reversed(levels):
+        options = [{"name": sub["name"], "type": sub["type"], "options": options}]
+    return options, resolved

@@ -202,18 +202,17 @@ class DiscordEmulator:
     async def send_slash_command(
         self, *, user: User, name: str, options: dict[str, Any] | None = None, channel: str | None = None
     ) -> PendingInteraction:
-        """Dispatch INTERACTION_CREATE for a synced chat-input command, as Discord does when a user runs it."""
-        command, guild_id = self._synced_command(name)
-        types = {o["name"]: o.get("type", 3) for o in command.get("options", [])}
-        unknown = set(options or {}) - set(types)
-        if unknown:
-            raise ValueError(f"/{name} has no option(s) {sorted(unknown)}; synced options are {sorted(types)}")
-        data: dict[str, Any] = {
-            "id": command["id"],
-            "name": name,
-            "type": 1,
-            "options": [{"name": k, "type": types[k], "value": v} for k, v in (options or {}).items()],
-        }
+        """Dispatch INTERACTION_CREATE for a synced chat-input command, as Discord does when a user runs it.
+
+        `name` may name a subcommand: "admin tier set". USER and ROLE options take a `User` or `Role` (or an id)
+        and come with their `resolved` objects; a user who is not a member arrives without member data.
+        """
+        top, *path = name.split()
+        command, guild_id = self._synced_command(top)
+        nested, resolved = payloads.command_options(self.state, command, path, options or {})
+        data: dict[str, Any] = {"id": command["id"], "name": top, "type": 1, "options": nested}
+        if resolved:
+            data["resolved"] = resolved
         if guild_id:
             data["guild_id"] = guild_id
         return await self._dispatch_interaction(2, user, channel or self.state.default_channel.id, data)
