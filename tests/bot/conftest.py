@@ -70,6 +70,16 @@ def bob(discord_emulator: DiscordEmulator) -> User:  # noqa: F811
     return discord_emulator.add_user("bob")
 
 
+MANAGE_GUILD = 1 << 5
+"""Discord's Manage Server permission bit."""
+
+
+@pytest.fixture
+def admin(discord_emulator: DiscordEmulator) -> User:  # noqa: F811
+    """A member with Manage Server."""
+    return discord_emulator.add_user("admin", permissions=MANAGE_GUILD)
+
+
 def done_job(conn: redis.Redis, text: str = "a red cat --seed 7", owner: str = "discord:1") -> tuple[str, JobSpec]:
     """A finished job record, as the worker leaves it."""
     (spec,) = prompt.parse(text, REGISTRY)

@@ -12,10 +12,8 @@ from bot.client import ImagineBot
 from core import audit, keys, ledger, tierstore
 from core.settings import AdminSettings
 from core.tiers import period_bounds
-from tests.bot.conftest import OPEN_TIERS, running_bot
+from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
-
-MANAGE_GUILD = 1 << 5
 
 
 async def run(emu: DiscordEmulator, user: User, command: str, **options) -> str:
@@ -24,11 +22,6 @@ async def run(emu: DiscordEmulator, user: User, command: str, **options) -> str:
     callback = await pending.wait_acknowledged()
     assert callback.data.get("flags", 0) & EPHEMERAL, callback
     return pending.ephemeral_messages[0].content
-
-
-@pytest.fixture
-def admin(discord_emulator: DiscordEmulator) -> User:
-    return discord_emulator.add_user("admin", permissions=MANAGE_GUILD)
 
 
 def member(emu: DiscordEmulator, user: User) -> str:

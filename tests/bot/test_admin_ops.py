@@ -1,0 +1,113 @@
+"""/admin ban, unban, queue, cancel, limits, announce-text and audit, against the emulator and a real Redis."""
+
+from __future__ import annotations
+
+import redis
+from rq import Worker
+
+from bot.client import ImagineBot
+from core import admission, audit, jobs, keys, queue, tierstore
+from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, eventually
+from tests.bot.test_admin import member, run
+from tests.discord_emulator import DiscordEmulator, User
+
+
+async def test_ban_refuses_imagine_and_unban_lifts_it(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User, bob: User
+) -> None:
+    """ban with a reason: the member's /imagine is refused politely and nothing is queued; unban lets them again."""
+    guild = discord_emulator.state.guild_id
+    assert "is banned" in await run(discord_emulator, admin, "admin ban", member=bob, reason="spam")
+    assert admission.ban_reason(redis_conn, guild, bob.id) == "spam"
+    pending = await discord_emulator.send_slash_command(user=bob, name="imagine", options={"prompt": "a cat"})
+    await pending.wait_acknowledged()
+    assert "can't create images on this server (spam)" in pending.ephemeral_messages[0].content
+    assert queue.rq_queue(redis_conn, "fast:tiny").count == 0
+    assert "may create images again" in await run(discord_emulator, admin, "admin unban", member=bob)
+    assert "was not banned" in await run(discord_emulator, admin, "admin unban", member=bob)
+    assert [e.action for e in audit.latest(redis_conn, guild)] == ["unban", "ban"]
+
+
+async def test_an_admin_cannot_be_banned(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User
+) -> None:
+    """Banning a member with Manage Server (or oneself) is refused and changes nothing."""
+    other = discord_emulator.add_user("other-admin", permissions=MANAGE_GUILD)
+    assert "is an admin" in await run(discord_emulator, admin, "admin ban", member=other)
+    assert "is an admin" in await run(discord_emulator, admin, "admin ban", member=admin)
+    assert not redis_conn.exists(keys.banned(discord_emulator.state.guild_id))
+
+
+async def test_queue_shows_lanes_running_jobs_and_workers(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User, alice: User
+) -> None:
+    """queue: waiting per lane from RQ, and each live worker with the model from its stats hash."""
+    pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": "a cat"})
+    await pending.wait_original(lambda m: "Waiting to start" in m.content)
+    await eventually(lambda: queue.rq_queue(redis_conn, "fast:tiny").count == 1)
+    worker = Worker([queue.rq_queue(redis_conn, "fast:tiny")], connection=redis_conn, name="gpu-1")
+    worker.register_birth()
+    redis_conn.hset(keys.worker_stats("gpu-1"), mapping={"model": "tiny", "jobs_done": 7})
+    text = await run(discord_emulator, admin, "admin queue")
+    assert "`fast:tiny`: 1 waiting, 0 running" in text and "**Running jobs** (0)" in text
+    assert "**Workers** (1 live)" in text and "`gpu-1`: model tiny" in text and "7 jobs done" in text
+
+
+async def test_cancel_any_job_refunds_its_reservation(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User, alice: User
+) -> None:
+    """cancel JOB_ID of a member's queued job: cancelled, its fast-time hold released at once, audited."""
+    pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": "a cat"})
+    await pending.wait_original(lambda m: "Waiting to start" in m.content)
+    (job_id,) = await eventually(lambda: queue.rq_queue(redis_conn, "fast:tiny").job_ids)
+    assert redis_conn.exists(keys.quota_reservation(job_id))
+    assert "refunded" in await run(discord_emulator, admin, "admin cancel", job_id=job_id)
+    assert jobs.get(redis_conn, job_id).state == jobs.CANCELLED
+    assert not redis_conn.exists(keys.quota_reservation(job_id))
+    assert redis_conn.hlen(keys.quota_active(member(discord_emulator, alice))) == 0
+    assert "There is no job" in await run(discord_emulator, admin, "admin cancel", job_id="nope")
+    assert [e.action for e in audit.latest(redis_conn, discord_emulator.state.guild_id)] == ["cancel"]
+
+
+async def test_limits_show_change_reset_and_refuse_contradictions(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User
+) -> None:
+    """limits: shows a tier; changes one limit for this guild only; refuses unknown limits, bad values and
+    contradictory limits without storing anything; `default` goes back to the deployment's value."""
+    guild = discord_emulator.state.guild_id
+    assert "max_waiting: 10" in await run(discord_emulator, admin, "admin limits", tier="standard")
+    text = await run(discord_emulator, admin, "admin limits", tier="standard", limit="max_waiting", value="20")
+    assert text == "**standard** max_waiting is now 20 in this server."
+    assert tierstore.effective_config(redis_conn, guild, OPEN_TIERS).get("standard").max_waiting == 20
+    assert "max_waiting: 20 (this server)" in await run(discord_emulator, admin, "admin limits", tier="standard")
+    bad = {
+        ("max_running_fast", "30"): "more than max_waiting",
+        ("max_waiting", "-1"): "cannot be negative",
+        ("relax", "maybe"): "relax must be yes or no",
+        ("max_steps", "lots"): "must be a whole number",
+        ("colour", "red"): "There is no limit 'colour'",
+    }
+    for (limit, value), words in bad.items():
+        assert words in await run(discord_emulator, admin, "admin limits", tier="standard", limit=limit, value=value)
+    assert "unknown tier 'gold'" in await run(discord_emulator, admin, "admin limits", tier="gold")
+    assert tierstore.load_policy(redis_conn, guild).limits == {"standard": {"max_waiting": 20}}
+    await run(discord_emulator, admin, "admin limits", tier="standard", limit="max_waiting", value="default")
+    assert tierstore.load_policy(redis_conn, guild).limits == {}
+
+
+async def test_announce_text_sets_what_subscribe_says_and_audit_lists_actions(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User, alice: User
+) -> None:
+    """announce-text sets /subscribe's text (too long refused, `none` clears); audit shows the latest, newest first."""
+    assert "updated" in await run(discord_emulator, admin, "admin announce-text", text="Support us on Ko-fi for pro.")
+    pending = await discord_emulator.send_slash_command(user=alice, name="subscribe")
+    await pending.wait_acknowledged()
+    assert pending.ephemeral_messages[0].content.startswith("Support us on Ko-fi for pro.")
+    assert "at most 1500" in await run(discord_emulator, admin, "admin announce-text", text="x" * 1600)
+    assert "Ko-fi" in await run(discord_emulator, admin, "admin announce-text")
+    assert "cleared" in await run(discord_emulator, admin, "admin announce-text", text="none")
+    text = await run(discord_emulator, admin, "admin audit", count=5)
+    lines = text.splitlines()
+    assert lines[0] == "**Latest admin actions**" and len(lines) == 3
+    assert f"<@{admin.id}> **announce-text**" in lines[1] and "Ko-fi" in lines[2]
+    assert "between 1 and 50" in await run(discord_emulator, admin, "admin audit", count=500)
