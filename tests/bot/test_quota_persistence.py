@@ -1,0 +1,66 @@
+"""Balances, grants, bans and waiting jobs survive Redis restarting from its append-only file, and a bot restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.bot.conftest import eventually, running_bot
+from tests.bot.test_admin import run
+from tests.discord_emulator import DiscordEmulator, User
+from tests.redis_server import free_port, redis_server
+
+
+def snapshot(conn: redis.Redis) -> dict[bytes, Any]:
+    """Every key of this project and of RQ with its whole value (rate-limit windows left out: they expire)."""
+    readers = {
+        b"hash": conn.hgetall,
+        b"list": lambda k: conn.lrange(k, 0, -1),
+        b"zset": lambda k: conn.zrange(k, 0, -1, withscores=True),
+        b"set": conn.smembers,
+        b"string": conn.get,
+    }
+    return {
+        key: readers[conn.type(key)](key)  # type: ignore[index]
+        for key in sorted(conn.scan_iter("*"))
+        if not key.endswith(b":rate")
+    }
+
+
+async def test_redis_restart_from_aof_and_bot_restart_lose_nothing(
+    discord_emulator: DiscordEmulator, tmp_path: Path, alice: User, bob: User, admin: User
+) -> None:
+    """Two waiting jobs with their fast-time holds, a grant, a tier and a ban: after redis-server restarts from its
+    AOF every key is exactly as before, and a restarted bot reports the same jobs and balances."""
+    port = free_port()
+    with redis_server(tmp_path, appendonly=True, port=port) as url:
+        conn = redis.Redis.from_url(url)
+        async with running_bot(discord_emulator, conn):
+            for prompt in ("a cat", "a dog"):
+                pending = await discord_emulator.send_slash_command(
+                    user=alice, name="imagine", options={"prompt": prompt}
+                )
+                await pending.wait_original(lambda m: "Waiting to start" in m.content)
+            await eventually(lambda: conn.llen("rq:queue:fast:tiny") == 2)
+            assert "Granted" in await run(discord_emulator, admin, "admin quota grant", member=bob, minutes=30.0)
+            assert "**pro**" in await run(discord_emulator, admin, "admin tier set", member=bob, tier="pro")
+            carol = discord_emulator.add_user("carol")
+            assert "banned" in await run(discord_emulator, admin, "admin ban", member=carol, reason="spam")
+        before = snapshot(conn)
+        conn.close()
+    assert any(b":balance:" in k for k in before) and any(b":grant" in k for k in before)
+    with redis_server(tmp_path, appendonly=True, port=port) as url:
+        conn = redis.Redis.from_url(url)
+        assert snapshot(conn) == before
+        async with running_bot(discord_emulator, conn):
+            pending = await discord_emulator.send_slash_command(user=alice, name="info")
+            await pending.wait_acknowledged()
+            info = pending.ephemeral_messages[0].content
+            usage = await run(discord_emulator, admin, "admin usage", member=bob)
+            banned = await run(discord_emulator, admin, "admin usage", member=carol)
+        conn.close()
+    assert "**Jobs:** 2 fast and 0 relax" in info and "queued, 0 ahead" in info and "queued, 1 ahead" in info
+    assert "**Tier:** pro (given by an admin)" in usage and "(including 30.0 min granted)" in usage
+    assert "**Banned:** spam" in banned
