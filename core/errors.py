@@ -51,3 +51,15 @@ class AdminInputError(ImagineError, ValueError):
 
 class NotAdmin(ImagineError):
     """An `/admin` command from someone without Manage Server or a configured admin role; nothing changed."""
+
+
+class PromptBlocked(ImagineError):
+    """The prompt matched the server's block list; nothing was queued or charged. The message never repeats it."""
+
+    def __init__(self, message: str, notice: str = "") -> None:
+        super().__init__(message)
+        self.notice = notice  # the text for the moderation log channel (names the prompt): never for the member
+
+
+class Suspended(ImagineError):
+    """The member is suspended from the bot on this server (repeated blocked prompts, or an admin); nothing queued."""

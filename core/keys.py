@@ -134,3 +134,42 @@ def model_speed() -> str:
 def audit_log(guild: str) -> str:
     """List: the guild's admin actions as JSON, newest first, capped (`core.audit.MAX_ENTRIES`)."""
     return f"{PREFIX}:guild:{guild}:audit"
+
+
+# Moderation (core.modstore); moderation events go to the admins' audit log (`audit_log`) too.
+
+
+def moderation_policy(guild: str) -> str:
+    """Hash: a guild's moderation settings (NSFW policy, flagged-image action, strikes, log channel) and `rev`, a
+    random token replaced on every change to its lists (so cached compiled filters are rebuilt)."""
+    return f"{PREFIX}:guild:{guild}:moderation"
+
+
+def moderation_block(guild: str) -> str:
+    """Set: words and phrases the guild's admins blocked, on top of the default list."""
+    return f"{PREFIX}:guild:{guild}:moderation:block"
+
+
+def moderation_unblock(guild: str) -> str:
+    """Set: default-list entries the guild's admins removed."""
+    return f"{PREFIX}:guild:{guild}:moderation:unblock"
+
+
+def moderation_allow(guild: str) -> str:
+    """Set: the guild's allow-list entries (a block match inside one is ignored), on top of the default allow list."""
+    return f"{PREFIX}:guild:{guild}:moderation:allow"
+
+
+def moderation_strikes(member: str) -> str:
+    """Sorted set: the member's recent blocked prompts scored by Unix time (the strike window)."""
+    return f"{PREFIX}:member:{member}:strikes"
+
+
+def moderation_suspended(guild: str) -> str:
+    """Hash: user id -> Unix time their suspension from the bot ends."""
+    return f"{PREFIX}:guild:{guild}:suspended"
+
+
+def safety_classifiers() -> str:
+    """Hash: worker name -> JSON of the image safety classifier it runs and when it said so (`worker.safety`)."""
+    return f"{PREFIX}:safety-classifiers"
