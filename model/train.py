@@ -76,7 +76,7 @@ def plan_for(quick: bool, device: str) -> Plan:
         return Plan(QUICK_VAE, QUICK_UNET, QUICK_TEXT, vae_pool=256, vae_crop_px=32, vae_batch=16, vae_lr=1e-3,
                     latent_pool=256, unet_batch=16, unet_lr=1e-3, warmup_steps=5)
     return Plan(VAEConfig(), UNetConfig(), TextConfig(), vae_pool=20_000, vae_crop_px=32 if not gpu else 64,
-                vae_batch=128 if gpu else 32, vae_lr=5e-4, latent_pool=100_000 if gpu else 30_000,
+                vae_batch=128 if gpu else 32, vae_lr=5e-4, latent_pool=100_000 if gpu else 12_000,
                 unet_batch=256 if gpu else 32, unet_lr=1e-3 if gpu else 5e-4, warmup_steps=200)
 
 
@@ -117,8 +117,12 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: a run killed mid-write leaves the previous checkpoint
 
 
-def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path) -> torch.nn.Module:
-    """Stage 1: minimise the negative ELBO of `model.vae` on random crops of generated images."""
+def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) -> torch.nn.Module:
+    """Stage 1: minimise the negative ELBO of `model.vae` on random crops of generated images.
+
+    A resumed run with a larger --minutes-vae continues a finished autoencoder, unless it is `frozen`: once latents
+    are cached, the UNet depends on it.
+    """
     torch.manual_seed(args.seed)
     vae = build_vae(plan.vae).to(args.device)
     opt = torch.optim.AdamW(vae.parameters(), plan.vae_lr, weight_decay=0.0)
@@ -128,12 +132,13 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path) -> torch.nn.Modu
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
-    if state and state["done"]:
+    budget = Budget(args.minutes_vae, args.steps_vae, *((state["spent_s"], state["step"]) if state else (0.0, 0)))
+    if state and state["done"] and (frozen or budget.done()):
         log.info("VAE: finished in an earlier run (%d steps)", state["step"])
+        budget.bar.close()
         return vae.eval()
     pool = to_tensor(make_dataset(plan.vae_pool, args.seed, split="train")[0])
     heldout = to_tensor(make_dataset(HELDOUT_IMAGES, args.seed + 1, split="heldout")[0])
-    budget = Budget(args.minutes_vae, args.steps_vae, *((state["spent_s"], state["step"]) if state else (0.0, 0)))
     last_ckpt, c = time.monotonic(), plan.vae_crop_px
 
     def checkpoint(done: bool) -> None:
@@ -159,6 +164,7 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path) -> torch.nn.Modu
         if time.monotonic() - last_ckpt > CHECKPOINT_EVERY_S:
             checkpoint(False)
             last_ckpt = time.monotonic()
+    budget.bar.close()
     vae.eval()
     log.info("VAE: %d steps in %.1f min, held-out PSNR %.2f dB", budget.step, budget.spent_s / 60,
              psnr(heldout, reconstruct(vae, heldout.to(args.device)).cpu()))
@@ -173,6 +179,7 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
         cached = torch.load(path)
         vae.register_to_config(scaling_factor=float(cached["scaling_factor"]))
         return cached["latents"], cached["ids"]
+    started = time.monotonic()
     images, first, scenes = make_dataset(plan.latent_pool, args.seed + 2, split="train")
     rng = np.random.default_rng(args.seed + 3)
     tokenizer = build_tokenizer(plan.text.max_tokens)
@@ -182,7 +189,7 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
     mu = encode_latents(vae, to_tensor(images).to(args.device)).cpu()
     s = scaling_factor(mu)
     vae.register_to_config(scaling_factor=s)
-    log.info("latents: %s, scaling_factor %.4f", tuple(mu.shape), s)
+    log.info("latents: %s in %.0fs, scaling_factor %.4f", tuple(mu.shape), time.monotonic() - started, s)
     _save(path, {"latents": mu * s, "ids": ids, "scaling_factor": s})
     return mu * s, ids
 
@@ -241,6 +248,7 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
         if time.monotonic() - last_ckpt > CHECKPOINT_EVERY_S:
             checkpoint(False)
             last_ckpt = time.monotonic()
+    budget.bar.close()
     log.info("UNet: %d steps in %.1f min", budget.step, budget.spent_s / 60)
     checkpoint(True)
     ema.copy_to(params)  # ship the averaged weights
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> Path:
     log.setLevel(logging.INFO)
     try:
         log.info("args %s plan %s", vars(args), asdict(plan))
-        vae = train_vae(plan, args, ckpts / "vae.pt")
+        vae = train_vae(plan, args, ckpts / "vae.pt", frozen=(ckpts / "latents.pt").exists())
         latents, ids = cache_latents(plan, args, vae, ckpts / "latents.pt")
         unet, text_encoder = train_unet(plan, args, latents, ids, ckpts / "unet.pt")
         save_pipeline(vae, text_encoder, unet, plan, args.out)
