@@ -3,7 +3,7 @@
 Pure: plain values in, frozen dataclasses out, `TierConfigError` with a message that names the tier and the field.
 Redis-backed pieces (a guild's overrides, admins' grants) live in `core.tierstore`; balances in `core.ledger`.
 
-A deployment's tiers come from a TOML file (`tiers.toml` at the repository root is the documented default), listed
+A deployment's tiers come from a TOML file (`core/tiers.toml` is the documented default), listed
 from lowest to highest: when a member's roles map to several tiers, the one listed last wins.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from core.errors import TierConfigError
 
-DEFAULT_TIERS_FILE = Path(__file__).resolve().parent.parent / "tiers.toml"
+DEFAULT_TIERS_FILE = Path(__file__).resolve().parent / "tiers.toml"
 """The documented default tiers (free, basic, standard, pro)."""
 
 MAX_PERIOD_DAY = 28
