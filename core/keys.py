@@ -69,6 +69,12 @@ def job_channel_message(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:channel-message"
 
 
+def job_flagged(job_id: str) -> str:
+    """String: JSON `{"action": "blur"|"withhold", "flagged": [image indices]}` of a job whose images the worker's
+    safety check replaced (kept as long as its images); the result is posted as a spoiler when blurred."""
+    return f"{PREFIX}:job:{job_id}:flagged"
+
+
 # Tiers, quotas and fair relax ordering (core.tierstore, core.ledger, core.admission, core.fairness).
 # A `member` is `<guild id>:<user id>`: balances and tiers are per guild; `period` is the period start (Unix s).
 

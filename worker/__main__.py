@@ -9,13 +9,14 @@ sampling step, to make a job slow enough to interrupt).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 
 import redis
 
-from core import queue
+from core import keys, queue
 from core.errors import ImagineError
 from core.settings import DiscordSettings, ModelSettings, RedisSettings, WorkerSettings
 from worker import runtime
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.delivery import Poster
     from worker.discord_http import DiscordHTTP
     from worker.engine import Engine
+    from worker.safety import SafetySettings, describe, load, report
 
     started = time.monotonic()
     try:
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot load model %s: %s", info.name, exc)
         return 1
     load_s = time.monotonic() - started
+    safety_settings = SafetySettings()
+    try:
+        classifier = load(safety_settings, device=str(engine.pipe.device))
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     log.info("loaded model %s (%s) in %.1f s", info.name, info.source, load_s)
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
@@ -63,18 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token))
     if not poster.http.has_bot_token:
         log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
-    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster)
+    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,
+                         classifier=classifier, safety_threshold=safety_settings.threshold)
     lanes = queue.lane_names(info.name)
     try:
         runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s)
+        report(conn, name, classifier, now=time.time())  # for /admin moderation status
     except redis.RedisError as exc:
         log.error("cannot reach Redis at %s: %s", queue.redis_location(redis_settings.redis_url), exc)
         return 1
     runtime.install(rt)
     log.info("worker %s: Redis at %s, queues %s", name, queue.redis_location(redis_settings.redis_url), lanes)
+    log.info("worker %s: %s", name, describe(classifier))
 
     rq_worker = runtime.ImagineWorker.for_model(conn, info.name, name, settings)
     rq_worker.work(burst=args.burst, logging_level=args.log_level)
+    with contextlib.suppress(redis.RedisError):
+        conn.hdel(keys.safety_classifiers(), name)  # a stopped worker checks nothing: status must not count it
     log.info("worker %s: stopped", name)
     return 0
 

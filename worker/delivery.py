@@ -25,6 +25,8 @@ from core.delivery import Delivery
 from core.prompt import canonical
 from core.queue import SINGLE_IMAGE_KINDS
 from worker.discord_http import Attachment, DiscordAPIError, DiscordHTTP
+from worker.moderation import flags_of
+from worker.safety import spoiler_name
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,16 @@ def result_text(record: jobs.JobRecord, user_id: str) -> str:
     return f"{headline(record, user_id)} --seed {spec.seed}"
 
 
+def flagged_note(action: str, flagged: tuple[int, ...], single: bool) -> str:
+    """A line under a result whose images the safety check replaced ("" when none was)."""
+    if not flagged:
+        return ""
+    which = "This image" if single else "Image " + ", ".join(f"#{i + 1}" for i in flagged)
+    done = "is blurred (flagged by this server's image safety check)" if action == "blur" else \
+        "was withheld by this server's image safety check"
+    return f"\n{which} {done}."
+
+
 def result_components(record: jobs.JobRecord) -> list[dict[str, Any]]:
     """Grid buttons under a grid; single-image buttons under one image."""
     if record.kind in SINGLE_IMAGE_KINDS:
@@ -118,9 +130,12 @@ class Poster:
         if record.state == jobs.DONE:
             single = record.kind in SINGLE_IMAGE_KINDS
             data = conn.get(keys.job_image(job_id, 0) if single else keys.job_grid(job_id))
+            action, flagged = flags_of(conn, job_id)
             if isinstance(data, bytes):
-                file = Attachment(f"imagine_{job_id[:8]}.png", data)
-            body = {"content": result_text(record, target.user_id), "components": result_components(record)}
+                name = f"imagine_{job_id[:8]}.png"
+                file = Attachment(spoiler_name(name) if action == "blur" else name, data)
+            body = {"content": result_text(record, target.user_id) + flagged_note(action, flagged, single),
+                    "components": result_components(record)}
         elif record.state == jobs.FAILED:
             reason = record.reason or "unknown error"
             body = {"content": headline(record, target.user_id, f"failed: {reason}"),

@@ -21,6 +21,7 @@ from PIL import Image
 
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
 from core.models import ModelInfo
+from core.moderation import rendered_negative
 from core.spec import JobSpec, PromptPart
 from model.loading import load_pipeline
 from worker.grid import compose_grid
@@ -165,7 +166,7 @@ class Engine:
     ) -> list[Image.Image]:
         pipe = self.img2img
         # 1. the prompt, as for text-to-image
-        embeds = encode_weighted_prompt(pipe, spec.parts, spec.negative_prompt, spec.guidance_scale)
+        embeds = encode_weighted_prompt(pipe, spec.parts, rendered_negative(spec), spec.guidance_scale)
         batch = {name: torch.cat([e] * count) for name, e in embeds.items()}
         # 2. one CPU generator per output, seeded like the images of a grid: they noise the image's latents
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.seeds()[:count]]
@@ -196,8 +197,9 @@ class Engine:
         preview_interval_s: float,
     ) -> list[Image.Image]:
         pipe = self.pipe
-        # 1. the prompt: `::` parts -> weighted mean of their embeddings; `--no` -> the negative prompt
-        embeds = encode_weighted_prompt(pipe, spec.parts, spec.negative_prompt, spec.guidance_scale)
+        # 1. the prompt: `::` parts -> weighted mean of their embeddings; `--no` plus the guild's safety negative
+        #    prompt (outside age-restricted channels) -> the negative prompt
+        embeds = encode_weighted_prompt(pipe, spec.parts, rendered_negative(spec), spec.guidance_scale)
         batch = {name: torch.cat([e] * len(indices)) for name, e in embeds.items()}
         # 2. the initial noise: one CPU generator per image, seeded `seeds()[k]` (CPU so a seed gives the same image
         #    on any device); `--chaos` sets how much of it the images share

@@ -18,8 +18,9 @@ from rq import get_current_job
 
 from core import jobs, keys, queue
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
+from core.moderation import safety_of
 from core.spec import JobSpec
-from worker import kinds, runtime
+from worker import kinds, moderation, runtime
 from worker.delivery import LiveMessage
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": job_id, "state": state}
     live = _live_message(rt, job_id)
     try:
-        progress = _Progress(conn, job_id, live, step_delay_s=rt.settings.test_step_delay_s)
+        # No previews of images the safety check has not seen yet.
+        previews = not (safety_of(spec).check_outputs and rt.classifier is not None)
+        progress = _Progress(conn, job_id, live, step_delay_s=rt.settings.test_step_delay_s, previews=previews)
         hooks = kinds.Hooks(progress, lambda: jobs.cancel_requested(conn, job_id), rt.settings.preview_interval_s)
         output = kinds.make(rt, job_id, kind, spec, source, hooks)
     except JobCancelled:
@@ -72,15 +75,19 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
         record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
         return {"job_id": job_id, "state": record.state if record else "unknown"}
     runtime.count_job_done(rt)
+    if output.report:
+        moderation.report(rt, job_id, spec, output.report)
     return {"job_id": job_id, "state": jobs.DONE}
 
 
 def store_output(conn: redis.Redis, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
-    """Store each image's PNG (`keys.job_image`) and the PNG the job is shown as (`keys.job_grid`) for `ttl_s`."""
+    """Store each image's PNG (`keys.job_image`), the PNG the job is shown as (`keys.job_grid`) and which images the
+    safety check replaced (`keys.job_flagged`) for `ttl_s`."""
     with conn.pipeline(transaction=False) as pipe:
         for index, png in enumerate(output.images):
             pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
         pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
+        moderation.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
         pipe.execute()
 
 
@@ -136,12 +143,19 @@ class _Progress:
     each step to the job's live Discord message, which sends at its own bounded rate."""
 
     def __init__(
-        self, conn: redis.Redis, job_id: str, live: LiveMessage | None = None, *, step_delay_s: float = 0.0
+        self,
+        conn: redis.Redis,
+        job_id: str,
+        live: LiveMessage | None = None,
+        *,
+        step_delay_s: float = 0.0,
+        previews: bool = True,
     ) -> None:
         self.conn = conn
         self.job_id = job_id
         self.live = live
         self.step_delay_s = step_delay_s
+        self.previews = previews
         self.last_s = float("-inf")
 
     def __call__(self, step: int, total: int, preview: Image.Image | None) -> None:
@@ -150,6 +164,6 @@ class _Progress:
             jobs.set_progress(self.conn, self.job_id, step, total)
             self.last_s = now
         if self.live is not None and step < total:
-            self.live.progress(step, total, preview)
+            self.live.progress(step, total, preview if self.previews else None)
         if self.step_delay_s:
             time.sleep(self.step_delay_s)  # WORKER_TEST_STEP_DELAY_S: makes a job slow enough to kill mid-job

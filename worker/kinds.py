@@ -20,7 +20,7 @@ from core import jobs, keys
 from core.errors import GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
-from worker import runtime
+from worker import moderation, runtime
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png
 
@@ -45,10 +45,14 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class Output:
-    """What a job stores: each image's PNG (`keys.job_image`) and the PNG it is shown as (`keys.job_grid`)."""
+    """What a job stores: each image's PNG (`keys.job_image`) and the PNG it is shown as (`keys.job_grid`), after
+    the safety check (`worker.moderation`): U and V buttons only ever start from these."""
 
     images: list[bytes]
     shown: bytes
+    flagged: tuple[int, ...] = ()  # images the safety check replaced
+    action: str = ""  # how: "blur" (posted as a spoiler) or "withhold"
+    report: str = ""  # what to record in the moderation log; "" when nothing new was flagged (a U copy)
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,14 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
         images = _gpu(rt, job_id, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
                                                             should_cancel=hooks.should_cancel,
                                                             preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(images)
+        return _grid_output(moderation.check(rt, spec, images))
     parent, index = _parse_source(source)
     start = source_image(rt, job_id, parent, index, hooks.should_cancel)
     if kind == "upscale":
-        return Output([start], start)  # the parent's own bytes: no regeneration, no re-encoding
+        # The parent's own (already checked) bytes: no regeneration, no re-encoding; still a spoiler if it was.
+        action, flagged = moderation.flags_of(rt.conn, parent)
+        was_flagged = (0 if _is_single(rt.conn, parent, jobs.get(rt.conn, parent)) else index - 1) in flagged
+        return Output([start], start, (0,) if was_flagged else (), action if was_flagged else "")
     image = Image.open(io.BytesIO(start))
     if kind == "vary":
         strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
@@ -84,7 +91,7 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
         images = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(images)
+        return _grid_output(moderation.check(rt, spec, images))
     if kind == "upscale2x":
         # A high-quality resize, then a light img2img pass at the new size to redraw the detail it blurred.
         size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
@@ -92,8 +99,9 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
         refined = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
             spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
             should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s))
-        png = encode_png(refined[0])
-        return Output([png], png)
+        checked = moderation.check(rt, spec, refined)
+        png = encode_png(checked.images[0])
+        return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
 
 
@@ -120,7 +128,7 @@ def source_image(
     if record.kind == "grid":
         images = _gpu(rt, job_id, lambda: rt.engine.render(record.spec, indices=(index - 1,),
                                                             should_cancel=should_cancel))
-        return encode_png(images[0])
+        return encode_png(moderation.check(rt, record.spec, images).images[0])  # as checked as the stored one was
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
         return source_image(rt, job_id, grandparent, grand_index, should_cancel, depth + 1)
@@ -143,8 +151,10 @@ def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
     return parent, index
 
 
-def _grid_output(images: list[Image.Image]) -> Output:
-    return Output([encode_png(image) for image in images], encode_png(compose_grid(images)))
+def _grid_output(checked: moderation.Checked) -> Output:
+    images = checked.images
+    return Output([encode_png(image) for image in images], encode_png(compose_grid(images)), checked.flagged,
+                  checked.action, checked.detail)
 
 
 def _gpu(rt: runtime.Runtime, job_id: str, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:

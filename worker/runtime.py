@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from worker.delivery import Poster
     from worker.engine import Engine
+    from worker.safety import SafetyClassifier
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Runtime:
     settings: WorkerSettings
     worker_name: str
     poster: Poster | None = None  # shows jobs in Discord; None: jobs have no Discord side (CLI, tests)
+    classifier: SafetyClassifier | None = None  # the image safety check (`worker.safety.load`); None: none
+    safety_threshold: float = 0.5  # an image scoring at least this is flagged (WORKER_SAFETY_THRESHOLD)
 
 
 _current: Runtime | None = None

@@ -19,7 +19,7 @@ from rq import Worker
 from core import jobs, keys
 from core.models import tiny_model
 from core.settings import WorkerSettings
-from worker import runtime
+from worker import runtime, safety
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT_S = 90.0
@@ -127,15 +127,24 @@ def worker_processes() -> Iterator[list[WorkerProcess]]:
 
 
 def run_in_process(
-    conn: redis.Redis, engine: Any, *, name: str = "test-worker", poster: Any = None, **settings: Any
+    conn: redis.Redis,
+    engine: Any,
+    *,
+    name: str = "test-worker",
+    poster: Any = None,
+    classifier: Any = None,
+    safety_threshold: float = 0.5,
+    **settings: Any,
 ) -> None:
     """Work the tiny model's lanes with an in-process `ImagineWorker` until they are empty (burst), `engine` warm;
-    `poster` (a `worker.delivery.Poster`) shows the jobs in Discord."""
+    `poster` (a `worker.delivery.Poster`) shows the jobs in Discord; `classifier` checks outputs (as
+    `python -m worker` with WORKER_SAFETY_CLASSIFIER), and is reported for /admin moderation status."""
     worker_settings = WorkerSettings(device="cpu", **settings)
     info = tiny_model()
     rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name,
-                         poster=poster)
+                         poster=poster, classifier=classifier, safety_threshold=safety_threshold)
     runtime.register_stats(rt, pipeline_loads=1, load_s=0.0)
+    safety.report(conn, name, classifier, now=time.time())
     runtime.install(rt)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
