@@ -11,7 +11,7 @@ import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import errors, quota, submit
+from bot import errors, moderation, quota, submit
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from core import usersettings
@@ -45,11 +45,15 @@ def choices(name: str, registry: ModelRegistry) -> dict[str, str]:
 
 
 def save_choice(
-    conn: redis.Redis, owner: str, name: str, value: str, registry: ModelRegistry
+    conn: redis.Redis, owner: str, name: str, value: str, registry: ModelRegistry, *, guild: str = "dm",
+    channel_nsfw: bool = False,
 ) -> usersettings.UserSettings:
-    """Store one select's choice, refusing values the select never offered (custom_ids can be forged)."""
+    """Store one select's choice, refusing values the select never offered (custom_ids can be forged) and defaults
+    the guild's block list covers (`bot.moderation.check_default`)."""
     if value not in choices(name, registry):
         raise ImagineError(f"{value!r} is not a choice for {name}")
+    if name != "mode" and value != RESET:
+        moderation.check_default(conn, guild, name, value, channel_nsfw=channel_nsfw)
     if name == "mode":
         usersettings.set_mode(conn, owner, value)
     else:
@@ -87,7 +91,9 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS
             data: dict[str, Any] = dict(interaction.data or {})
             values = data.get("values") or [RESET]
             owner = submit.owner_of(interaction.user.id)
-            saved = await bot.redis_call(save_choice, owner, self.name, str(values[0]), bot.registry)
+            saved = await bot.redis_call(save_choice, owner, self.name, str(values[0]), bot.registry,
+                                         guild=moderation.guild_of(interaction),
+                                         channel_nsfw=moderation.channel_nsfw(interaction))
             await interaction.response.edit_message(content=settings_text(saved), view=settings_view(saved, bot))
         except Exception as exc:  # a DynamicItem's errors never reach tree.on_error
             await errors.report(interaction, exc)

@@ -20,7 +20,7 @@ AUDIT_SHOWN = 10
 
 admin = app_commands.Group(
     name="admin",
-    description="Run this server's image bot (tiers, quotas, bans, queue)",
+    description="Run this server's image bot (tiers, quotas, bans, queue, moderation)",
     guild_only=True,
     default_permissions=discord.Permissions(manage_guild=True),
 )
@@ -149,6 +149,9 @@ async def audit(interaction: discord.Interaction, count: int = AUDIT_SHOWN) -> N
 
 
 async def setup(bot: commands.Bot) -> None:
+    from bot.admin_moderation import moderation  # it uses this module's `answer`: imported once this one is loaded
+
+    admin.add_command(moderation, override=True)
     bot.tree.add_command(admin)
 
 

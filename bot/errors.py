@@ -9,7 +9,8 @@ import discord
 import redis
 from discord import app_commands
 
-from core.errors import ImagineError
+from bot import moderation
+from core.errors import ImagineError, PromptBlocked
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ async def report(interaction: discord.Interaction, error: BaseException) -> None
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as exc:
         log.warning("could not tell the user about an error (%s %s)", exc.status, exc.code)
+    if isinstance(error, PromptBlocked):
+        moderation.post_later(interaction, error.notice)  # after the member's answer, never delaying it
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

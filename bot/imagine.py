@@ -1,4 +1,5 @@
-"""`/imagine`: parse, admit (tier, quota), acknowledge, then one message and one queued job per grid asked for."""
+"""`/imagine`: parse, screen (moderation), admit (tier, quota), acknowledge, then one message and one queued job
+per grid asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import quota, submit
+from bot import moderation, quota, submit
 from bot.client import ImagineBot
 from bot.errors import QUEUE_UNREACHABLE
 from core import admission, prompt, usersettings
@@ -78,6 +79,7 @@ class Imagine(commands.Cog):
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         saved = await self.bot.redis_call(usersettings.get, submit.owner_of(interaction.user.id))
         specs = parse_prompt(self.bot, prompt, saved)  # a PromptError is answered ephemerally by bot.errors
+        specs = await moderation.screen(self.bot, interaction, specs, saved.defaults, prompt)  # before any charge
         admitted = await self.bot.redis_call(quota.admit_specs, self.bot.tiers, quota.who(interaction), specs)
         await start_admitted(self.bot, interaction, admitted, specs)
 

@@ -89,7 +89,7 @@ def channel(c: Channel, state: State) -> dict[str, Any]:
         "guild_id": state.guild_id,
         "name": c.name,
         "position": c.position,
-        "permission_overwrites": [],
+        "permission_overwrites": [dict(o) for o in c.overwrites],
         "nsfw": c.nsfw,
         "topic": None,
         "parent_id": None,
@@ -276,12 +276,12 @@ def interaction(state: State, i: Interaction, data: dict[str, Any], base_url: st
         "guild_id": state.guild_id,
         "guild": {"id": state.guild_id, "locale": "en-US", "features": []},
         "guild_locale": "en-US",
-        "channel": {**channel(c, state), "permissions": str(state.permissions(i.user.id))},
+        "channel": {**channel(c, state), "permissions": str(state.channel_permissions(i.user.id, c.id))},
         "channel_id": c.id,
-        "member": {**member(state.members[i.user.id]), "permissions": str(state.permissions(i.user.id))},
+        "member": {**member(state.members[i.user.id]), "permissions": str(state.channel_permissions(i.user.id, c.id))},
         "token": i.token,
         "version": 1,
-        "app_permissions": str(state.permissions(state.bot.id)),
+        "app_permissions": str(state.channel_permissions(state.bot.id, c.id)),
         "locale": "en-US",
         "entitlements": [],
         "entitlement_sku_ids": [],
@@ -310,10 +310,11 @@ SUBCOMMAND_TYPES = (1, 2)
 
 
 def command_options(
-    state: State, command: dict[str, Any], path: list[str], values: dict[str, Any]
+    state: State, command: dict[str, Any], path: list[str], values: dict[str, Any], invoker: str = ""
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The `options` of a command interaction, nested under `path`'s subcommand group and subcommand, and the
-    `resolved` users, members (with their permissions) and roles that USER and ROLE options name."""
+    `resolved` users, members (with their permissions), roles and channels (with the `invoker`'s permissions
+    there, as Discord sends them) that USER, ROLE and CHANNEL options name."""
     declared = command.get("options", [])
     levels = []
     for name in path:
@@ -339,6 +340,14 @@ def command_options(
                 }
                 resolved.setdefault("members", {})[found.id] = data
             value = found.id
+        elif types[name] == 7:  # CHANNEL: a partial channel
+            found_channel = value if isinstance(value, Channel) else state.channels[str(value)]
+            resolved.setdefault("channels", {})[found_channel.id] = {
+                "id": found_channel.id, "name": found_channel.name, "type": found_channel.type,
+                "permissions": str(state.channel_permissions(invoker, found_channel.id)) if invoker else "0",
+                "nsfw": found_channel.nsfw, "parent_id": None,
+            }
+            value = found_channel.id
         elif types[name] == 8:  # ROLE
             found_role = value if isinstance(value, Role) else state.roles[str(value)]
             resolved.setdefault("roles", {})[found_role.id] = role(found_role)

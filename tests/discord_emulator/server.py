@@ -204,12 +204,13 @@ class DiscordEmulator:
     ) -> PendingInteraction:
         """Dispatch INTERACTION_CREATE for a synced chat-input command, as Discord does when a user runs it.
 
-        `name` may name a subcommand: "admin tier set". USER and ROLE options take a `User` or `Role` (or an id)
-        and come with their `resolved` objects; a user who is not a member arrives without member data.
+        `name` may name a subcommand: "admin tier set". USER, ROLE and CHANNEL options take a `User`, `Role` or
+        `Channel` (or an id) and come with their `resolved` objects; a user who is not a member arrives without
+        member data.
         """
         top, *path = name.split()
         command, guild_id = self._synced_command(top)
-        nested, resolved = payloads.command_options(self.state, command, path, options or {})
+        nested, resolved = payloads.command_options(self.state, command, path, options or {}, user.id)
         data: dict[str, Any] = {"id": command["id"], "name": top, "type": 1, "options": nested}
         if resolved:
             data["resolved"] = resolved

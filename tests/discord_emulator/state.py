@@ -89,6 +89,8 @@ class Channel:
     nsfw: bool = False
     type: int = 0
     position: int = 0
+    overwrites: list[dict[str, Any]] = field(default_factory=list)
+    """Discord's permission overwrite objects: {"id", "type" (0 role, 1 member), "allow", "deny"} (strings)."""
 
 
 @dataclass
@@ -278,6 +280,26 @@ class State:
         for role_id in member.role_ids if member else []:
             bits |= self.roles[role_id].permissions
         return ALL_PERMISSIONS if bits & ADMINISTRATOR else bits
+
+    def channel_permissions(self, user_id: str, channel_id: str) -> int:
+        """A member's permissions in a channel: guild permissions, then the channel's @everyone, role and member
+        overwrites (Discord's order: deny before allow at each level); ADMINISTRATOR overrides them all."""
+        bits = self.permissions(user_id)
+        if bits & ADMINISTRATOR or user_id == self.owner.id:
+            return ALL_PERMISSIONS
+        member = self.members.get(user_id)
+        role_ids = set(member.role_ids) if member else set()
+        overwrites = self.channels[channel_id].overwrites if channel_id in self.channels else []
+        levels = [[o for o in overwrites if o["id"] == self.guild_id],
+                  [o for o in overwrites if o["type"] == 0 and o["id"] in role_ids],
+                  [o for o in overwrites if o["type"] == 1 and o["id"] == user_id]]
+        for level in levels:
+            deny = allow = 0
+            for overwrite in level:
+                deny |= int(overwrite.get("deny", 0))
+                allow |= int(overwrite.get("allow", 0))
+            bits = (bits & ~deny) | allow
+        return bits
 
     def channel_messages(self, channel_id: str) -> list[Message]:
         """Non-ephemeral, undeleted messages of a channel, oldest first."""
