@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder (default: model/embedded)")
     p.add_argument("--quick", action="store_true", help="a throwaway model in well under two minutes, for tests")
     p.add_argument("--minutes-vae", type=float, default=None, help="autoencoder budget (default 20; quick 0.1)")
-    p.add_argument("--minutes-unet", type=float, default=None, help="UNet budget (default 65; quick 0.2)")
+    p.add_argument("--minutes-unet", type=float, default=None, help="UNet budget (default 60; quick 0.2)")
     p.add_argument("--steps-vae", type=int, default=0, help="fixed number of autoencoder steps instead of minutes")
     p.add_argument("--steps-unet", type=int, default=0, help="fixed number of UNet steps instead of minutes")
     p.add_argument("--seed", type=int, default=0)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.minutes_vae is None:
         args.minutes_vae = 0.1 if args.quick else 20.0
     if args.minutes_unet is None:
-        args.minutes_unet = 0.2 if args.quick else 65.0
+        args.minutes_unet = 0.2 if args.quick else 60.0
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = plan_for(args.quick, args.device)
