@@ -1,0 +1,120 @@
+"""The Midjourney workflow end to end: a real bot process and a real worker process, a real Redis, the emulator as
+Discord. `/imagine` with live progress, then U2, V3 and re-roll on the grid, also across a bot restart."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import numpy as np
+import redis
+
+from core import jobs
+from tests.discord_emulator import LOADING, DiscordEmulator
+from tests.e2e.conftest import WORKER_NAME
+from tests.e2e.helpers import (
+    BotProcess,
+    click,
+    grid_ids,
+    imagine,
+    job_of,
+    png,
+    png_revisions,
+    result,
+    settled,
+    single_ids,
+)
+
+GRID_SIZE = (128, 128)
+"""A 2x2 grid of the tiny model's 64x64 images."""
+
+PERCENT = re.compile(r"\(\d{1,2}%\)")
+
+
+def seed_in(content: str) -> int:
+    found = re.findall(r"--seed (\d+)", content)
+    assert len(found) == 1, content
+    return int(found[0])
+
+
+async def test_imagine_defers_shows_progress_then_the_grid_with_nine_buttons(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """/imagine is deferred at once; its message goes thinking -> waiting -> (NN%) with a JPEG preview -> one
+    decodable 2x2 PNG grid with U1-U4, V1-V4 and re-roll, the prompt, --seed and mode in its text."""
+    alice = discord.add_user("alice")
+    pending = await imagine(discord, alice, "a red cat --seed 7 --q 2")
+    message = await result(pending)
+    job_id = job_of(message)
+    await settled(redis_conn, WORKER_NAME, job_id)
+
+    history = message.history
+    assert history[0].flags & LOADING and not message.flags & LOADING
+    assert "(Waiting to start)" in history[1].content  # the bot's edit, before it enqueued the job
+    progress = [n for n, r in enumerate(history) if PERCENT.search(r.content)]
+    assert progress, [r.content for r in history]
+    assert any(history[n].attachments and history[n].attachments[0].filename == "preview.jpg" for n in progress)
+    assert png_revisions(message) == [len(history) - 1] and max(progress) < len(history) - 1
+    grid = png(message)
+    assert grid.size == GRID_SIZE
+    assert message.custom_ids() == grid_ids(job_id)
+    labels = [b.get("label") or b["emoji"]["name"] for row in message.components for b in row["components"]]
+    assert labels == ["U1", "U2", "U3", "U4", "🔄", "V1", "V2", "V3", "V4"]
+    assert message.content.startswith("**a red cat") and f"<@{alice.id}>" in message.content
+    assert seed_in(message.content) == 7 and "(fast)" in message.content
+    assert jobs.get(redis_conn, job_id).state == jobs.DONE  # type: ignore[union-attr]
+
+
+async def test_u2_posts_image_2_v3_and_reroll_post_new_grids(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """U2 posts exactly image 2 of the grid with the single-image buttons; V3 posts a new grid of variations of image
+    3 with a new seed; re-roll posts a new grid of the same prompt with a new seed. That V3 stays close to image 3 is
+    not asserted: the tiny random pipeline's VAE does not reconstruct images, so only trained weights could show it
+    (tests/worker/test_kinds.py checks it when IMAGINE_TEST_MODEL is set); here V3 is pinned by its source (image 3,
+    strong) and its new seed."""
+    alice = discord.add_user("alice")
+    first = await result(await imagine(discord, alice, "a blue bird --seed 11"))
+    parent = job_of(first)
+    grid = np.asarray(png(first).convert("RGB"))
+
+    upscaled = await result(await click(discord, alice, first, "u", 2))
+    single = np.asarray(png(upscaled).convert("RGB"))
+    assert single.shape == (64, 64, 3)
+    assert np.array_equal(single, grid[0:64, 64:128])  # image 2: top right
+    assert upscaled.custom_ids() == single_ids(job_of(upscaled))
+    assert "Image #2" in upscaled.content and f"<@{alice.id}>" in upscaled.content
+
+    varied = await result(await click(discord, alice, first, "v", 3))
+    vary_job = jobs.get(redis_conn, job_of(varied))
+    assert vary_job is not None and vary_job.kind == "vary"
+    assert vary_job.source == {"job_id": parent, "index": 3, "strength": "strong"}
+    assert png(varied).size == GRID_SIZE and varied.attachments[0].data != first.attachments[0].data
+    assert seed_in(varied.content) == vary_job.spec.seed != 11
+    assert "Variations (Strong)" in varied.content and varied.custom_ids() == grid_ids(vary_job.job_id)
+
+    rerolled = await result(await click(discord, alice, first, "reroll"))
+    reroll_job = jobs.get(redis_conn, job_of(rerolled))
+    assert reroll_job is not None and reroll_job.kind == "grid"
+    assert seed_in(rerolled.content) == reroll_job.spec.seed != 11
+    assert reroll_job.spec.prompt == "a blue bird"
+    assert png(rerolled).size == GRID_SIZE and rerolled.attachments[0].data != first.attachments[0].data
+    assert rerolled.custom_ids() == grid_ids(reroll_job.job_id)
+    await settled(redis_conn, WORKER_NAME)
+    assert [len(png_revisions(m)) for m in (first, upscaled, varied, rerolled)] == [1, 1, 1, 1]
+
+
+async def test_a_button_works_after_the_bot_restarts(discord: DiscordEmulator, start_bot, redis_conn) -> None:
+    """The bot process is terminated (SIGTERM) after the grid is posted and a new one started: U1 on the old grid
+    still posts image 1, handled by the new process (the button's state is its custom_id, the job in Redis)."""
+    alice = discord.add_user("alice")
+    first_bot: BotProcess = await start_bot()
+    first = await result(await imagine(discord, alice, "a yellow boat --seed 3"))
+    await first_bot.stop(signal.SIGTERM)
+    assert first_bot.session is not None and first_bot.session.ws is not None and first_bot.session.ws.closed
+
+    second_bot: BotProcess = await start_bot()
+    upscaled = await result(await click(discord, alice, first, "u", 1))
+    assert np.array_equal(np.asarray(png(upscaled).convert("RGB")), np.asarray(png(first).convert("RGB"))[0:64, 0:64])
+    assert "Image #1" in upscaled.content
+    assert second_bot.proc is not None and second_bot.proc.returncode is None
