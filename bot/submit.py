@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -196,12 +197,15 @@ def show(conn: redis.Redis, job_id: str) -> Shown:
         raise ImagineError(f"Job {job_id} is {record.state}: it has no result to show.")
     spec = record.spec
     content = f"**{spec.prompt}** --seed {spec.seed} --{spec.mode} - {mention(record.owner)} (job `{job_id}`)"
+    # Images the worker's safety check blurred are shown behind a spoiler again (`keys.job_flagged`).
+    flagged = conn.get(keys.job_flagged(job_id))
+    name = f"SPOILER_{job_id}.png" if flagged and json.loads(flagged).get("action") == "blur" else f"{job_id}.png"
     grid = conn.get(keys.job_grid(job_id))
     if isinstance(grid, bytes):
-        return Shown(content, f"{job_id}.png", grid, buttons.grid_components(job_id))
+        return Shown(content, name, grid, buttons.grid_components(job_id))
     single = conn.get(keys.job_image(job_id, 0))
     if isinstance(single, bytes):
-        return Shown(content, f"{job_id}.png", single, buttons.single_components(job_id))
+        return Shown(content, name, single, buttons.single_components(job_id))
     raise JobExpired(f"The images of job {job_id} have expired.")
 
 

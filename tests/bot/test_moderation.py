@@ -3,6 +3,7 @@ moderation log channel, through the real bot, the emulator and a real Redis."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,7 +11,7 @@ import redis
 
 from bot.client import ImagineBot
 from bot.moderation import BLOCKED_DEFAULT
-from core import audit, buttons, jobs, modstore, queue, usersettings
+from core import audit, buttons, jobs, keys, modstore, queue, usersettings
 from core.moderation import Safety, safety_of
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, rq_job_keys, running_bot
 from tests.bot.test_admin import run
@@ -170,3 +171,15 @@ async def test_unwritable_log_channel_is_shown_to_admins_and_never_blocks_imagin
     await refusal(await imagine(discord_emulator, alice, "gore"))
     await eventually(lambda: not modstore.load_policy(redis_conn, guild).log_failure)
     assert len(discord_emulator.messages(mod_log.id)) == 1
+
+
+async def test_show_of_a_blurred_result_is_a_spoiler_again(
+    discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/show of a job whose images the worker blurred posts them behind a spoiler, as the worker did."""
+    job_id, _ = done_job(redis_conn)
+    redis_conn.set(keys.job_grid(job_id), b"\x89PNG blurred grid")
+    redis_conn.set(keys.job_flagged(job_id), json.dumps({"action": "blur", "flagged": [0]}))
+    pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
+    message = await pending.wait_original()
+    assert message.attachments[0].filename == f"SPOILER_{job_id}.png"
