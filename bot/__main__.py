@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import discord
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(bot: ImagineBot, token: str) -> None:
+    # `docker stop` sends SIGTERM: close the gateway and the HTTP session cleanly instead of dying mid-request.
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
         await bot.start(token)
 

@@ -56,7 +56,7 @@ async def test_process_syncs_and_answers_imagine(
     discord_emulator: DiscordEmulator, redis_url: str, redis_conn, guild: str
 ) -> None:
     """The real process syncs globally when DEV_GUILD_ID is "" (compose) or to the guild when set, then defers
-    /imagine; its logs never carry the bot token."""
+    /imagine; SIGTERM (docker stop) ends it with status 0; its logs never carry the bot token."""
     emu = discord_emulator
     env = bot_env(
         DISCORD_TOKEN=emu.token,
@@ -78,6 +78,7 @@ async def test_process_syncs_and_answers_imagine(
         assert (await pending.wait_acknowledged()).type == 5
         await pending.wait_original(lambda m: "Waiting to start" in m.content)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), START_TIMEOUT_S)
+    assert process.returncode == 0, stderr.decode()[-2000:]
     assert emu.token not in stderr.decode() and "Traceback" not in stderr.decode()
