@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder (default: model/embedded)")
     p.add_argument("--quick", action="store_true", help="a throwaway model in well under two minutes, for tests")
-    p.add_argument("--minutes-vae", type=float, default=None, help="autoencoder budget (default 20; quick 0.1)")
+    p.add_argument("--minutes-vae", type=float, default=None, help="autoencoder budget (default 25; quick 0.1)")
     p.add_argument("--minutes-unet", type=float, default=None, help="UNet budget (default 60; quick 0.2)")
     p.add_argument("--steps-vae", type=int, default=0, help="fixed number of autoencoder steps instead of minutes")
     p.add_argument("--steps-unet", type=int, default=0, help="fixed number of UNet steps instead of minutes")
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     args = p.parse_args(argv)
     if args.minutes_vae is None:
-        args.minutes_vae = 0.1 if args.quick else 20.0
+        args.minutes_vae = 0.1 if args.quick else 25.0
     if args.minutes_unet is None:
         args.minutes_unet = 0.2 if args.quick else 60.0
     if args.threads:
