@@ -47,6 +47,11 @@ class WorkerSettings(BaseSettings):
 
     model: str = Field(default="", description="registry name of the model this worker serves; empty = default")
     device: str = Field(default="", description="torch device; empty = cuda when available, else cpu")
+    upscaler: str = Field(
+        default="",
+        description="Upscale (2x) model: a diffusers folder or hub id of a StableDiffusionLatentUpscalePipeline "
+        "(stabilityai/sd-x2-latent-upscaler), loaded once at start; empty = Lanczos resize and a light img2img pass",
+    )
     job_timeout_s: int = Field(default=600, ge=1, description="a job running longer than this fails")
     image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long grids and images stay in Redis")
     preview_interval_s: float = Field(default=1.5, ge=0.0, description="minimum time between progress previews")

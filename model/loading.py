@@ -1,4 +1,5 @@
-"""Loading a text-to-image pipeline for a registry entry: the tiny built-in one, a local folder or a hub id."""
+"""Loading a text-to-image pipeline for a registry entry (the tiny built-in one, a local folder or a hub id), and the
+optional 2x latent upscaler a worker runs for Upscale (2x) (`WORKER_UPSCALER`)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,34 @@ import logging
 from pathlib import Path
 
 import torch
-from diffusers import AutoPipelineForText2Image, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import (
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    StableDiffusionLatentUpscalePipeline,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from core.errors import GenerationFailed
 from core.models import BUILTIN_TINY, ModelInfo
 from model.tiny import build_tiny_pipeline
+from model.tiny_upscaler import NOISE_LEVEL_EMBED_WIDTH, build_tiny_latent_upscaler
 
 log = logging.getLogger(__name__)
 
 PIPELINE_LOADS = 0
 """Pipelines loaded by this process so far; a worker reports it so that a reload per job would show."""
+
+UPSCALER_LOADS = 0
+"""2x upscalers loaded by this process so far (reported like PIPELINE_LOADS)."""
+
+BUILTIN_TINY_UPSCALER = "builtin:tiny-upscaler"
+"""`WORKER_UPSCALER` source of the tiny random latent upscaler built from configs (model/tiny_upscaler.py)."""
+
+SHARED_TEXT_ENCODER_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                              "vocab_size", "max_position_embeddings")
+"""CLIP text encoder config fields that must agree for the upscaler to use the base model's encoder instead of its
+own (sd-x2-latent-upscaler ships OpenAI CLIP ViT-L/14, the encoder of SD 1.x and the first of SDXL)."""
 
 
 def default_device() -> str:
@@ -50,6 +69,81 @@ def load_pipeline(info: ModelInfo, device: str = "", *, keep_scheduler: bool = F
     log.info("loaded model %r from %r on %s (%d pipeline loads in this process)", info.name, info.source, device,
              PIPELINE_LOADS)
     return pipe
+
+
+def load_upscaler(source: str, base: DiffusionPipeline, device: str = "") -> StableDiffusionLatentUpscalePipeline:
+    """Load the 2x latent upscaler at `source` (a diffusers folder, a hub id or BUILTIN_TINY_UPSCALER) onto `device`.
+
+    It uses `base`'s text encoder and tokenizer instead of loading its own when they are the same CLIP architecture
+    (one copy of those weights in memory); otherwise it loads the ones it ships. fp16 on CUDA, fp32 elsewhere.
+
+    Raises:
+        GenerationFailed: it cannot be loaded, or it is not a 2x latent upscaler for this text encoder; one line.
+    """
+    global UPSCALER_LOADS
+    device = device or default_device()
+    base_encoder, base_tokenizer = getattr(base, "text_encoder", None), getattr(base, "tokenizer", None)
+    shareable = isinstance(base_encoder, CLIPTextModel) and base_tokenizer is not None
+    if source == BUILTIN_TINY_UPSCALER:
+        shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if shareable else {}
+        pipe = build_tiny_latent_upscaler(**shared)  # type: ignore[arg-type]
+    else:
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        share = shareable and _same_text_encoder(source, base_encoder.config)  # type: ignore[union-attr]
+        shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if share else {}
+        pipe = _upscaler_from_pretrained(source, dtype, shared)
+    _check_upscaler(source, pipe)
+    try:
+        pipe = pipe.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise GenerationFailed(f"cannot move upscaler {source!r} to device {device!r}: {_first_line(exc)}") from None
+    pipe.set_progress_bar_config(disable=True)
+    UPSCALER_LOADS += 1
+    log.info("loaded upscaler %r on %s (%s the model's text encoder; %d upscaler loads in this process)", source,
+             device, "sharing" if pipe.text_encoder is base_encoder else "not sharing", UPSCALER_LOADS)
+    return pipe
+
+
+def _same_text_encoder(source: str, base_config: CLIPTextConfig) -> bool:
+    """Whether the upscaler's own text encoder (read from its config only) has the base encoder's architecture."""
+    try:
+        own = CLIPTextConfig.from_pretrained(_local_or_hub(source), subfolder="text_encoder")
+    except Exception:  # noqa: BLE001 - no such config: let the full load below report what is wrong
+        return False
+    return all(getattr(own, name, None) == getattr(base_config, name, None) for name in SHARED_TEXT_ENCODER_FIELDS)
+
+
+def _upscaler_from_pretrained(
+    source: str, dtype: torch.dtype, shared: dict[str, object]
+) -> StableDiffusionLatentUpscalePipeline:
+    """`StableDiffusionLatentUpscalePipeline.from_pretrained`, any failure as a one-line GenerationFailed."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir() and _looks_like_path(source):
+        raise GenerationFailed(f"upscaler folder {source!r} does not exist (WORKER_UPSCALER)")
+    try:
+        return StableDiffusionLatentUpscalePipeline.from_pretrained(_local_or_hub(source), dtype=dtype, **shared)
+    except Exception as exc:  # noqa: BLE001 - diffusers raises many types
+        raise GenerationFailed(f"cannot load upscaler {source!r} (WORKER_UPSCALER): {_first_line(exc)}") from None
+
+
+def _check_upscaler(source: str, pipe: DiffusionPipeline) -> None:
+    """Refuse what would fail at the first job: not the latent upscaler, or a UNet that does not fit its encoder."""
+    unet, vae, encoder = (getattr(pipe, name, None) for name in ("unet", "vae", "text_encoder"))
+    if not isinstance(pipe, StableDiffusionLatentUpscalePipeline) or unet is None or vae is None or encoder is None:
+        raise GenerationFailed(f"upscaler {source!r} is not a StableDiffusionLatentUpscalePipeline (WORKER_UPSCALER "
+                               "takes an sd-x2-latent-upscaler style model)")
+    width = encoder.config.hidden_size
+    expected = (2 * vae.config.latent_channels, width, NOISE_LEVEL_EMBED_WIDTH + width)
+    found = (unet.config.in_channels, unet.config.cross_attention_dim, unet.config.time_cond_proj_dim)
+    if found != expected:
+        raise GenerationFailed(f"upscaler {source!r} (WORKER_UPSCALER) is not a 2x latent upscaler for its text "
+                               f"encoder and VAE: its UNet takes (in_channels, cross_attention_dim, "
+                               f"time_cond_proj_dim) {found}, not {expected}")
+
+
+def _local_or_hub(source: str) -> str:
+    folder = Path(source).expanduser()
+    return str(folder) if folder.is_dir() else source
 
 
 def _from_pretrained(info: ModelInfo, dtype: torch.dtype) -> DiffusionPipeline:

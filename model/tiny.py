@@ -91,6 +91,23 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer.from_pretrained(folder, model_max_length=TINY_MAX_TOKENS)
 
 
+def build_tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    """A 2-layer CLIP text encoder of width TINY_TEXT_WIDTH for `tokenizer`, weights from the global torch RNG."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TINY_TEXT_WIDTH,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=TINY_MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """The tiny SD pipeline on the CPU in fp32; the same `seed` gives the same weights.
 
@@ -124,19 +141,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
             sample_size=TINY_IMAGE_SIZE_PX,
         )
         torch.manual_seed(seed + 2)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=TINY_TEXT_WIDTH,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=TINY_MAX_TOKENS,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        text_encoder = build_tiny_text_encoder(tokenizer)
     # SD 1.x's noise schedule, sampled with DPM-Solver++ (the fast scheduler `load_pipeline` uses for every model).
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=1000,

@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        engine = Engine.load(info, device=settings.device)
+        engine = Engine.load(info, device=settings.device, upscaler=settings.upscaler)
     except ImagineError as exc:
-        log.error("cannot load model %s: %s", info.name, exc)
+        with_upscaler = f" with upscaler {settings.upscaler}" if settings.upscaler else ""
+        log.error("cannot load model %s%s: %s", info.name, with_upscaler, exc)
         return 1
     load_s = time.monotonic() - started
     safety_settings = SafetySettings()
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    log.info("loaded model %s (%s) in %.1f s", info.name, info.source, load_s)
+    log.info("loaded model %s (%s) in %.1f s; Upscale (2x): %s", info.name, info.source, load_s,
+             f"upscaler {settings.upscaler}" if settings.upscaler else "Lanczos resize and img2img")
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
     name = args.name or runtime.default_worker_name()
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                          classifier=classifier, safety_threshold=safety_settings.threshold)
     lanes = queue.lane_names(info.name)
     try:
-        runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s)
+        runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s,
+                               upscaler_loads=loading.UPSCALER_LOADS)
         report(conn, name, classifier, now=time.time())  # for /admin moderation status
     except redis.RedisError as exc:
         log.error("cannot reach Redis at %s: %s", queue.redis_location(redis_settings.redis_url), exc)

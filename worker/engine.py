@@ -15,17 +15,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline, StableDiffusionLatentUpscalePipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
+from core.errors import GenerationFailed, ImagineError, JobCancelled, TransientGenerationError
 from core.models import ModelInfo
 from core.moderation import rendered_negative
 from core.spec import JobSpec, PromptPart
-from model.loading import load_pipeline
+from model.loading import load_pipeline, load_upscaler
 from worker.grid import compose_grid
 from worker.preview import latents_to_rgb
+from worker.upscale import upscale_latent
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ OUT_OF_MEMORY = (torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, MemoryErro
 class Engine:
     """A loaded pipeline and the one way the worker renders with it."""
 
-    def __init__(self, pipe: DiffusionPipeline) -> None:
+    def __init__(self, pipe: DiffusionPipeline, upscaler: StableDiffusionLatentUpscalePipeline | None = None) -> None:
         # The mappings below need a text-conditioned UNet with an SD-style `encode_prompt` (SD 1.x/2.x, SDXL).
         if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
             raise GenerationFailed(
@@ -54,11 +55,15 @@ class Engine:
         # Image-to-image (variations, the 2x refine pass) on the same modules: built once, no second copy of weights.
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self.img2img.set_progress_bar_config(disable=True)
+        # The diffusers 2x upscaler (WORKER_UPSCALER), loaded with the pipeline; None: Upscale (2x) resizes instead.
+        self.upscaler = upscaler
 
     @classmethod
-    def load(cls, info: ModelInfo, device: str = "") -> Engine:
-        """Load the model of `info` (see `model.loading.load_pipeline`); raises GenerationFailed when it cannot."""
-        return cls(load_pipeline(info, device))
+    def load(cls, info: ModelInfo, device: str = "", *, upscaler: str = "") -> Engine:
+        """Load the model of `info` (see `model.loading.load_pipeline`) and, when `upscaler` names one, the 2x
+        upscaler (`model.loading.load_upscaler`), once; raises GenerationFailed when either cannot be loaded."""
+        pipe = load_pipeline(info, device)
+        return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None)
 
     def render(
         self,
@@ -132,6 +137,39 @@ class Engine:
         with self._guarded(spec, count, (width, height), should_cancel):
             return self._sample_from_image(spec, image.convert("RGB"), strength, count, on_progress, should_cancel,
                                            preview_interval_s)
+
+    def upscale(
+        self,
+        spec: JobSpec,
+        image: Image.Image,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[Image.Image]:
+        """`image` at exactly twice its size, made by the 2x upscaler in one call (`worker.upscale`); no previews.
+
+        Returns:
+            A list of the one upscaled image (the shape `render` returns).
+
+        Raises:
+            GenerationFailed: this engine has no upscaler, or the upscaler failed; the message names it.
+            JobCancelled, TransientGenerationError: as for `render`.
+        """
+        if self.upscaler is None:
+            raise GenerationFailed("this worker has no 2x upscaler (WORKER_UPSCALER is empty)")
+        size = (image.width * 2, image.height * 2)
+        on_step = None if on_progress is None else lambda done, total: on_progress(done, total, None)
+        with self._guarded(spec, 1, size, should_cancel), circular_padding(self.upscaler, enabled=spec.tile):
+            try:
+                big = upscale_latent(self.upscaler, spec, image, on_step, should_cancel)
+            except (ImagineError, *OUT_OF_MEMORY):
+                raise
+            except Exception as exc:  # a model that does not fit its config: permanent, and said in one line
+                log.exception("the 2x upscaler failed")
+                raise GenerationFailed(f"the 2x upscaler failed ({type(exc).__name__}); tell an admin "
+                                       "(WORKER_UPSCALER)") from None
+        # sides that were not a multiple of the VAE factor were rounded down: bring the result to exactly 2x
+        return [big if big.size == size else big.resize(size, Image.Resampling.LANCZOS)]
 
     @contextmanager
     def _guarded(

@@ -93,16 +93,22 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
             preview_interval_s=hooks.preview_interval_s))
         return _grid_output(moderation.check(rt, spec, images))
     if kind == "upscale2x":
-        # A high-quality resize, then a light img2img pass at the new size to redraw the detail it blurred.
-        size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
-        big = image.resize(size, Image.Resampling.LANCZOS)
-        refined = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
-            spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
-            should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s))
+        refined = _gpu(rt, job_id, lambda: _upscale2x(rt, spec, image, hooks))
         checked = moderation.check(rt, spec, refined)
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
+
+
+def _upscale2x(rt: runtime.Runtime, spec: JobSpec, image: Image.Image, hooks: Hooks) -> list[Image.Image]:
+    """The diffusers 2x upscaler when the worker has one (WORKER_UPSCALER); else a high-quality resize, then a light
+    img2img pass at the new size to redraw the detail it blurred."""
+    if rt.engine.upscaler is not None:
+        return rt.engine.upscale(spec, image, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel)
+    size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
+    big = image.resize(size, Image.Resampling.LANCZOS)
+    return rt.engine.image_to_image(spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
+                                    should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s)
 
 
 def source_image(

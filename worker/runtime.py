@@ -82,8 +82,8 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
-def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float) -> None:
-    """Write the worker's stats hash (`keys.worker_stats`): model, pipeline loads, jobs done."""
+def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float, upscaler_loads: int = 0) -> None:
+    """Write the worker's stats hash (`keys.worker_stats`): model, pipeline and upscaler loads, jobs done."""
     key = keys.worker_stats(runtime.worker_name)
     with runtime.conn.pipeline() as pipe:
         pipe.hset(
@@ -91,6 +91,8 @@ def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float) -> N
             mapping={
                 "model": runtime.model.name,
                 "pipeline_loads": pipeline_loads,
+                "upscaler": runtime.settings.upscaler,
+                "upscaler_loads": upscaler_loads,
                 "load_s": round(load_s, 3),
                 "pid": os.getpid(),
                 "started_at": time.time(),

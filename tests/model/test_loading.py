@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionLatentUpscalePipeline,
+    StableDiffusionPipeline,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
 
 import model.loading as loading
 from core.errors import GenerationFailed
 from core.models import ModelInfo, tiny_model
 from model.tiny import COMMON_WORDS, build_tiny_pipeline, build_tiny_tokenizer
+from model.tiny_upscaler import build_tiny_latent_upscaler
 
 RENDER = {"prompt": "a red cat", "num_inference_steps": 2, "height": 64, "width": 64, "output_type": "np"}
 
@@ -87,3 +94,46 @@ def test_unloadable_folder_is_a_one_line_error(tmp_path: Path, content: dict[str
     with pytest.raises(GenerationFailed, match="cannot load model 'broken'") as caught:
         loading.load_pipeline(info, device="cpu")
     assert "\n" not in str(caught.value)
+
+
+def test_builtin_tiny_upscaler_shares_the_text_encoder_and_counts_the_load() -> None:
+    """BUILTIN_TINY_UPSCALER builds a latent upscaler on the base pipeline's own text encoder and tokenizer (one copy
+    in memory), fp32 on the CPU, and UPSCALER_LOADS goes up by one."""
+    base = build_tiny_pipeline()
+    before = loading.UPSCALER_LOADS
+    upscaler = loading.load_upscaler(loading.BUILTIN_TINY_UPSCALER, base, device="cpu")
+    assert loading.UPSCALER_LOADS == before + 1
+    assert isinstance(upscaler, StableDiffusionLatentUpscalePipeline)
+    assert upscaler.text_encoder is base.text_encoder and upscaler.tokenizer is base.tokenizer
+    assert upscaler.unet.dtype == torch.float32 and upscaler.device.type == "cpu"
+
+
+def test_saved_upscaler_shares_a_matching_text_encoder_and_loads_its_own_otherwise(tmp_path: Path) -> None:
+    """A saved upscaler folder whose text encoder has the base's architecture loads with the base's encoder (its own
+    is never read); one with another encoder loads its own, and both load the saved UNet weights."""
+    base = build_tiny_pipeline()
+    matching = build_tiny_latent_upscaler(seed=5)
+    matching.save_pretrained(tmp_path / "matching")
+    tokenizer = build_tiny_tokenizer()
+    wide = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=37,
+                                        num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77))
+    build_tiny_latent_upscaler(wide, tokenizer).save_pretrained(tmp_path / "other")
+    shared = loading.load_upscaler(str(tmp_path / "matching"), base, device="cpu")
+    assert shared.text_encoder is base.text_encoder
+    assert torch.equal(shared.unet.state_dict()["conv_in.weight"], matching.unet.state_dict()["conv_in.weight"])
+    own = loading.load_upscaler(str(tmp_path / "other"), base, device="cpu")
+    assert own.text_encoder is not base.text_encoder and own.text_encoder.config.hidden_size == 48
+
+
+def test_an_upscaler_that_cannot_be_used_is_a_one_line_error(tmp_path: Path) -> None:
+    """A missing upscaler folder, and a folder holding a text-to-image model instead, fail at load with a one-line
+    GenerationFailed naming the source and WORKER_UPSCALER; no load is counted."""
+    base = build_tiny_pipeline()
+    base.save_pretrained(tmp_path / "not-an-upscaler")
+    before = loading.UPSCALER_LOADS
+    for source in (tmp_path / "no-such-upscaler", tmp_path / "not-an-upscaler"):
+        with pytest.raises(GenerationFailed) as caught:
+            loading.load_upscaler(str(source), base, device="cpu")
+        message = str(caught.value)
+        assert str(source) in message and "WORKER_UPSCALER" in message and "\n" not in message
+    assert loading.UPSCALER_LOADS == before
