@@ -80,10 +80,9 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
     start = source_image(rt, job_id, parent, index, hooks.should_cancel)
     if kind == "upscale":
         # The parent's own (already checked) bytes: no regeneration, no re-encoding; still a spoiler if it was.
-        action, flagged = moderation.flags_of(rt.conn, parent)
-        was_flagged = (0 if _is_single(rt.conn, parent, jobs.get(rt.conn, parent)) else index - 1) in flagged
-        return Output([start], start, (0,) if was_flagged else (), action if was_flagged else "")
-    image = Image.open(io.BytesIO(start))
+        flagged = (0,) if start.flagged_action else ()
+        return Output([start.png], start.png, flagged, start.flagged_action)
+    image = Image.open(io.BytesIO(start.png))
     if kind == "vary":
         strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
         if strength is None:
@@ -111,13 +110,22 @@ def _upscale2x(rt: runtime.Runtime, spec: JobSpec, image: Image.Image, hooks: Ho
                                     should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s)
 
 
+@dataclass(frozen=True)
+class Source:
+    """A button's starting image, as checked: its PNG and how the safety check replaced it ("" = it did not)."""
+
+    png: bytes
+    flagged_action: str = ""  # "blur" or "withhold" when the image is a replacement
+
+
 def source_image(
     rt: runtime.Runtime, job_id: str, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
-) -> bytes:
-    """PNG of image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
+) -> Source:
+    """Image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
 
-    An expired grid image is re-rendered alone (`render(spec, indices=(index - 1,))`); an expired upscale is the
-    image of its own parent. Variations and 2x upscales are not recreated.
+    A stored image carries its parent's flags (`keys.job_flagged`). An expired grid image is re-rendered alone
+    (`render(spec, indices=(index - 1,))`) and checked again, so it is flagged (blurred or withheld) exactly as the
+    stored one was; an expired upscale is the image of its own parent. Variations and 2x upscales are not recreated.
 
     Raises:
         GenerationFailed: it expired and cannot be recreated.
@@ -125,16 +133,19 @@ def source_image(
     conn = rt.conn
     record = jobs.get(conn, parent)
     single = _is_single(conn, parent, record)
-    data = conn.get(keys.job_image(parent, 0 if single else index - 1))
+    position = 0 if single else index - 1
+    data = conn.get(keys.job_image(parent, position))
     if isinstance(data, bytes):
-        return data
+        action, flagged = moderation.flags_of(conn, parent)
+        return Source(data, action if position in flagged else "")
     expired = GenerationFailed("the image this button refers to has expired; run the prompt again")
     if record is None or depth >= MAX_SOURCE_DEPTH:
         raise expired
     if record.kind == "grid":
         images = _gpu(rt, job_id, lambda: rt.engine.render(record.spec, indices=(index - 1,),
                                                             should_cancel=should_cancel))
-        return encode_png(moderation.check(rt, record.spec, images).images[0])  # as checked as the stored one was
+        checked = moderation.check(rt, record.spec, images)  # as checked as the stored one was
+        return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
         return source_image(rt, job_id, grandparent, grand_index, should_cancel, depth + 1)

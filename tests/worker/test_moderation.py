@@ -144,6 +144,24 @@ def test_upscale_of_a_flagged_image_is_the_blurred_one_as_spoiler(
     assert not attachment.filename.startswith(safety.SPOILER_PREFIX)
 
 
+def test_upscale_of_an_expired_flagged_image_is_rerendered_blurred_as_spoiler(
+    redis_conn: redis.Redis, tiny_engine: Engine, tiny_spec: JobSpec, discord: ThreadedEmulator,  # noqa: F811
+) -> None:
+    """When a flagged grid's image 2 expired (its flags with it), U2 re-renders it, checks it again and posts it
+    blurred as a SPOILER_, recording the U job's flags (keys.job_flagged) so /show and later buttons see them."""
+    spec = checked(tiny_spec)
+    parent = run(redis_conn, tiny_engine, discord, spec, flag_everything(), threshold=0.0)
+    kept = stored(redis_conn, parent.job_id, 1)
+    redis_conn.delete(keys.job_image(parent.job_id, 1), keys.job_flagged(parent.job_id))  # expired together
+    u2 = run(redis_conn, tiny_engine, discord, spec, flag_everything(), threshold=0.0, kind="upscale",
+             source={"job_id": parent.job_id, "index": 2})
+    assert record(redis_conn, u2.job_id).gpu_s > 0  # re-rendered, not copied
+    (attachment,) = discord.message(u2.interaction.original_id).attachments
+    assert attachment.filename.startswith(safety.SPOILER_PREFIX)
+    assert np.abs(decoded(attachment.data) - kept).mean() < 2.0  # the blurred image again, up to float noise
+    assert redis_conn.get(keys.job_flagged(u2.job_id)) is not None
+
+
 def test_withhold_replaces_flagged_images_with_placeholders(
     redis_conn: redis.Redis, tiny_engine: Engine, tiny_spec: JobSpec, discord: ThreadedEmulator,  # noqa: F811
 ) -> None:
