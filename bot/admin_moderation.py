@@ -133,7 +133,7 @@ def lift(conn: redis.Redis, caller: Caller, who: Target) -> str:
 
 def status(conn: redis.Redis, caller: Caller) -> str:
     """The policy, lists, log channel (and any problem posting there) and the workers' image safety classifiers."""
-    return "\n".join(["**Moderation**", *modstore.status_lines(conn, caller.guild)])
+    return "\n".join(["**Moderation**", *modstore.status_lines(conn, caller.guild, now=time.time())])
 
 
 def _plain(text: str) -> str:

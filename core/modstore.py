@@ -13,6 +13,7 @@ log channel, which the bot posts to after answering the member: a channel it can
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -268,6 +269,27 @@ def suspension(conn: redis.Redis, guild: str, user: str, now: float) -> float | 
     return until if until > now else None
 
 
+_COUNT_SUSPENDED = """
+local count = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+    local untl = tonumber(entries[i + 1])
+    if untl and untl > tonumber(ARGV[1]) then
+        count = count + 1
+    else
+        redis.call('HDEL', KEYS[1], entries[i])
+    end
+end
+return count
+"""
+
+
+def suspended_count(conn: redis.Redis, guild: str, now: float) -> int:
+    """Members of the guild suspended at `now`; suspensions that ended are dropped from Redis on the way (atomically,
+    so a suspension renewed meanwhile is never lost)."""
+    return int(conn.eval(_COUNT_SUSPENDED, 1, keys.moderation_suspended(guild), repr(now)))
+
+
 def is_suspended(conn: redis.Redis, guild: str, user: str, now: float) -> bool:
     """Whether the member is suspended from the bot now."""
     return suspension(conn, guild, user, now) is not None
@@ -339,14 +361,16 @@ def log_channel_worked(conn: redis.Redis, guild: str) -> None:
     conn.hdel(keys.moderation_policy(guild), "log_failure")
 
 
-def status_lines(conn: redis.Redis, guild: str) -> list[str]:
-    """`/admin moderation status`: the policy, lists, log channel and the image safety classifiers workers run."""
+def status_lines(conn: redis.Redis, guild: str, *, now: float | None = None) -> list[str]:
+    """`/admin moderation status` at `now` (None: the current time): the policy, lists, members suspended now, the
+    log channel and the image safety classifiers workers run."""
     policy = load_policy(conn, guild)
+    now = time.time() if now is None else now
     lines = [
         f"NSFW policy: {policy.nsfw}; flagged images: {policy.flagged_action}",
         f"Blocked entries: {len(block_list(conn, guild))}; allow entries: {len(allow_list(conn, guild))}",
         f"Strikes: {policy.strike_limit} blocked prompts in {policy.strike_window_s // 60} min suspend for "
-        f"{policy.suspension_s // 60} min; suspended now: {conn.hlen(keys.moderation_suspended(guild))}",
+        f"{policy.suspension_s // 60} min; suspended now: {suspended_count(conn, guild, now)}",
         f"Moderation log: <#{policy.log_channel}>" if policy.log_channel else "Moderation log: no channel chosen",
     ]
     if policy.log_failure:

@@ -159,6 +159,25 @@ def test_log_channel_the_bot_cannot_write_to(redis_conn: redis.Redis) -> None:
     _screen(redis_conn, "a lighthouse")  # /imagine goes on
 
 
+def test_status_counts_only_suspensions_still_running(redis_conn: redis.Redis) -> None:
+    """"Suspended now" counts members whose suspension has not ended (not those that expired, which are dropped
+    from Redis), and a lifted one no longer counts."""
+    modstore.suspend(redis_conn, GUILD, "1", seconds=60, now=NOW)
+    modstore.suspend(redis_conn, GUILD, "2", seconds=3600, now=NOW)
+    modstore.suspend(redis_conn, GUILD, "3", seconds=7200, now=NOW)
+
+    def line(now: float) -> str:
+        return next(x for x in modstore.status_lines(redis_conn, GUILD, now=now) if "suspended now" in x)
+
+    assert line(NOW).endswith("suspended now: 3")
+    assert line(NOW + 600).endswith("suspended now: 2")
+    assert redis_conn.hlen(keys.moderation_suspended(GUILD)) == 2  # the expired one is gone
+    modstore.lift(redis_conn, GUILD, "2")
+    assert line(NOW + 600).endswith("suspended now: 1")
+    assert line(NOW + 7200).endswith("suspended now: 0")
+    assert modstore.suspension(redis_conn, GUILD, "3", NOW + 10) is None  # gone, not just expired
+
+
 def test_status_says_when_no_classifier_runs(redis_conn: redis.Redis) -> None:
     """Status says outputs are not checked until a worker reports a classifier."""
     assert any("none configured" in line for line in modstore.status_lines(redis_conn, GUILD))
