@@ -174,6 +174,10 @@ def entry_forms(entry: str) -> list[tuple[str, ...]]:
     return list(forms)
 
 
+SAVED_DEFAULT = "saved default"
+"""Start of `Match.where` when the match is in a saved /settings default ("saved default model")."""
+
+
 def check_spec(prompt_filter: Filter, specs: Sequence[JobSpec], user_defaults: Mapping[str, str]) -> Match | None:
     """The first match in everything that reaches the model: each job's prompt and `::` parts (so every expansion of
     `{a, b}`) and the member's saved `/settings` defaults. `--no` text is not checked: it removes content."""
@@ -186,7 +190,7 @@ def check_spec(prompt_filter: Filter, specs: Sequence[JobSpec], user_defaults: M
     for name, value in user_defaults.items():
         found = prompt_filter.check(str(value))
         if found is not None:
-            return dataclasses.replace(found, where=f"saved default {name}")
+            return dataclasses.replace(found, where=f"{SAVED_DEFAULT} {name}")
     return None
 
 

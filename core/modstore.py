@@ -40,6 +40,9 @@ NOTICE_PROMPT_CHARS = 1500
 """Prompt text quoted in a log notice is cut to this many characters (Discord messages hold 2000)."""
 
 BLOCKED_MESSAGE = "This prompt can't be used on this server, so nothing was queued or charged."
+BLOCKED_DEFAULT_HINT = " What is blocked is one of your saved defaults: change it with /settings."
+"""Added when the match is in a saved /settings default (saved before its entry was blocked): the member could not
+otherwise tell what to change, since the refusal repeats nothing."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ def screen(
         event = Event("prompt blocked", guild, user, now, prompt, detail=_matched(found))
         record_event(conn, event)
         strikes, until = record_strike(conn, guild, user, policy, now=now)
-        message = BLOCKED_MESSAGE
+        message = BLOCKED_MESSAGE + (BLOCKED_DEFAULT_HINT if found.where.startswith(moderation.SAVED_DEFAULT) else "")
         if until is not None:
             message += f" Because of repeated blocked prompts you are suspended until <t:{int(until)}:f>."
         elif strikes == policy.strike_limit - 1:

@@ -4,6 +4,7 @@ moderation log channel, through the real bot, the emulator and a real Redis."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -119,6 +120,25 @@ async def test_blocked_settings_default_is_refused_when_saved_and_when_used(
     assert usersettings.get(redis_conn, f"discord:{alice.id}").defaults == {}
     usersettings.set_default(redis_conn, f"discord:{alice.id}", "model", "other")  # saved before the block
     assert modstore.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
+
+
+async def test_blocked_default_saved_before_the_block_counts_a_strike(
+    discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, alice: User, admin: User
+) -> None:
+    """A /settings default saved before its entry was blocked: each /imagine refusal is a strike like a blocked
+    prompt (audited as the saved default, so the member is warned, then suspended) and tells the member to change
+    their saved default without repeating it; nothing is queued or charged."""
+    usersettings.set_default(redis_conn, f"discord:{alice.id}", "model", "other")  # saved before the block
+    await run(discord_emulator, admin, "admin moderation block", action="add", entry="other")
+    modstore.set_policy(redis_conn, discord_emulator.state.guild_id, strike_limit=2)
+    first = await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
+    assert first.startswith(modstore.BLOCKED_MESSAGE) and "/settings" in first and "other" not in first
+    assert "One more blocked prompt" in first
+    entry = audit.latest(redis_conn, discord_emulator.state.guild_id)[0]
+    assert entry.action == "prompt blocked" and "saved default model" in entry.detail
+    assert "suspended until" in await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
+    assert modstore.is_suspended(redis_conn, discord_emulator.state.guild_id, alice.id, now=time.time())
+    assert nothing_queued_or_charged(redis_conn)
 
 
 async def test_mature_term_only_in_age_restricted_channel(
