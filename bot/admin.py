@@ -87,6 +87,12 @@ async def tier_roles(
     await answer(interaction, "tier roles", admin_ops.tier_roles, _tiers(interaction), role_id, tier)
 
 
+@tier.command(name="default", description="Set the tier of members with no given tier or mapped role")
+@app_commands.describe(tier="tier name, or `default` for the deployment's default")
+async def tier_default(interaction: discord.Interaction, tier: str) -> None:
+    await answer(interaction, "tier default", admin_ops.tier_default, _tiers(interaction), tier)
+
+
 @tier.command(name="show", description="The server's tiers and role map, or one member's tier")
 async def tier_show(interaction: discord.Interaction, member: discord.User | None = None) -> None:
     who = target(member) if member is not None else None

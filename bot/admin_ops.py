@@ -22,7 +22,7 @@ from bot import quota, submit
 from core import admission, audit, ledger, tierstore
 from core.errors import AdminInputError, NotAdmin, TierConfigError
 from core.settings import AdminSettings
-from core.tiers import Tier, TiersConfig
+from core.tiers import GuildPolicy, Tier, TiersConfig, apply_policy
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +127,36 @@ def tier_roles(conn: redis.Redis, caller: Caller, config: TiersConfig, role_id: 
             raise AdminInputError("Give both a role and a tier (or `none` to unmap the role), or neither to list.")
         lines = [f"<@&{role}> -> **{name}**" for role, name in sorted(policy.roles.items())]
         return "**Roles mapped to tiers**\n" + ("\n".join(lines) or "none")
-    roles = dict(policy.roles)
-    if tier.lower() == "none":
-        if roles.pop(role_id, None) is None:
-            return f"<@&{role_id}> was not mapped to a tier; nothing changed."
-        detail = "unmapped"
-    else:
-        roles[role_id] = tierstore.effective_config(conn, caller.guild, config).get(tier).name
-        detail = roles[role_id]
-    tierstore.save_policy(conn, caller.guild, config, dataclasses.replace(policy, roles=roles))
+    unmap = tier.lower() == "none"
+
+    def change(current: GuildPolicy) -> GuildPolicy | None:
+        roles = dict(current.roles)
+        if unmap:
+            if roles.pop(role_id, None) is None:
+                return None
+        else:
+            roles[role_id] = apply_policy(config, current).get(tier).name
+        return dataclasses.replace(current, roles=roles)
+
+    new = tierstore.update_policy(conn, caller.guild, config, change)
+    if new is None:
+        return f"<@&{role_id}> was not mapped to a tier; nothing changed."
+    detail = "unmapped" if unmap else new.roles[role_id]
     audit.record(conn, caller.guild, caller.user, "tier roles", f"role {role_id}", detail)
     return f"<@&{role_id}> -> **{detail}**."
+
+
+def tier_default(conn: redis.Redis, caller: Caller, config: TiersConfig, tier: str) -> str:
+    """Set the tier of members with no grant and no mapped role (`default` or `reset`: the deployment's default)."""
+    reset = tier.strip().lower() in RESET_WORDS
+    chosen = None if reset else config.get(tier).name  # an unknown tier is refused before anything is written
+    new = tierstore.update_policy(conn, caller.guild, config,
+                                  lambda current: dataclasses.replace(current, default_tier=chosen))
+    assert new is not None
+    name = apply_policy(config, new).default_tier
+    audit.record(conn, caller.guild, caller.user, "tier default", name, "the deployment's default" if reset else "")
+    how = "the deployment's default" if reset else "this server's default"
+    return f"Members with no tier given by an admin and no mapped role now get **{name}** ({how})."
 
 
 def tier_show(conn: redis.Redis, caller: Caller, config: TiersConfig, target: Target | None) -> str:
@@ -264,21 +283,28 @@ def limits(
         overridden = policy.limits.get(base.name, {})
         rows = [f"{f}: {getattr(shown, f)}{' (this server)' if f in overridden else ''}" for f in LIMIT_FIELDS]
         return f"**{base.name}** limits\n" + "\n".join(rows)
-    changes = dict(policy.limits.get(base.name, {}))
-    if value.strip().lower() in RESET_WORDS:
-        if name not in LIMIT_FIELDS:
-            raise AdminInputError(f"There is no limit {name!r}; limits are: {', '.join(LIMIT_FIELDS)}.")
-        changes.pop(name, None)
-    else:
-        changes[name] = parse_limit(name, value)
-    merged = {**policy.limits, base.name: changes}
-    if not changes:
-        merged.pop(base.name)
+    reset = value.strip().lower() in RESET_WORDS
+    if reset and name not in LIMIT_FIELDS:
+        raise AdminInputError(f"There is no limit {name!r}; limits are: {', '.join(LIMIT_FIELDS)}.")
+    parsed = None if reset else parse_limit(name, value)
+
+    def change(current: GuildPolicy) -> GuildPolicy:
+        changes = dict(current.limits.get(base.name, {}))
+        if reset:
+            changes.pop(name, None)
+        else:
+            changes[name] = parsed
+        merged = {**current.limits, base.name: changes}
+        if not changes:
+            merged.pop(base.name)
+        return dataclasses.replace(current, limits=merged)
+
     try:
-        tierstore.save_policy(conn, caller.guild, config, dataclasses.replace(policy, limits=merged))
+        new = tierstore.update_policy(conn, caller.guild, config, change)
     except TierConfigError as exc:
         raise TierConfigError(f"Not changed: {exc}.") from None
-    shown_value = getattr(tierstore.effective_config(conn, caller.guild, config).get(base.name), name)
+    assert new is not None
+    shown_value = getattr(apply_policy(config, new).get(base.name), name)
     audit.record(conn, caller.guild, caller.user, "limits", base.name, f"{name} = {shown_value}")
     return f"**{base.name}** {name} is now {shown_value} in this server."
 
@@ -291,7 +317,8 @@ def announce_text(conn: redis.Redis, caller: Caller, config: TiersConfig, text: 
     text = "" if text.strip().lower() == "none" else text.strip()
     if len(text) > MAX_SUBSCRIBE_CHARS:
         raise AdminInputError(f"The text is {len(text)} characters; at most {MAX_SUBSCRIBE_CHARS}.")
-    tierstore.save_policy(conn, caller.guild, config, dataclasses.replace(policy, subscribe_text=text))
+    tierstore.update_policy(conn, caller.guild, config,
+                            lambda current: dataclasses.replace(current, subscribe_text=text))
     audit.record(conn, caller.guild, caller.user, "announce-text", "", text[:100])
     return "The /subscribe text is updated." if text else "The /subscribe text is cleared."
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import redis
 
@@ -16,9 +17,70 @@ MAX_GRANT_DAYS = 3660
 DAY_S = 24 * 3600
 
 
+POLICY_UPDATE_TRIES = 20
+"""Attempts `update_policy` makes when other edits of the same guild's policy keep landing between its read and its
+write (each attempt is a few milliseconds; in practice a second one always succeeds)."""
+
+
 def load_policy(conn: redis.Redis, guild: str) -> GuildPolicy:
     """The guild's policy (the deployment's defaults when its admins set nothing)."""
-    raw = conn.get(keys.tier_policy(guild))
+    return _parse(conn.get(keys.tier_policy(guild)))
+
+
+def save_policy(conn: redis.Redis, guild: str, config: TiersConfig, policy: GuildPolicy) -> TiersConfig:
+    """Check the policy against the deployment's tiers, then store it whole (an edit of one part of a stored policy
+    goes through `update_policy`, so a concurrent edit of another part is not lost).
+
+    Returns:
+        The guild's effective tiers under the new policy.
+
+    Raises:
+        TierConfigError: an unknown tier or field, or an override that makes a tier contradictory (nothing stored).
+    """
+    effective = apply_policy(config, policy)
+    conn.set(keys.tier_policy(guild), _dump(policy))
+    return effective
+
+
+def update_policy(
+    conn: redis.Redis, guild: str, config: TiersConfig, change: Callable[[GuildPolicy], GuildPolicy | None]
+) -> GuildPolicy | None:
+    """Read, change and store the guild's policy atomically: `change(current)` returns the new policy (None: leave it
+    as it is), which is checked like `save_policy` and stored only if nobody stored another policy meanwhile (Redis
+    WATCH/MULTI); otherwise `change` runs again on the newer policy. Two admins editing at once both keep their edit.
+
+    Args:
+        change: a pure function of the current policy; it may run more than once, and may raise to refuse.
+
+    Returns:
+        The policy stored, or None when `change` returned None.
+
+    Raises:
+        TierConfigError: the new policy names an unknown tier or field, or contradicts a tier (nothing stored).
+        AdminInputError: raised by `change`; or the policy changed under every one of POLICY_UPDATE_TRIES attempts.
+    """
+    key = keys.tier_policy(guild)
+    with conn.pipeline() as pipe:
+        for _ in range(POLICY_UPDATE_TRIES):
+            try:
+                pipe.watch(key)
+                new = change(_parse(pipe.get(key)))
+                if new is None:
+                    return None
+                apply_policy(config, new)
+                pipe.multi()
+                pipe.set(key, _dump(new))
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
+            finally:
+                pipe.reset()  # unwatch, also when `change` or the check raised
+    raise AdminInputError("Other admins are changing this server's tier settings right now; nothing changed, try "
+                          "again.")
+
+
+def _parse(raw: bytes | str | None) -> GuildPolicy:
     if not raw:
         return GuildPolicy()
     data = json.loads(raw)
@@ -30,24 +92,14 @@ def load_policy(conn: redis.Redis, guild: str) -> GuildPolicy:
     )
 
 
-def save_policy(conn: redis.Redis, guild: str, config: TiersConfig, policy: GuildPolicy) -> TiersConfig:
-    """Check the policy against the deployment's tiers, then store it.
-
-    Returns:
-        The guild's effective tiers under the new policy.
-
-    Raises:
-        TierConfigError: an unknown tier or field, or an override that makes a tier contradictory (nothing stored).
-    """
-    effective = apply_policy(config, policy)
+def _dump(policy: GuildPolicy) -> str:
     data = {
         "default_tier": policy.default_tier,
         "roles": policy.roles,
         "limits": policy.limits,
         "subscribe_text": policy.subscribe_text,
     }
-    conn.set(keys.tier_policy(guild), json.dumps(data, sort_keys=True))
-    return effective
+    return json.dumps(data, sort_keys=True)
 
 
 def effective_config(conn: redis.Redis, guild: str, config: TiersConfig) -> TiersConfig:

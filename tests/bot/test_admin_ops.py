@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import redis
 from rq import Worker
 
+from bot import admin_ops
 from bot.client import ImagineBot
 from core import admission, audit, jobs, keys, queue, tierstore
 from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, eventually
@@ -111,3 +114,51 @@ async def test_announce_text_sets_what_subscribe_says_and_audit_lists_actions(
     assert lines[0] == "**Latest admin actions**" and len(lines) == 3
     assert f"<@{admin.id}> **announce-text**" in lines[1] and "Ko-fi" in lines[2]
     assert "between 1 and 50" in await run(discord_emulator, admin, "admin audit", count=500)
+
+
+async def test_tier_default_sets_validates_resets_and_audits(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, admin: User, bob: User
+) -> None:
+    """tier default makes a tier the one members without a grant or mapped role get (bob now shows it); an unknown
+    tier is refused with nothing stored; `default` goes back to the deployment's; each change is audited."""
+    guild = discord_emulator.state.guild_id
+    text = await run(discord_emulator, admin, "admin tier default", tier="Basic")
+    assert "now get **basic** (this server's default)" in text
+    assert tierstore.load_policy(redis_conn, guild).default_tier == "basic"
+    assert "**basic** (" in await run(discord_emulator, admin, "admin tier show", member=bob)
+    assert "**Default tier:** basic" in await run(discord_emulator, admin, "admin tier show")
+    assert "unknown tier 'gold'" in await run(discord_emulator, admin, "admin tier default", tier="gold")
+    assert tierstore.load_policy(redis_conn, guild).default_tier == "basic"
+    text = await run(discord_emulator, admin, "admin tier default", tier="default")
+    assert "now get **open** (the deployment's default)" in text
+    assert tierstore.load_policy(redis_conn, guild).default_tier is None
+    entries = audit.latest(redis_conn, guild)
+    assert [(e.action, e.target) for e in entries] == [("tier default", "open"), ("tier default", "basic")]
+
+
+def test_policy_edits_by_admins_at_once_all_survive(redis_conn: redis.Redis, redis_url: str) -> None:
+    """limits, tier roles, tier default and announce-text run by four admins at once (threads, own connections),
+    each several times: every edit is in the stored policy afterwards."""
+    guild = "4242"
+
+    def as_admin(n: int) -> None:
+        conn = redis.Redis.from_url(redis_url)
+        caller = admin_ops.Caller(guild, f"9{n}", manage_guild=True)
+        for k in range(5):
+            if n == 0:
+                admin_ops.limits(conn, caller, OPEN_TIERS, "standard", "max_waiting", str(20 + k))
+            elif n == 1:
+                admin_ops.tier_roles(conn, caller, OPEN_TIERS, str(500 + k), "pro")
+            elif n == 2:
+                admin_ops.tier_default(conn, caller, OPEN_TIERS, "basic")
+            else:
+                admin_ops.announce_text(conn, caller, OPEN_TIERS, f"Boost us ({k})")
+        conn.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(as_admin, range(4)))
+    policy = tierstore.load_policy(redis_conn, guild)
+    assert policy.limits == {"standard": {"max_waiting": 24}}
+    assert policy.roles == {str(500 + k): "pro" for k in range(5)}
+    assert (policy.default_tier, policy.subscribe_text) == ("basic", "Boost us (4)")
+    assert len(audit.latest(redis_conn, guild, 50)) == 20

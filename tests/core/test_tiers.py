@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
 from core import tierstore
 from core.errors import AdminInputError, TierConfigError
@@ -163,3 +165,56 @@ def test_grants_and_policy_in_redis(redis_conn):
     assert tierstore.load_policy(redis_conn, "g") == POLICY
     assert tierstore.clear_grant(redis_conn, "g:u")
     assert tierstore.assignment(redis_conn, CONFIG, "g", "u", [], now=NOW).source == "default"
+
+
+def test_policy_edit_retried_when_another_edit_lands_in_between(redis_conn, redis_url):
+    """update_policy: when another admin's edit is stored between the read and the write, the write is dropped and
+    the change re-runs on the newer policy, so both edits are kept (a plain read-then-save would lose the first)."""
+    other = redis.Redis.from_url(redis_url)
+    seen: list[GuildPolicy] = []
+
+    def map_role(current: GuildPolicy) -> GuildPolicy:
+        seen.append(current)
+        if len(seen) == 1:  # the other admin's whole edit happens while this one is between read and write
+            tierstore.update_policy(other, "g", CONFIG, lambda p: dataclasses.replace(p, subscribe_text="Boost!"))
+        return dataclasses.replace(current, roles={**current.roles, "10": "basic"})
+
+    stored = tierstore.update_policy(redis_conn, "g", CONFIG, map_role)
+    assert len(seen) == 2 and seen[1].subscribe_text == "Boost!"
+    assert stored == tierstore.load_policy(redis_conn, "g") == GuildPolicy(roles={"10": "basic"},
+                                                                            subscribe_text="Boost!")
+    other.close()
+
+
+def test_concurrent_policy_edits_from_many_threads_all_survive(redis_conn, redis_url):
+    """Eight admins (threads, each on its own connection) each map five roles at once: all forty mappings are kept."""
+
+    def admin(n: int) -> None:
+        conn = redis.Redis.from_url(redis_url)
+        for k in range(5):
+            role = str(100 + 10 * n + k)
+            tierstore.update_policy(conn, "g", CONFIG, lambda p, r=role: dataclasses.replace(
+                p, roles={**p.roles, r: "pro"}))
+        conn.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(admin, range(8)))
+    assert len(tierstore.load_policy(redis_conn, "g").roles) == 40
+
+
+def test_policy_edit_that_is_refused_stores_nothing(redis_conn):
+    """A change naming an unknown tier, or one that raises, stores nothing; None leaves the policy as it was; the
+    next edit works (no WATCH is left behind)."""
+    tierstore.save_policy(redis_conn, "g", CONFIG, POLICY)
+    with pytest.raises(TierConfigError):
+        tierstore.update_policy(redis_conn, "g", CONFIG, lambda p: dataclasses.replace(p, default_tier="gold"))
+
+    def refuse(current: GuildPolicy) -> GuildPolicy:
+        raise AdminInputError("no")
+
+    with pytest.raises(AdminInputError):
+        tierstore.update_policy(redis_conn, "g", CONFIG, refuse)
+    assert tierstore.update_policy(redis_conn, "g", CONFIG, lambda p: None) is None
+    assert tierstore.load_policy(redis_conn, "g") == POLICY
+    tierstore.update_policy(redis_conn, "g", CONFIG, lambda p: dataclasses.replace(p, default_tier="pro"))
+    assert tierstore.load_policy(redis_conn, "g").default_tier == "pro"
