@@ -16,13 +16,19 @@ from core.errors import ImagineError
 BUILTIN_TINY = "builtin:tiny"
 """Source of the tiny random pipeline built from configs: no download, used by fast tests."""
 
+BUILTIN_EMBEDDED = "builtin:embedded"
+"""Source of the project's own small latent diffusion model, trained here and shipped in `model/embedded/`."""
+
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "model" / "embedded"
+"""Where the embedded model's diffusers folder lives (`python -m model.train` writes it)."""
+
 
 @dataclass(frozen=True)
 class ModelInfo:
     """One servable model."""
 
     name: str  # registry name: used by `--model NAME` and in queue names (letters, digits, '-', '_', '.')
-    source: str  # a local diffusers folder, a hub id, or BUILTIN_TINY
+    source: str  # a local diffusers folder, a hub id, BUILTIN_TINY or BUILTIN_EMBEDDED
     aliases: tuple[str, ...] = ()  # other names accepted by `--model` / `--v` (e.g. "6" for `--v 6`)
     pixels: int = 512 * 512  # pixel budget: width * height stays at or under this for any `--ar`
     multiple: int = 8  # width and height are multiples of this (the VAE factor, or more for some UNets)
@@ -69,8 +75,22 @@ def name_from_source(source: str) -> str:
     """A short registry name for a model source: `stabilityai/sd-turbo` -> `sd-turbo`."""
     if source == BUILTIN_TINY:
         return "tiny"
+    if source == BUILTIN_EMBEDDED:
+        return "embedded"
     base = re.split(r"[/\\]", source.rstrip("/\\"))[-1] or "default"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-").lower() or "default"
+
+
+def embedded_model(name: str = "embedded") -> ModelInfo:
+    """The embedded model's entry: trained on 64x64 images; its UNet halves the 16x16 latents twice, so sizes are
+    multiples of 16; 20 DPM-Solver++ steps and guidance 5 are what `python -m model.evaluate` scores by default."""
+    return ModelInfo(name=name, source=BUILTIN_EMBEDDED, pixels=64 * 64, multiple=16, steps=20, guidance=5.0)
+
+
+def default_model() -> ModelInfo:
+    """The model served when MODEL is not set: the embedded one when its weights are present (they ship in the
+    repository), else the tiny random pipeline (a checkout that was trimmed of them)."""
+    return embedded_model() if (EMBEDDED_DIR / "model_index.json").is_file() else tiny_model()
 
 
 def tiny_model(name: str = "tiny") -> ModelInfo:
@@ -97,13 +117,14 @@ def load_registry(model: str = "", models_file: Path | None = None) -> ModelRegi
             raise ImagineError(f"cannot read MODELS_FILE {str(models_file)!r}: {exc}") from None
         entries = data.get("model", [])
         try:
-            infos = tuple(
-                _model_info(entry)
-                for entry in entries
-            )
+            infos = tuple(_model_info(entry) for entry in entries)
         except (TypeError, KeyError) as exc:
             raise ImagineError(f"MODELS_FILE {str(models_file)!r} has a malformed [[model]] entry: {exc}") from None
         return ModelRegistry(infos)
-    if not model or model == BUILTIN_TINY:
+    if not model:
+        return ModelRegistry((default_model(),))
+    if model == BUILTIN_TINY:
         return ModelRegistry((tiny_model(),))
+    if model == BUILTIN_EMBEDDED:
+        return ModelRegistry((embedded_model(),))
     return ModelRegistry((ModelInfo(name=name_from_source(model), source=model),))

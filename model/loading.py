@@ -3,6 +3,7 @@ optional 2x latent upscaler a worker runs for Upscale (2x) (`WORKER_UPSCALER`)."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from core.errors import GenerationFailed
-from core.models import BUILTIN_TINY, ModelInfo
+from core.models import BUILTIN_EMBEDDED, BUILTIN_TINY, EMBEDDED_DIR, ModelInfo
 from model.tiny import build_tiny_pipeline
 from model.tiny_upscaler import NOISE_LEVEL_EMBED_WIDTH, build_tiny_latent_upscaler
 
@@ -56,8 +57,11 @@ def load_pipeline(info: ModelInfo, device: str = "", *, keep_scheduler: bool = F
     device = device or default_device()
     if info.source == BUILTIN_TINY:
         pipe: DiffusionPipeline = build_tiny_pipeline()
+    elif info.source == BUILTIN_EMBEDDED:
+        # trained in fp32 and stored in fp16; fp16 on CUDA like any model, fp32 on the CPU
+        pipe = _from_pretrained(dataclasses.replace(info, source=str(EMBEDDED_DIR)), _dtype(device))
     else:
-        pipe = _from_pretrained(info, torch.float16 if device.startswith("cuda") else torch.float32)
+        pipe = _from_pretrained(info, _dtype(device))
     if not keep_scheduler:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
     try:
@@ -88,7 +92,7 @@ def load_upscaler(source: str, base: DiffusionPipeline, device: str = "") -> Sta
         shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if shareable else {}
         pipe = build_tiny_latent_upscaler(**shared)  # type: ignore[arg-type]
     else:
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        dtype = _dtype(device)
         share = shareable and _same_text_encoder(source, base_encoder.config)  # type: ignore[union-attr]
         shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if share else {}
         pipe = _upscaler_from_pretrained(source, dtype, shared)
@@ -144,6 +148,11 @@ def _check_upscaler(source: str, pipe: DiffusionPipeline) -> None:
 def _local_or_hub(source: str) -> str:
     folder = Path(source).expanduser()
     return str(folder) if folder.is_dir() else source
+
+
+def _dtype(device: str) -> torch.dtype:
+    """fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPUs are slow or wrong at fp16)."""
+    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def _from_pretrained(info: ModelInfo, dtype: torch.dtype) -> DiffusionPipeline:

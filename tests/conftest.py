@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.redis_server import redis_server
+
+# Every process the tests start (workers, bots, the CLI) serves the tiny random pipeline unless a test asks for
+# another model: it renders a grid in ~0.1 s. Tests of the embedded model set MODEL=builtin:embedded themselves.
+os.environ.setdefault("MODEL", "builtin:tiny")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ START_TIMEOUT_S = 60.0
 
 def bot_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "DEV_GUILD", "MODEL", "REDIS_URL"))}
-    env.update(values)
+    env.update({"MODEL": "builtin:tiny", **values})
     return env
 
 

@@ -23,9 +23,10 @@ IMAGINE = str(Path(sys.executable).parent / "imagine")
 
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
-    """The default model registry and the test Redis, whatever the developer's shell exports."""
-    for name in ("MODEL", "MODELS_FILE", "IMAGINE_MAX_JOBS_PER_COMMAND", "IMAGINE_MAX_PROMPT_CHARS"):
+    """The tiny model and the test Redis, whatever the developer's shell exports."""
+    for name in ("MODELS_FILE", "IMAGINE_MAX_JOBS_PER_COMMAND", "IMAGINE_MAX_PROMPT_CHARS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL", "builtin:tiny")
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("WORKER_DEVICE", "cpu")
 

@@ -54,6 +54,7 @@ def bot_env(emu: DiscordEmulator, redis_url: str) -> dict[str, str]:
         "DISCORD_API_BASE": emu.api_base,
         "DISCORD_GATEWAY_URL": emu.ws_url,
         "REDIS_URL": redis_url,
+        "MODEL": MODEL.source,
         "PYTHONUNBUFFERED": "1",
     }
 

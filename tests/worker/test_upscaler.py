@@ -109,8 +109,9 @@ def test_worker_process_loads_the_upscaler_once_for_all_its_jobs(redis_url, redi
 def test_worker_with_an_unloadable_upscaler_exits_1_with_one_line(monkeypatch, tmp_path, caplog):
     """A WORKER_UPSCALER folder that does not exist stops `python -m worker` at start (exit 1), before any job, with
     one log line naming the folder."""
-    for name in ("MODEL", "MODELS_FILE", "WORKER_MODEL"):
+    for name in ("MODELS_FILE", "WORKER_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL", "builtin:tiny")
     monkeypatch.setenv("WORKER_UPSCALER", str(tmp_path / "no-such-upscaler"))
     monkeypatch.setenv("WORKER_DEVICE", "cpu")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
