@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,8 @@ def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     return pieces
 
 
-def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """vocab.json and merges.txt contents: every byte (alone and word-final), each caption word, BOS and EOS.
+def vocabulary(words: Iterable[str] = VOCABULARY) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """vocab.json and merges.txt contents: every byte (alone and word-final), each of `words`, BOS and EOS.
 
     For each word, whatever the merges so far leave of it is joined left to right by new merges, ranked after all
     earlier ones: they cannot change how an earlier word is cut, and make this one a single token. Every merge result
@@ -68,7 +69,7 @@ def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     byte_chars = list(_bytes_to_unicode().values())
     tokens = byte_chars + [c + WORD_END for c in byte_chars]
     ranks: dict[tuple[str, str], int] = {}
-    for word in VOCABULARY:
+    for word in dict.fromkeys(words):
         pieces = _bpe([*word[:-1], word[-1] + WORD_END], ranks)
         while len(pieces) > 1:
             pair = (pieces[0], pieces[1])
@@ -79,9 +80,10 @@ def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(tokens)}, list(ranks)
 
 
-def build_tokenizer(max_tokens: int = TextConfig.max_tokens) -> CLIPTokenizer:
-    """A CLIPTokenizer read from a vocab.json and merges.txt written to a temporary folder."""
-    vocab, merges = vocabulary()
+def build_tokenizer(max_tokens: int = TextConfig.max_tokens, words: Iterable[str] = VOCABULARY) -> CLIPTokenizer:
+    """A CLIPTokenizer whose single-token words are `words`, read from a vocab.json and merges.txt written to a
+    temporary folder; any other text falls back to byte-level pieces, so nothing is unknown."""
+    vocab, merges = vocabulary(words)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
         (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

@@ -7,13 +7,11 @@ Shapes follow diffusers' own `get_dummy_components()` tests, with a VAE of four 
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from model.text import build_tokenizer
 
 TINY_IMAGE_SIZE_PX = 64
 """Side of the tiny model's native square image, in pixels (latents are 8x8)."""
@@ -23,8 +21,6 @@ TINY_MAX_TOKENS = 77
 
 TINY_TEXT_WIDTH = 32
 """Width of the tiny text encoder's embeddings (the UNet's cross-attention dimension)."""
-
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Words that become single tokens; any other text falls back to byte-level pieces, so nothing is unknown.
 COMMON_WORDS = """
@@ -39,56 +35,9 @@ lighting light shadow color colors colorful pattern texture tile seamless wallpa
 """.split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """Byte -> printable character map of byte-level BPE (GPT-2's `encoder.py`, also used by CLIP)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
-def tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A CLIP-style byte-level BPE vocabulary: every byte (alone and word-final), `COMMON_WORDS`, BOS and EOS."""
-    byte_chars = list(_bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars]
-    ranks: dict[tuple[str, str], int] = {}
-    for word in dict.fromkeys(COMMON_WORDS):
-        # Whatever the merges so far leave of the word, join left to right with new merges ranked after all others:
-        # they cannot change how an earlier word is cut, and make this one a single token. Every merge result
-        # enters the vocabulary, so whatever BPE leaves of any text is always in it.
-        pieces = _bpe([*word[:-1], word[-1] + "</w>"], ranks)
-        while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            ranks.setdefault(pair, len(ranks))
-            tokens.append(pair[0] + pair[1])
-            pieces = [pair[0] + pair[1], *pieces[2:]]
-    tokens = list(dict.fromkeys(tokens)) + [BOS, EOS]
-    return {token: i for i, token in enumerate(tokens)}, list(ranks)
-
-
-def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Byte-pair encoding of one word: merge the best-ranked adjacent pair until none is in `ranks`."""
-    while len(pieces) > 1:
-        pairs = [(ranks.get(pair, len(ranks)), k) for k, pair in enumerate(zip(pieces, pieces[1:], strict=False))]
-        rank, k = min(pairs)
-        if rank == len(ranks):
-            break
-        pieces = [*pieces[:k], pieces[k] + pieces[k + 1], *pieces[k + 2 :]]
-    return pieces
-
-
 def build_tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIPTokenizer read from a vocab.json and merges.txt written to a temporary folder."""
-    vocab, merges = tiny_vocab()
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-        return CLIPTokenizer.from_pretrained(folder, model_max_length=TINY_MAX_TOKENS)
+    """A CLIP byte-level BPE tokenizer in which every one of `COMMON_WORDS` is a single token."""
+    return build_tokenizer(TINY_MAX_TOKENS, words=COMMON_WORDS)
 
 
 def build_tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
