@@ -19,6 +19,12 @@ def test_default_is_the_embedded_model_when_its_weights_are_present(monkeypatch,
     assert load_registry("").default == models.embedded_model()
 
 
+def test_the_shipped_weights_make_the_embedded_model_the_default() -> None:
+    """The repository ships the embedded model, so a fresh checkout's default is it (the README's first command)."""
+    assert (models.EMBEDDED_DIR / "model_index.json").is_file()
+    assert load_registry("").default.source == BUILTIN_EMBEDDED
+
+
 @pytest.mark.parametrize(("source", "name"), [(BUILTIN_TINY, "tiny"), (BUILTIN_EMBEDDED, "embedded"),
                                               ("stabilityai/sd-turbo", "sd-turbo"), ("/models/My Model/", "my-model")])
 def test_a_single_model_is_named_after_its_source(source: str, name: str) -> None:
