@@ -10,16 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from rq.registry import FailedJobRegistry
 
-from core import jobs, keys, queue
+from core import admission, jobs, keys, ledger, queue
 from core.spec import JobSpec
+from core.tiers import load_config
 from tests.redis_server import free_port
 from tests.worker.worker_helpers import Events, WorkerProcess, record, wait_until, worker_processes
 
 ABANDONED_JOB_DEADLINE_S = 120.0
 """A job whose worker was SIGKILLed must be finished by another worker within this long."""
+
+STANDARD = dataclasses.replace(load_config().tiers["standard"], max_steps=100)  # the slowed job runs 60 steps
+MEMBER = ledger.member_id(1, 2)
+"""A member whose fast time the killed job was admitted against."""
 
 
 def test_worker_renders_jobs_with_one_pipeline_load(redis_url, redis_conn, tiny_spec, tmp_path):
@@ -65,17 +71,25 @@ def test_sigterm_during_job_finishes_it_then_exits_0(redis_url, redis_conn, tiny
     rec = record(redis_conn, job_id)
     assert (rec.state, rec.step, rec.total) == ("done", 8, 8)
     assert redis_conn.exists(keys.job_grid(job_id))
+    usage = ledger.usage(redis_conn, MEMBER, STANDARD, now=time.time(), policy=load_config().period)
+    assert usage.used_s == pytest.approx(rec.gpu_s, rel=1e-3) and rec.gpu_s > 0
+    assert (usage.reserved_s, usage.active_fast) == (0, 0)
 
 
 def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny_spec, tmp_path):
-    """SIGKILL mid-job: another worker re-runs it within 2 minutes; one outcome (done), no failure recorded."""
+    """SIGKILL mid-job: another worker re-runs it within 2 minutes; one outcome (done), no failure recorded; the
+    member's fast time is charged once, with the GPU time of the attempt that finished, and nothing stays reserved."""
     # Both workers run the production RQ tuning (WorkerSettings defaults). The first is slowed down so that it is
     # still rendering once the second has started; the second renders at full speed.
     with worker_processes() as started:
         started.append(first := WorkerProcess(redis_url, tmp_path, "first", WORKER_TEST_STEP_DELAY_S="5"))
         first.wait_registered(redis_conn)
         events = Events(redis_conn, job_id := jobs.new_job_id())
-        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=60), "test:owner", job_id=job_id)
+        spec = dataclasses.replace(tiny_spec, steps=60)
+        request = admission.AdmissionRequest(job_ids=(job_id,), mode="fast", model=spec.model, width=spec.width,
+                                             height=spec.height, steps=spec.steps)
+        admission.admit(redis_conn, MEMBER, STANDARD, request)
+        queue.enqueue(redis_conn, spec, "test:owner", job_id=job_id)
         events.next("progress", 60)
         started.append(second := WorkerProcess(redis_url, tmp_path, "second"))
         second.wait_registered(redis_conn)
