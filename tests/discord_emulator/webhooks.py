@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tests.discord_emulator import payloads
-from tests.discord_emulator.rest import DiscordError, apply_message_body, json_response, no_content, read_body
+from tests.discord_emulator.rest import (
+    DiscordError,
+    apply_message_body,
+    invalid_form,
+    json_response,
+    no_content,
+    read_body,
+)
 from tests.discord_emulator.state import (
     EPHEMERAL,
     INTERACTION_ACK_DEADLINE_S,
@@ -90,20 +97,8 @@ class InteractionRoutes:
             return message
         if kind in (DEFERRED_UPDATE, UPDATE_MESSAGE):
             if i.type != MESSAGE_COMPONENT or i.message_id is None:
-                raise DiscordError(
-                    400,
-                    50035,
-                    "Invalid Form Body",
-                    {
-                        "type": {
-                            "_errors": [
-                                {
-                                    "code": "BASE_TYPE_CHOICES",
-                                    "message": "Interaction response type is not valid for this interaction.",
-                                }
-                            ]
-                        }
-                    },
+                raise invalid_form(
+                    "type", "BASE_TYPE_CHOICES", "Interaction response type is not valid for this interaction."
                 )
             i.original_id = i.message_id
             message = self.state.messages[i.message_id]
@@ -113,20 +108,8 @@ class InteractionRoutes:
         if kind == MODAL and i.type in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
             i.modal = data
             return None
-        raise DiscordError(
-            400,
-            50035,
-            "Invalid Form Body",
-            {
-                "type": {
-                    "_errors": [
-                        {
-                            "code": "BASE_TYPE_CHOICES",
-                            "message": f"Value {kind!r} is not a valid interaction callback type here.",
-                        }
-                    ]
-                }
-            },
+        raise invalid_form(
+            "type", "BASE_TYPE_CHOICES", f"Value {kind!r} is not a valid interaction callback type here."
         )
 
     def _new_message(self, i: Interaction, message_type: int) -> Message:
