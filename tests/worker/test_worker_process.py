@@ -71,9 +71,6 @@ def test_sigterm_during_job_finishes_it_then_exits_0(redis_url, redis_conn, tiny
     rec = record(redis_conn, job_id)
     assert (rec.state, rec.step, rec.total) == ("done", 8, 8)
     assert redis_conn.exists(keys.job_grid(job_id))
-    usage = ledger.usage(redis_conn, MEMBER, STANDARD, now=time.time(), policy=load_config().period)
-    assert usage.used_s == pytest.approx(rec.gpu_s, rel=1e-3) and rec.gpu_s > 0
-    assert (usage.reserved_s, usage.active_fast) == (0, 0)
 
 
 def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny_spec, tmp_path):
@@ -99,6 +96,8 @@ def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny
         first.wait(timeout_s=30)
         events.next("outcome", ABANDONED_JOB_DEADLINE_S)
         recovery_s = time.monotonic() - killed_at
+        # the worker settles the reservation right after publishing the outcome: wait for it while the worker lives
+        wait_until(lambda: not redis_conn.exists(keys.quota_reservation(job_id)), 30, "the reservation to be settled")
         print(f"\njob of the killed worker finished {recovery_s:.1f} s after the kill")
         events.close()
     rec = record(redis_conn, job_id)
@@ -108,6 +107,9 @@ def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny
     retries = [e for e in events.of_type("state") if e["state"] == "queued"]
     assert [e["reason"] for e in retries] == ["the worker running it stopped responding"]
     assert redis_conn.exists(keys.job_grid(job_id))
+    usage = ledger.usage(redis_conn, MEMBER, STANDARD, now=time.time(), policy=load_config().period)
+    assert usage.used_s == pytest.approx(rec.gpu_s, rel=1e-3) and rec.gpu_s > 0
+    assert (usage.reserved_s, usage.active_fast) == (0, 0)
 
 
 def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_conn, tiny_spec: JobSpec, tmp_path):
