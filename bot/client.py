@@ -113,4 +113,6 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         await super().close()
-        self._redis_pool.shutdown(wait=False)
+        # Let Redis work already handed to the pool finish (an enqueue half done is a job lost or a job that lands
+        # after the bot said it stopped), without blocking the event loop while it does.
+        await asyncio.to_thread(self._redis_pool.shutdown, wait=True)
