@@ -55,6 +55,12 @@ def _wait_for_worker(conn: redis.Redis, name: str, proc: subprocess.Popen[bytes]
         time.sleep(0.05)  # waiting on another process to load a model: there is no event to subscribe to
 
 
+def _redis_commands(conn: redis.Redis) -> int:
+    """Commands the Redis server has run so far (all clients): the bench's, the worker's, and Lua's own calls."""
+    stats = conn.info("commandstats")
+    return sum(int(entry["calls"]) for entry in stats.values())
+
+
 def run(*, runs: int, prompt: str) -> dict[str, Any]:
     from worker.engine import Engine
     from worker.grid import compose_grid, encode_png
@@ -89,11 +95,13 @@ def run(*, runs: int, prompt: str) -> dict[str, Any]:
 
         through_queue(), direct(), sequential()  # warm-up: first calls allocate and compile
         samples: dict[str, list[float]] = {"queue": [], "direct": [], "batch": [], "sequential": []}
+        commands_before = _redis_commands(conn)
         for _ in range(runs):
             _timed(through_queue, samples["queue"])
             _timed(direct, samples["direct"])
             _timed(batched, samples["batch"])
             _timed(sequential, samples["sequential"])
+        commands_per_job = (_redis_commands(conn) - commands_before) / runs
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -107,6 +115,7 @@ def run(*, runs: int, prompt: str) -> dict[str, Any]:
         "batch_vs_sequential_ratio": round(med["batch"] / med["sequential"], 3),
         "batch_ms": round(med["batch"], 1),
         "sequential_ms": round(med["sequential"], 1),
+        "redis_commands_per_job": round(commands_per_job, 1),
         "runs": runs,
         "model": spec.model,
         "size": f"{spec.width}x{spec.height}",

@@ -22,7 +22,7 @@ from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
 from worker import moderation, runtime
 from worker.engine import ProgressCallback
-from worker.grid import compose_grid, encode_png
+from worker.grid import compose_grid, encode_png, encode_pngs
 
 VARY_STRENGTH = {
     "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
@@ -169,9 +169,8 @@ def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
 
 
 def _grid_output(checked: moderation.Checked) -> Output:
-    images = checked.images
-    return Output([encode_png(image) for image in images], encode_png(compose_grid(images)), checked.flagged,
-                  checked.action, checked.detail)
+    *images, grid = encode_pngs([*checked.images, compose_grid(checked.images)])
+    return Output(images, grid, checked.flagged, checked.action, checked.detail)
 
 
 def _gpu(rt: runtime.Runtime, job_id: str, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:

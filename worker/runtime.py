@@ -152,8 +152,15 @@ class ImagineWorker(SimpleWorker):
         self.connection.sadd(Queue.redis_queues_keys, *(q.key for q in self.queues))
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ sends its three heartbeat commands one by one when it passes no pipeline (before every dequeue and
+        # after every pickup): one round trip instead of four, on the path from enqueue to the job's start.
+        if pipeline is None:
+            with self.connection.pipeline(transaction=False) as pipe:
+                self.heartbeat(timeout, pipe)
+                pipe.execute()
+            return
         super().heartbeat(timeout, pipeline)
-        (pipeline if pipeline is not None else self.connection).expire(keys.worker_stats(self.name), STATS_TTL_S)
+        pipeline.expire(keys.worker_stats(self.name), STATS_TTL_S)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl_s
@@ -161,19 +168,62 @@ class ImagineWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         job.timeout = self.job_timeout_s  # this worker's limit, whatever the enqueuer asked
         execution = self.prepare_execution(job)
-        stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(job, execution, stop), name="job-heartbeat", daemon=True)
-        beat.start()
+        self._beater().watch(job, execution)
         try:
             self.perform_job(job, queue, execution)
         finally:
-            stop.set()
-            beat.join()
+            self._beater().watch(None, None)
         self.set_state(WorkerStatus.IDLE)
 
-    def _beat(self, job: Job, execution: Execution, stop: threading.Event) -> None:
-        while not stop.wait(self.job_monitoring_interval):
-            try:
-                self.maintain_heartbeats(job, execution)
-            except redis.RedisError as exc:
-                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+    def _beater(self) -> _JobHeartbeat:
+        """The thread that renews the running job's heartbeat; one for the worker's life, started on first use (a
+        thread started per job would sit on every job's path from pickup to render)."""
+        beater: _JobHeartbeat | None = getattr(self, "_job_heartbeat", None)
+        if beater is None:
+            beater = self._job_heartbeat = _JobHeartbeat(self)
+        return beater
+
+
+class _JobHeartbeat:
+    """Every `job_monitoring_interval` seconds while a job runs, RQ's `maintain_heartbeats` for it (a daemon thread).
+
+    `watch(job, execution)` starts the interval afresh for a new job; `watch(None, None)` stops beating, and returns
+    only once no beat for the old job is in flight, so none lands after RQ has recorded the job's end.
+    """
+
+    def __init__(self, worker: ImagineWorker) -> None:
+        self.worker = worker
+        self.changed = threading.Condition()
+        self.current: tuple[Job, Execution] | None = None
+        self.beating = False
+        self.thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+        self.thread.start()
+
+    def watch(self, job: Job | None, execution: Execution | None) -> None:
+        with self.changed:
+            self.current = (job, execution) if job is not None and execution is not None else None
+            self.changed.notify_all()
+            while self.current is None and self.beating:
+                self.changed.wait()
+
+    def _run(self) -> None:
+        interval = self.worker.job_monitoring_interval
+        with self.changed:
+            while True:
+                while self.current is None:
+                    self.changed.wait()
+                watched = self.current
+                self.changed.wait(interval)  # woken early when the job changes: then the interval starts over
+                if self.current is not watched:
+                    continue
+                job, execution = watched
+                self.beating = True
+                self.changed.release()
+                try:
+                    self.worker.maintain_heartbeats(job, execution)
+                except redis.RedisError as exc:
+                    log.warning("job %s: heartbeat failed: %s", job.id, exc)
+                finally:
+                    self.changed.acquire()
+                    self.beating = False
+                    self.changed.notify_all()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core import admission, jobs, keys, ledger, queue
 from core.spec import JobSpec
@@ -110,6 +110,35 @@ def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny
     usage = ledger.usage(redis_conn, MEMBER, STANDARD, now=time.time(), policy=load_config().period)
     assert usage.used_s == pytest.approx(rec.gpu_s, rel=1e-3) and rec.gpu_s > 0
     assert (usage.reserved_s, usage.active_fast) == (0, 0)
+
+
+def test_job_longer_than_its_heartbeat_ttl_is_kept_alive(redis_url, redis_conn, tiny_spec, tmp_path):
+    """A job running for several heartbeat TTLs is not taken for abandoned while its worker beats: registry sweeps
+    (what any worker's maintenance runs) all through it leave it alone; it ends done on its first attempt, and the
+    next job, on the same worker, too (the heartbeat thread outlives each job)."""
+    tight = {"WORKER_JOB_MONITORING_INTERVAL_S": "1", "WORKER_JOB_HEARTBEAT_TTL_S": "2"}
+    started_jobs = StartedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
+
+    def swept_and_final(job_id: str) -> bool:
+        started_jobs.cleanup()  # an abandoned job would be retried here: a `queued` state event, attempt 2
+        return record(redis_conn, job_id).final
+
+    with worker_processes() as started:
+        started.append(busy := WorkerProcess(redis_url, tmp_path, "busy", WORKER_TEST_STEP_DELAY_S="0.5", **tight))
+        busy.wait_registered(redis_conn)
+        first, second = jobs.new_job_id(), jobs.new_job_id()
+        events = Events(redis_conn, first)
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=14), "test:owner", job_id=first)  # ~7 s
+        wait_until(lambda: swept_and_final(first), 120, "the long job to end")
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, steps=6), "test:owner", job_id=second)
+        wait_until(lambda: swept_and_final(second), 120, "the second job to end")
+        events.next("outcome", 5)
+        events.close()
+    rec = record(redis_conn, first)
+    assert (rec.state, rec.attempt, rec.worker) == ("done", 1, "busy")
+    assert [e["state"] for e in events.of_type("state")] == ["running"]
+    assert rec.finished_at - rec.started_at > 2 * 2  # more than two heartbeat TTLs
+    assert (record(redis_conn, second).state, record(redis_conn, second).attempt) == ("done", 1)
 
 
 def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_conn, tiny_spec: JobSpec, tmp_path):
