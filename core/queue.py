@@ -115,16 +115,20 @@ def enqueue(
     args = (payload(job_id, spec, owner, kind=kind, source=source),)
     jobs.create(conn, job_id, spec, owner, kind=kind, source=source)
     try:
-        rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
-            JOB_FUNCTION,
-            args=args,
-            job_id=job_id,
-            description=f"imagine {job_id}",
-            retry=Retry(max=RETRIES, enqueue_at_front=True),
-            on_failure=Callback(FAILURE_CALLBACK),
-            result_ttl=RESULT_TTL_S,
-            failure_ttl=FAILURE_TTL_S,
-        )
+        # One MULTI for RQ's writes (the queue's registration, the job, the push), not one per step.
+        with conn.pipeline() as pipe:
+            rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
+                JOB_FUNCTION,
+                args=args,
+                job_id=job_id,
+                description=f"imagine {job_id}",
+                retry=Retry(max=RETRIES, enqueue_at_front=True),
+                on_failure=Callback(FAILURE_CALLBACK),
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+                pipeline=pipe,
+            )
+            pipe.execute()
     except BaseException:
         jobs.finish(conn, job_id, jobs.FAILED, reason="the job could not be queued")
         raise

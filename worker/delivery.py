@@ -108,10 +108,14 @@ class Poster:
     def __call__(self, conn: redis.Redis, record: jobs.JobRecord) -> None:
         self.deliver_outcome(conn, record)
 
-    def live(self, conn: redis.Redis, record: jobs.JobRecord, *, min_interval_s: float) -> LiveMessage | None:
-        """Progress edits for a running job, or None when the job has no Discord side or is delivered already."""
-        target = delivery.load(conn, record.job_id)
-        if target is None or conn.exists(keys.job_final_delivered(record.job_id)):
+    def live(self, conn: redis.Redis, job_id: str, *, min_interval_s: float) -> LiveMessage | None:
+        """Progress edits for a running job, or None when the job has no Discord side (looked up first: one round
+        trip for a job from the command line) or is delivered already."""
+        target = delivery.load(conn, job_id)
+        if target is None or conn.exists(keys.job_final_delivered(job_id)):
+            return None
+        record = jobs.get(conn, job_id)
+        if record is None:
             return None
         return LiveMessage(self, conn, record, target, max(min_interval_s, self.min_edit_interval_s))
 

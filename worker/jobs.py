@@ -115,10 +115,9 @@ def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, 
 
 def _live_message(rt: runtime.Runtime, job_id: str) -> LiveMessage | None:
     """Progress edits of the job's Discord message, when it has one; starts with `(Waiting to start)`."""
-    record = jobs.get(rt.conn, job_id)
-    if rt.poster is None or record is None:
+    if rt.poster is None:
         return None
-    live = rt.poster.live(rt.conn, record, min_interval_s=rt.settings.preview_interval_s)
+    live = rt.poster.live(rt.conn, job_id, min_interval_s=rt.settings.preview_interval_s)
     if live is not None:
         live.started()
     return live
