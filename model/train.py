@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
@@ -128,12 +128,19 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) ->
     opt = torch.optim.AdamW(vae.parameters(), plan.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    if state is None and args.vae_from:
+        # an autoencoder trained earlier (the shipped one), taken as stage 1's result: retrain only the denoiser
+        vae.load_state_dict(AutoencoderKL.from_pretrained(args.vae_from / "vae", dtype=torch.float32).state_dict())
+        state = {"model": vae.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": 0,
+                 "spent_s": 0.0, "done": True}
+        _save(ckpt, state)
+        log.info("VAE: taken from %s", args.vae_from)
     if state:
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
     budget = Budget(args.minutes_vae, args.steps_vae, *((state["spent_s"], state["step"]) if state else (0.0, 0)))
-    if state and state["done"] and (frozen or budget.done()):
+    if state and state["done"] and (frozen or budget.done() or args.vae_from):
         log.info("VAE: finished in an earlier run (%d steps)", state["step"])
         budget.bar.close()
         return vae.eval()
@@ -196,7 +203,7 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
 
 def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids: torch.Tensor, ckpt: Path
                ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Stage 3: the Min-SNR eps-prediction loss, the caption dropped to "" now and then; returns the EMA weights."""
+    """Stage 3: the Min-SNR v-prediction loss, the caption dropped to "" now and then; returns the EMA weights."""
     torch.manual_seed(args.seed + 4)
     tokenizer = build_tokenizer(plan.text.max_tokens)
     text_encoder = build_text_encoder(plan.text, tokenizer).to(args.device)
@@ -204,7 +211,7 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, plan.unet_lr, weight_decay=0.01)
     ema = EMAModel(params, decay=plan.unet.ema_decay, use_ema_warmup=True)
-    scheduler = noise_scheduler()
+    scheduler = noise_scheduler(plan.unet.prediction)
     empty = tokenizer("", padding="max_length", max_length=plan.text.max_tokens, return_tensors="pt").input_ids[0]
     gen = torch.Generator().manual_seed(args.seed + 5)
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
@@ -260,8 +267,8 @@ def save_pipeline(vae: torch.nn.Module, text_encoder: torch.nn.Module, unet: tor
     """Stage 4: a StableDiffusionPipeline in the diffusers layout, weights in fp16."""
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=build_tokenizer(plan.text.max_tokens), unet=unet,
-        scheduler=sampling_scheduler(), safety_checker=None, feature_extractor=None, image_encoder=None,
-        requires_safety_checker=False,
+        scheduler=sampling_scheduler(plan.unet.prediction), safety_checker=None, feature_extractor=None,
+        image_encoder=None, requires_safety_checker=False,
     )
     for module in (vae, text_encoder, unet):
         module.to("cpu", torch.float16)  # the shipped weights: half the bytes; loaders cast them to their dtype
@@ -282,6 +289,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
+                   help="skip stage 1: take the autoencoder of this saved pipeline (e.g. model/embedded)")
     args = p.parse_args(argv)
     if args.minutes_vae is None:
         args.minutes_vae = 0.1 if args.quick else 25.0

@@ -1,16 +1,29 @@
-"""The second stage of latent diffusion: a text-conditioned UNet that predicts the noise in a noised latent.
+"""The second stage of latent diffusion: a text-conditioned UNet that denoises a noised latent.
 
 Forward process (Ho et al. 2020, eq. 4), in the VAE's scaled latent space z_0 = scaling_factor * mu(x):
 
     q(z_t | z_0) = N(sqrt(abar_t) z_0, (1 - abar_t) I),   i.e.   z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
 
-with the cosine schedule abar_t (Nichol & Dhariwal 2021, eq. 17; diffusers' "squaredcos_cap_v2"). The UNet eps_theta
+with the cosine schedule abar_t (Nichol & Dhariwal 2021, eq. 17; diffusers' "squaredcos_cap_v2"). The UNet
 reads the caption through cross-attention to the text encoder's last hidden states tau(y) (Rombach et al. 2022, eq. 3).
-The objective is the simplified loss of Ho et al. (eq. 14) with Min-SNR-gamma weights (Hang et al. 2023, eq. 6 for
-eps-prediction), which stop the many easy low-noise steps from dominating the gradient:
 
-    L = E_{t, z_0, eps} [ min(SNR(t), gamma) / SNR(t) * || eps - eps_theta(z_t, t, tau(y)) ||^2 ],
-    SNR(t) = abar_t / (1 - abar_t).
+It predicts the velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0 (Salimans & Ho 2022, "Progressive
+Distillation", sec. 4), from which eps and z_0 follow linearly. The loss is a weighted squared error on v; what the
+weight means is clearest in terms of the implied z_0 error, since || v - v_hat ||^2 = (SNR(t) + 1) || z_0 - z0_hat ||^2
+with SNR(t) = abar_t / (1 - abar_t):
+
+    L = E_{t, z_0, eps} [ lambda(t) / (SNR(t) + 1) * || v - v_theta(z_t, t, tau(y)) ||^2 ]
+      = E [ lambda(t) * || z_0 - z0_theta ||^2 ],      lambda(t) = clamp(SNR(t), 1, gamma).
+
+lambda caps the many easy low-noise steps at gamma, as Min-SNR-gamma does (Hang et al. 2023, eq. 6), and keeps the
+hardest, high-noise steps at 1, as Salimans & Ho's truncated-SNR weighting max(SNR, 1) does. Both ends matter here.
+Plain eps-prediction (lambda = SNR) and Min-SNR as usually written (lambda = min(SNR, gamma)) give the steps near
+t = T a weight of SNR ~ 0: there z_t is almost pure noise and only the caption says what the image is, so a network
+trained that way never learns to read the background colour from the caption, and a sampler started from pure noise
+commits to the data set's mean grey (what the first shipped, eps-trained model did: 14% of backgrounds right).
+The v parameterisation also keeps the sampler's z_0 estimate at t ~ T well conditioned (z0_hat ~ -v_hat), where
+eps-prediction divides the network's error by sqrt(abar_t) ~ 0.
+(`prediction="epsilon"` trains the eps network with Min-SNR weights min(SNR, gamma) / SNR instead.)
 
 The caption is replaced by "" with probability `caption_dropout`, so the same network also learns eps_theta(z_t, t,
 tau("")), which classifier-free guidance (Ho & Salimans 2022) needs at sampling time.
@@ -38,7 +51,8 @@ class UNetConfig:
     layers_per_block: int = 1  # ResNet (+ transformer) blocks per level on the way down; one more on the way up
     head_dim: int = 32  # width of one attention head
     norm_groups: int = 16  # GroupNorm groups; must divide every width
-    min_snr_gamma: float = 5.0  # gamma of the Min-SNR weights (Hang et al. 2023 use 5)
+    prediction: str = "v_prediction"  # what the network outputs: "v_prediction" or "epsilon" (diffusers' names)
+    min_snr_gamma: float = 5.0  # cap of the loss weights on low-noise steps (Hang et al. 2023's gamma; they use 5)
     caption_dropout: float = 0.1  # probability of training on the empty caption, for classifier-free guidance
     ema_decay: float = 0.999  # largest decay of the exponential moving average of the weights
 
@@ -65,36 +79,42 @@ def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, text_wid
     )
 
 
-def noise_scheduler() -> DDPMScheduler:
+def noise_scheduler(prediction: str = "v_prediction") -> DDPMScheduler:
     """The forward process q(z_t | z_0) and ancestral sampler of Ho et al. 2020, on the cosine schedule."""
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type=prediction, clip_sample=False)
 
 
-def sampling_scheduler() -> DPMSolverMultistepScheduler:
+def sampling_scheduler(prediction: str = "v_prediction") -> DPMSolverMultistepScheduler:
     """DPM-Solver++ (Lu et al. 2022) on the same schedule: the shipped default, as `model.loading` uses for all."""
     return DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
-                                       prediction_type="epsilon", algorithm_type="dpmsolver++",
+                                       prediction_type=prediction, algorithm_type="dpmsolver++",
                                        steps_offset=1)  # as SD 1.x ships it; diffusers warns about 0
 
 
 def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """min(SNR(t), gamma) / SNR(t) with SNR(t) = abar_t / (1 - abar_t): the Min-SNR-gamma weight for eps-prediction."""
+    """The loss weight of each t for the scheduler's prediction type, with SNR(t) = abar_t / (1 - abar_t):
+    clamp(SNR, 1, gamma) / (SNR + 1) for v-prediction (see the module's docstring), Min-SNR's min(SNR, gamma) / SNR
+    for eps-prediction."""
     abar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = abar / (1 - abar)
+    if scheduler.config.prediction_type == "v_prediction":
+        return snr.clamp(min=1.0, max=gamma) / (snr + 1)
     return snr.clamp(max=gamma) / snr
 
 
 def diffusion_loss(unet: UNet2DConditionModel, scheduler: DDPMScheduler, z0: torch.Tensor, text: torch.Tensor,
                    gamma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The Min-SNR-weighted eps-prediction loss of a batch of scaled latents z0 and text hidden states."""
+    """The weighted v- (or eps-) prediction loss of a batch of scaled latents z0 and text hidden states."""
     n = z0.shape[0]
     # 1. t ~ U{0..T-1}, eps ~ N(0, I)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=z0.device)
     eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
     # 2. z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
     zt = scheduler.add_noise(z0, eps, t)
-    # 3. || eps - eps_theta(z_t, t, tau(y)) ||^2 per sample, weighted by min(SNR, gamma) / SNR
-    eps_hat = unet(zt, t, encoder_hidden_states=text).sample
-    per_sample = (eps_hat - eps).pow(2).mean(dim=(1, 2, 3))
+    # 3. the target: v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0, or eps itself
+    target = scheduler.get_velocity(z0, eps, t) if scheduler.config.prediction_type == "v_prediction" else eps
+    # 4. || target - f_theta(z_t, t, tau(y)) ||^2 per sample, weighted by `min_snr_weights`
+    predicted = unet(zt, t, encoder_hidden_states=text).sample
+    per_sample = (predicted - target).pow(2).mean(dim=(1, 2, 3))
     return (min_snr_weights(scheduler, t, gamma) * per_sample).mean()

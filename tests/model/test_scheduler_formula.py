@@ -77,14 +77,25 @@ def _inputs(t: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
 
 
+def velocity(scheduler: DDPMScheduler | DPMSolverMultistepScheduler, x_t: torch.Tensor, eps: torch.Tensor, t: int
+             ) -> torch.Tensor:
+    """The v-network output that means noise `eps` at x_t: v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0_hat with
+    x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), i.e. v = (eps - sqrt(1 - abar_t) x_t) / sqrt(abar_t)."""
+    abar = scheduler.alphas_cumprod[t]
+    return (eps - (1 - abar).sqrt() * x_t) / abar.sqrt()
+
+
 @pytest.mark.parametrize("t", [1, 10, 250, 500, 900])
 def test_ddpm_step_is_the_textbook_reverse_step(ddpm, t):
-    """DDPMScheduler.step with a given eps and a fixed noise z equals the textbook reverse update."""
+    """DDPMScheduler.step, given the v-network output for a noise eps and a fixed noise z, equals the textbook
+    reverse update in eps."""
+    assert ddpm.config.prediction_type == "v_prediction"
     ddpm.set_timesteps(ddpm.config.num_train_timesteps)
     x_t, eps = _inputs(t)
     # the noise z the scheduler draws: same generator seed, same call
     z = randn_tensor(SHAPE, generator=torch.Generator().manual_seed(7), dtype=x_t.dtype)
-    actual = ddpm.step(eps, t, x_t, generator=torch.Generator().manual_seed(7)).prev_sample
+    v = velocity(ddpm, x_t, eps, t)
+    actual = ddpm.step(v, t, x_t, generator=torch.Generator().manual_seed(7)).prev_sample
     torch.testing.assert_close(actual, textbook_step(ddpm, x_t, eps, t, z), rtol=1e-4, atol=1e-4)
 
 
@@ -100,13 +111,29 @@ def test_the_popular_form_is_wrong(ddpm, t):
     assert (wrong - right).abs().max() > 1e-2
 
 
-def test_worker_first_order_step_is_ddim(ddpm):
-    """DPM-Solver++'s first step is DDIM (Lu et al. 2022): x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps."""
+@pytest.mark.parametrize("step", [0, 1, 5])
+def test_worker_first_order_step_is_ddim(step):
+    """DPM-Solver++'s first step is DDIM (Lu et al. 2022): x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps, where
+    the embedded model's output is the velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022)."""
     dpm = worker_scheduler()
+    assert dpm.config.prediction_type == "v_prediction"
     dpm.set_timesteps(20)
-    t, s = int(dpm.timesteps[0]), int(dpm.timesteps[1])
+    dpm._step_index = step  # a first-order step from timestep `step` on, as the solver's first step is
+    t, s = int(dpm.timesteps[step]), int(dpm.timesteps[step + 1])
     x_t, eps = _inputs(t)
     abar_t, abar_s = dpm.alphas_cumprod[t], dpm.alphas_cumprod[s]
     x0_hat = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()  # inverting q(x_t | x_0) at eps
+    v = velocity(dpm, x_t, eps, t)
     expected = abar_s.sqrt() * x0_hat + (1 - abar_s).sqrt() * eps
-    torch.testing.assert_close(dpm.step(eps, t, x_t).prev_sample, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dpm.step(v, t, x_t).prev_sample, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_velocity_is_the_textbook_velocity():
+    """The training target: get_velocity(x0, eps, t) = sqrt(abar_t) eps - sqrt(1 - abar_t) x0."""
+    from model.unet import noise_scheduler
+
+    scheduler = noise_scheduler()
+    t = torch.tensor([1, 250, 999])
+    x0, eps = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(scheduler.get_velocity(x0, eps, t), abar.sqrt() * eps - (1 - abar).sqrt() * x0)

@@ -77,15 +77,19 @@ def test_a_second_run_needs_resume_and_resume_continues(quick_model):
     assert "VAE: finished in an earlier run" in (quick_model / "train.log").read_text()
 
 
-def test_min_snr_weights():
-    """Min-SNR-gamma for eps-prediction: min(SNR, gamma)/SNR, i.e. gamma/SNR at low noise and 1 at high noise."""
-    scheduler = noise_scheduler()
-    abar = scheduler.alphas_cumprod
-    t = torch.tensor([0, 100, 500, 999])
-    snr = abar[t] / (1 - abar[t])
-    torch.testing.assert_close(min_snr_weights(scheduler, t, 5.0), torch.minimum(snr, torch.tensor(5.0)) / snr)
-    assert min_snr_weights(scheduler, torch.tensor([999]), 5.0).item() == 1.0
-    assert min_snr_weights(scheduler, torch.tensor([0]), 5.0).item() < 1e-3
+def test_loss_weights():
+    """v-prediction (shipped): clamp(SNR, 1, gamma) / (SNR + 1), so the implied x0 error weighs 1 at the highest
+    noise levels and gamma at most; eps: Min-SNR-gamma's min(SNR, gamma) / SNR (Hang et al. 2023)."""
+    t = torch.tensor([0, 100, 500, 900, 999])
+    v, eps = noise_scheduler("v_prediction"), noise_scheduler("epsilon")
+    abar = v.alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    torch.testing.assert_close(min_snr_weights(v, t, 5.0), snr.clamp(1.0, 5.0) / (snr + 1))
+    torch.testing.assert_close(min_snr_weights(eps, t, 5.0), torch.minimum(snr, torch.tensor(5.0)) / snr)
+    x0_weight = min_snr_weights(v, t, 5.0) * (snr + 1)  # || v - v_hat ||^2 = (SNR + 1) || x0 - x0_hat ||^2
+    torch.testing.assert_close(x0_weight, torch.tensor([5.0, 5.0, 1.0, 1.0, 1.0]))
+    assert min_snr_weights(eps, torch.tensor([999]), 5.0).item() == 1.0
+    assert min_snr_weights(eps, torch.tensor([0]), 5.0).item() < 1e-3
 
 
 def test_evaluate_reports_every_sampler(quick_model):
