@@ -7,6 +7,8 @@ import pytest
 
 from core.models import BUILTIN_EMBEDDED, embedded_model, load_registry
 from core.prompt import parse
+from model import checker
+from model.data import parse_caption
 from worker.engine import Engine
 from worker.kinds import VARY_STRENGTH
 
@@ -39,3 +41,14 @@ def test_variations_stay_close_to_their_source(engine: Engine) -> None:
     to_source = [np.abs(as_array(v) - as_array(source)).mean() for v in variations]
     to_other = [np.abs(as_array(v) - as_array(o)).mean() for v, o in zip(variations, engine.render(other), strict=True)]
     assert 0 < max(to_source) < min(to_other), (to_source, to_other)
+
+
+def test_a_red_circle_on_a_blue_background(engine: Engine) -> None:
+    """The grid of "a red circle on a blue background", at the worker's defaults, shows red circles on blue: the
+    independent checker (model.checker) reads a blue background and one red circle in at least three of the four."""
+    prompt = "a red circle on a blue background"
+    [spec] = parse(f"{prompt} --seed 7", load_registry(BUILTIN_EMBEDDED))
+    readings = [checker.check(image) for image in engine.render(spec)]
+    scores = [checker.score(reading, parse_caption(prompt)) for reading in readings]
+    right = [s["background"] and s["count"] and s["colour"] and s["shape"] for s in scores]
+    assert sum(right) >= 3, readings
