@@ -12,7 +12,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,7 +200,15 @@ def add_gpu_seconds(conn: redis.Redis, job_id: str, seconds: float) -> None:
         conn.hincrbyfloat(keys.job(job_id), "gpu_s", seconds)
 
 
-def finish(conn: redis.Redis, job_id: str, state: State, *, reason: str = "") -> bool:
+def finish(
+    conn: redis.Redis,
+    job_id: str,
+    state: State,
+    *,
+    reason: str = "",
+    stage: Callable[[redis.client.Pipeline], None] | None = None,
+    after_outcome: Callable[[], None] | None = None,
+) -> bool:
     """Move the job into a final state, once: the only place an outcome happens.
 
     Publishes one `outcome` event and runs the hooks of `add_final_hook` when this call made the move.
@@ -209,6 +218,8 @@ def finish(conn: redis.Redis, job_id: str, state: State, *, reason: str = "") ->
         job_id: the job.
         state: `done`, `failed` or `cancelled`.
         reason: why it failed or was cancelled, in words for the user.
+        stage: queues writes (the job's images) that Redis applies right before the move, in the same round trip.
+        after_outcome: called once this call made the move, after the event and before the hooks.
 
     Returns:
         True when this call moved the job into `state`; False when it was final already (or unknown): then nothing
@@ -221,10 +232,13 @@ def finish(conn: redis.Redis, job_id: str, state: State, *, reason: str = "") ->
         raise ValueError(f"{state!r} is not a final state")
     event = _event(job_id, "outcome", state=state, reason=reason)
     fields = {"finished_at": repr(time.time()), "reason": reason}
-    moved, previous = _transition(conn, job_id, ACTIVE_STATES, state, fields, event, expire_s=RECORD_TTL_S)
+    moved, previous = _transition(conn, job_id, ACTIVE_STATES, state, fields, event, expire_s=RECORD_TTL_S,
+                                  stage=stage)
     if not moved:
         log.debug("job %s: %s ignored, it is %s", job_id, state, previous or "unknown")
         return False
+    if after_outcome is not None:
+        after_outcome()
     record = get(conn, job_id)
     for hook in list(_final_hooks):
         try:
@@ -277,7 +291,7 @@ def wait(
         redis.RedisError: Redis is unreachable.
     """
     deadline = time.monotonic() + timeout_s
-    with conn.pubsub(ignore_subscribe_messages=True) as pubsub:
+    with _own_connection(conn) as listener, listener.pubsub(ignore_subscribe_messages=True) as pubsub:
         pubsub.subscribe(keys.job_events(job_id))
         record = get(conn, job_id)  # read after subscribing, so no event between the two is lost
         while True:
@@ -298,6 +312,19 @@ def wait(
             record = get(conn, job_id)
 
 
+@contextmanager
+def _own_connection(conn: redis.Redis) -> Iterator[redis.Redis]:
+    """A client like `conn` on a pool of its own, for a subscription. Closing a subscription drops its connection;
+    taken from `conn`'s pool, that dropped connection would be the one the caller's next command gets, and that
+    command would first reconnect (on the path from a job's outcome to its grid bytes)."""
+    pool = conn.connection_pool
+    own = redis.ConnectionPool(connection_class=pool.connection_class, **pool.connection_kwargs)
+    try:
+        yield redis.Redis(connection_pool=own)
+    finally:
+        own.disconnect()
+
+
 def _transition(
     conn: redis.Redis,
     job_id: str,
@@ -308,8 +335,9 @@ def _transition(
     *,
     count_attempt: bool = False,
     expire_s: int = 0,
+    stage: Callable[[redis.client.Pipeline], None] | None = None,
 ) -> tuple[bool, str]:
-    moved, previous = conn.eval(
+    args = (
         _TRANSITION,
         3,
         keys.job(job_id),
@@ -322,6 +350,13 @@ def _transition(
         event,
         expire_s,
     )
+    if stage is None:
+        moved, previous = conn.eval(*args)
+    else:
+        with conn.pipeline(transaction=False) as pipe:
+            stage(pipe)
+            pipe.eval(*args)
+            moved, previous = pipe.execute()[-1]
     return bool(moved), previous.decode() if isinstance(previous, bytes) else str(previous)
 
 

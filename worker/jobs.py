@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from core.moderation import safety_of
 from core.spec import JobSpec
 from worker import kinds, moderation, runtime
 from worker.delivery import LiveMessage
+from worker.grid import encode_pngs
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,11 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
         raise
     finally:
         _close(live)  # before any outcome: no progress edit may follow it (the final hook, `rt.poster`, posts it)
-    store_output(conn, job_id, output, ttl_s=rt.settings.image_ttl_s)
-    if not jobs.finish(conn, job_id, jobs.DONE):
+    ttl_s = rt.settings.image_ttl_s
+    # The shown PNG is written in the round trip that publishes the outcome; a grid's four images right after it,
+    # before the final hooks post the grid with its buttons to Discord.
+    if not jobs.finish(conn, job_id, jobs.DONE, stage=lambda pipe: stage_output(pipe, job_id, output, ttl_s=ttl_s),
+                       after_outcome=lambda: store_images(conn, job_id, output.later, ttl_s=ttl_s)):
         record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
         return {"job_id": job_id, "state": record.state if record else "unknown"}
     runtime.count_job_done(rt)
@@ -80,14 +85,22 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job_id, "state": jobs.DONE}
 
 
-def store_output(conn: redis.Redis, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
-    """Store each image's PNG (`keys.job_image`), the PNG the job is shown as (`keys.job_grid`) and which images the
-    safety check replaced (`keys.job_flagged`) for `ttl_s`."""
+def stage_output(pipe: redis.client.Pipeline, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
+    """Queue on `pipe` the writes of each image's PNG (`keys.job_image`), the PNG the job is shown as
+    (`keys.job_grid`) and which images the safety check replaced (`keys.job_flagged`), for `ttl_s`."""
+    for index, png in enumerate(output.images):
+        pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
+    pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
+    moderation.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
+
+
+def store_images(conn: redis.Redis, job_id: str, images: Sequence[Image.Image], *, ttl_s: int) -> None:
+    """Encode (in parallel) and store `images` as the job's `keys.job_image` 0..n-1, for `ttl_s`."""
+    if not images:
+        return
     with conn.pipeline(transaction=False) as pipe:
-        for index, png in enumerate(output.images):
+        for index, png in enumerate(encode_pngs(images)):
             pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
-        pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
-        moderation.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
         pipe.execute()
 
 

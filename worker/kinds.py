@@ -22,7 +22,7 @@ from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
 from worker import moderation, runtime
 from worker.engine import ProgressCallback
-from worker.grid import compose_grid, encode_png, encode_pngs
+from worker.grid import GRID_COLUMNS, compose_grid, encode_png
 
 VARY_STRENGTH = {
     "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
@@ -46,13 +46,19 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 @dataclass(frozen=True)
 class Output:
     """What a job stores: each image's PNG (`keys.job_image`) and the PNG it is shown as (`keys.job_grid`), after
-    the safety check (`worker.moderation`): U and V buttons only ever start from these."""
+    the safety check (`worker.moderation`): U and V buttons only ever start from these.
+
+    A grid's four images are `later`: encoded and stored right after the outcome is published (`worker.jobs`), so
+    that only the grid's encoding sits between the last sampling step and the user. Until they are stored, a button
+    crops its image from the grid (`source_image`).
+    """
 
     images: list[bytes]
     shown: bytes
     flagged: tuple[int, ...] = ()  # images the safety check replaced
     action: str = ""  # how: "blur" (posted as a spoiler) or "withhold"
     report: str = ""  # what to record in the moderation log; "" when nothing new was flagged (a U copy)
+    later: tuple[Image.Image, ...] = ()  # images stored after the outcome, as `keys.job_image` 0..n-1
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ def source_image(
     single = _is_single(conn, parent, record)
     position = 0 if single else index - 1
     data = conn.get(keys.job_image(parent, position))
+    if not isinstance(data, bytes) and record is not None and not single:
+        data = _crop_from_grid(conn, parent, record.spec, position)
     if isinstance(data, bytes):
         action, flagged = moderation.flags_of(conn, parent)
         return Source(data, action if position in flagged else "")
@@ -150,6 +158,20 @@ def source_image(
         grandparent, grand_index = _parse_source(record.source)
         return source_image(rt, job_id, grandparent, grand_index, should_cancel, depth + 1)
     raise expired
+
+
+def _crop_from_grid(conn: redis.Redis, parent: str, spec: JobSpec, position: int) -> bytes | None:
+    """Image `position` (0-3) of a stored grid, as a PNG, when the grid holds it at full size (a grid shrunk to fit
+    Discord's limit does not); None otherwise. The grid's tiles are the checked images themselves."""
+    data = conn.get(keys.job_grid(parent))
+    if not isinstance(data, bytes):
+        return None
+    grid = Image.open(io.BytesIO(data))
+    width, height = spec.width, spec.height
+    if grid.size != (GRID_COLUMNS * width, 2 * height):
+        return None
+    left, top = (position % GRID_COLUMNS) * width, (position // GRID_COLUMNS) * height
+    return encode_png(grid.crop((left, top, left + width, top + height)))
 
 
 def _is_single(conn: redis.Redis, parent: str, record: jobs.JobRecord | None) -> bool:
@@ -169,8 +191,8 @@ def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
 
 
 def _grid_output(checked: moderation.Checked) -> Output:
-    *images, grid = encode_pngs([*checked.images, compose_grid(checked.images)])
-    return Output(images, grid, checked.flagged, checked.action, checked.detail)
+    grid = encode_png(compose_grid(checked.images))
+    return Output([], grid, checked.flagged, checked.action, checked.detail, later=tuple(checked.images))
 
 
 def _gpu(rt: runtime.Runtime, job_id: str, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:

@@ -69,6 +69,31 @@ def test_job_renders_grid_and_images_into_redis(redis_conn: redis.Redis, tiny_en
     assert redis_conn.hget(keys.worker_stats("test-worker"), "jobs_done") == b"1"
 
 
+def test_images_are_stored_before_the_final_hooks(redis_conn, tiny_engine, tiny_spec):
+    """The four images are stored after the outcome but before the final hooks (the Discord delivery, with its U
+    buttons) run: the hooks find them, each identical to its tile of the grid."""
+    seen: dict[str, Any] = {}
+    job_id = jobs.new_job_id()
+    events = Events(redis_conn, job_id)
+
+    def hook(conn: redis.Redis, rec: jobs.JobRecord) -> None:
+        seen["images"] = [conn.get(keys.job_image(rec.job_id, k)) for k in range(4)]
+
+    jobs.add_final_hook(hook)
+    try:
+        queue.enqueue(redis_conn, tiny_spec, "test:owner", job_id=job_id)
+        run_in_process(redis_conn, tiny_engine)
+    finally:
+        jobs.remove_final_hook(hook)
+    events.next("outcome", 5, state="done")
+    events.close()
+    grid = Image.open(io.BytesIO(redis_conn.get(keys.job_grid(job_id))))  # type: ignore[arg-type]
+    assert all(isinstance(png, bytes) for png in seen["images"])
+    for k, png in enumerate(seen["images"]):
+        tile = grid.crop(((k % 2) * 64, (k // 2) * 64, (k % 2) * 64 + 64, (k // 2) * 64 + 64))
+        assert Image.open(io.BytesIO(png)).tobytes() == tile.convert("RGB").tobytes()
+
+
 def test_permanent_failure_is_final_without_retry(redis_conn, tiny_engine, tiny_spec, outcomes):
     """GenerationFailed ends the job failed at the first attempt, with its message as the reason; RQ keeps it failed."""
     engine = ScriptedEngine(tiny_engine, GenerationFailed("the model produced an invalid image (NaN)"))

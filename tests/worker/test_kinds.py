@@ -64,14 +64,28 @@ def test_upscale_posts_the_parents_image_unchanged(redis_conn, tiny_engine, tiny
 
 def test_upscale_of_an_expired_image_renders_it_alone(redis_conn, tiny_engine, tiny_spec,
                                                       discord: ThreadedEmulator):  # noqa: F811
-    """When the parent's image 3 expired, U3 re-renders just that image: the same picture up to float noise."""
+    """When the parent's images expired (image 3 and the grid: they share a TTL), U3 re-renders just that image: the
+    same picture up to float noise."""
     parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
     kept = image(redis_conn, parent.job_id, 2)
-    redis_conn.delete(keys.job_image(parent.job_id, 2))
+    redis_conn.delete(keys.job_image(parent.job_id, 2), keys.job_grid(parent.job_id))
     up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
                  source={"job_id": parent.job_id, "index": 3})
     assert distance(image(redis_conn, up.job_id, 0), kept) < 2.0
     assert record(redis_conn, up.job_id).gpu_s > 0
+
+
+def test_upscale_before_the_images_are_stored_crops_the_grid(redis_conn, tiny_engine, tiny_spec,
+                                                             discord: ThreadedEmulator):  # noqa: F811
+    """The four images are stored just after the outcome; a U3 that comes first takes image 3 from the grid: the
+    same pixels as the stored image, no GPU time."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    kept = image(redis_conn, parent.job_id, 2)
+    redis_conn.delete(*(keys.job_image(parent.job_id, k) for k in range(4)))
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 3})
+    assert distance(image(redis_conn, up.job_id, 0), kept) == 0
+    assert record(redis_conn, up.job_id).gpu_s == 0
 
 
 def test_variations_start_from_their_source_image(redis_conn, tiny_engine, tiny_spec,

@@ -152,7 +152,8 @@ def test_upscale_of_an_expired_flagged_image_is_rerendered_blurred_as_spoiler(
     spec = checked(tiny_spec)
     parent = run(redis_conn, tiny_engine, discord, spec, flag_everything(), threshold=0.0)
     kept = stored(redis_conn, parent.job_id, 1)
-    redis_conn.delete(keys.job_image(parent.job_id, 1), keys.job_flagged(parent.job_id))  # expired together
+    redis_conn.delete(keys.job_image(parent.job_id, 1), keys.job_grid(parent.job_id),
+                      keys.job_flagged(parent.job_id))  # expired together
     u2 = run(redis_conn, tiny_engine, discord, spec, flag_everything(), threshold=0.0, kind="upscale",
              source={"job_id": parent.job_id, "index": 2})
     assert record(redis_conn, u2.job_id).gpu_s > 0  # re-rendered, not copied
