@@ -18,9 +18,9 @@ PNG_COMPRESS_LEVEL = 1
 (a LAN to Redis, a 10 MiB limit): on a 1024x1024 grid level 1 takes ~130 ms and 15% more bytes than level 6
 (~300 ms), and Pillow's `optimize=True` takes ~410 ms for 4% fewer bytes than level 6."""
 
-_ENCODERS = ThreadPoolExecutor(max_workers=min(5, os.cpu_count() or 1), thread_name_prefix="png")
-"""Threads that encode a job's PNGs side by side: Pillow's encoder releases the GIL, so the four images and the grid
-take about as long as the grid alone on a host with a few cores."""
+_ENCODERS = ThreadPoolExecutor(max_workers=max(1, min(4, (os.cpu_count() or 1) - 1)), thread_name_prefix="png")
+"""Threads that encode a grid's four images side by side (Pillow's encoder releases the GIL), leaving one core to
+the rest of the machine: they run just after the outcome is published, when whoever waited for it is reading it."""
 
 GRID_COLUMNS = 2
 """Images per row of a grid: four images make the 2x2 grid; a single image stays as it is."""

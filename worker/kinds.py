@@ -6,6 +6,7 @@ Image k of a grid parent is its stored image k-1; a single-image parent (an upsc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import time
@@ -59,6 +60,7 @@ class Output:
     action: str = ""  # how: "blur" (posted as a spoiler) or "withhold"
     report: str = ""  # what to record in the moderation log; "" when nothing new was flagged (a U copy)
     later: tuple[Image.Image, ...] = ()  # images stored after the outcome, as `keys.job_image` 0..n-1
+    gpu_s: float = 0.0  # device time spent making it, added to the job's `gpu_s` with the outcome
 
 
 @dataclass(frozen=True)
@@ -70,20 +72,39 @@ class Hooks:
     preview_interval_s: float
 
 
+class _Meter:
+    """Seconds the job's engine calls held the device so far."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
 def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks) -> Output:
-    """Make the job's images; GPU time goes to the job's `gpu_s`.
+    """Make the job's images. Their GPU time is `Output.gpu_s`, which the caller stores with the outcome; when making
+    them fails, it goes to the job's `gpu_s` here.
 
     Raises:
         GenerationFailed: a malformed source, or a source image that expired and cannot be recreated (permanent).
         JobCancelled, TransientGenerationError: from the engine.
     """
+    meter = _Meter()
+    try:
+        output = _make(rt, job_id, kind, spec, source, hooks, meter)
+    except BaseException:
+        jobs.add_gpu_seconds(rt.conn, job_id, meter.seconds)
+        raise
+    return dataclasses.replace(output, gpu_s=meter.seconds)
+
+
+def _make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks,
+          meter: _Meter) -> Output:
     if kind == "grid":
-        images = _gpu(rt, job_id, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
+        images = _gpu(meter, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
                                                             should_cancel=hooks.should_cancel,
                                                             preview_interval_s=hooks.preview_interval_s))
         return _grid_output(moderation.check(rt, spec, images))
     parent, index = _parse_source(source)
-    start = source_image(rt, job_id, parent, index, hooks.should_cancel)
+    start = source_image(rt, meter, parent, index, hooks.should_cancel)
     if kind == "upscale":
         # The parent's own (already checked) bytes: no regeneration, no re-encoding; still a spoiler if it was.
         flagged = (0,) if start.flagged_action else ()
@@ -93,12 +114,12 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
         strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
         if strength is None:
             raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
-        images = _gpu(rt, job_id, lambda: rt.engine.image_to_image(
+        images = _gpu(meter, lambda: rt.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s))
         return _grid_output(moderation.check(rt, spec, images))
     if kind == "upscale2x":
-        refined = _gpu(rt, job_id, lambda: _upscale2x(rt, spec, image, hooks))
+        refined = _gpu(meter, lambda: _upscale2x(rt, spec, image, hooks))
         checked = moderation.check(rt, spec, refined)
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
@@ -125,7 +146,7 @@ class Source:
 
 
 def source_image(
-    rt: runtime.Runtime, job_id: str, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
+    rt: runtime.Runtime, meter: _Meter, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
 ) -> Source:
     """Image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
 
@@ -150,13 +171,13 @@ def source_image(
     if record is None or depth >= MAX_SOURCE_DEPTH:
         raise expired
     if record.kind == "grid":
-        images = _gpu(rt, job_id, lambda: rt.engine.render(record.spec, indices=(index - 1,),
+        images = _gpu(meter, lambda: rt.engine.render(record.spec, indices=(index - 1,),
                                                             should_cancel=should_cancel))
         checked = moderation.check(rt, record.spec, images)  # as checked as the stored one was
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
-        return source_image(rt, job_id, grandparent, grand_index, should_cancel, depth + 1)
+        return source_image(rt, meter, grandparent, grand_index, should_cancel, depth + 1)
     raise expired
 
 
@@ -195,10 +216,10 @@ def _grid_output(checked: moderation.Checked) -> Output:
     return Output([], grid, checked.flagged, checked.action, checked.detail, later=tuple(checked.images))
 
 
-def _gpu(rt: runtime.Runtime, job_id: str, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:
-    """Run one engine call, adding the time it held the device to the job's GPU seconds (also when it fails)."""
+def _gpu(meter: _Meter, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:
+    """Run one engine call, adding the time it held the device to `meter` (also when it fails)."""
     started = time.monotonic()
     try:
         return call()
     finally:
-        jobs.add_gpu_seconds(rt.conn, job_id, time.monotonic() - started)
+        meter.seconds += time.monotonic() - started
