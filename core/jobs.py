@@ -219,7 +219,8 @@ def finish(
         state: `done`, `failed` or `cancelled`.
         reason: why it failed or was cancelled, in words for the user.
         stage: queues writes (the job's images) that Redis applies right before the move, in the same round trip.
-        after_outcome: called once this call made the move, after the event and before the hooks.
+        after_outcome: called once this call made the move, after the event and before the hooks (which run even
+            when it raises: the error is logged).
 
     Returns:
         True when this call moved the job into `state`; False when it was final already (or unknown): then nothing
@@ -238,7 +239,10 @@ def finish(
         log.debug("job %s: %s ignored, it is %s", job_id, state, previous or "unknown")
         return False
     if after_outcome is not None:
-        after_outcome()
+        try:
+            after_outcome()
+        except Exception:  # the outcome stands; the hooks below must still see it
+            log.exception("job %s: after the %s outcome", job_id, state)
     record = get(conn, job_id)
     for hook in list(_final_hooks):
         try:

@@ -124,6 +124,34 @@ def test_final_transition_happens_once_under_a_race(redis_conn, job_id, events):
     assert outcomes == [{"type": "outcome", "job_id": job_id, "state": rec.state, "reason": rec.reason}]
 
 
+def test_finish_applies_staged_writes_then_after_outcome_then_hooks(redis_conn, job_id, events):
+    """stage's writes are in Redis when the outcome is published; after_outcome runs before the final hooks, and a
+    failing after_outcome does not keep the hooks from running. A second finish stages its writes but calls nothing."""
+    jobs.mark_running(redis_conn, job_id, "w1")
+    order: list[str] = []
+
+    def stage(pipe: redis.client.Pipeline) -> None:
+        pipe.set(keys.job_grid(job_id), b"grid")
+
+    def after_outcome() -> None:
+        order.append("after_outcome")
+        assert redis_conn.get(keys.job_grid(job_id)) == b"grid"
+        raise RuntimeError("storing the images failed")
+
+    def hook(conn: redis.Redis, rec: jobs.JobRecord) -> None:
+        order.append(f"hook {rec.state}")
+
+    jobs.add_final_hook(hook)
+    try:
+        assert jobs.finish(redis_conn, job_id, jobs.DONE, stage=stage, after_outcome=after_outcome)
+        assert not jobs.finish(redis_conn, job_id, jobs.FAILED, stage=stage, after_outcome=after_outcome)
+    finally:
+        jobs.remove_final_hook(hook)
+    assert order == ["after_outcome", "hook done"]
+    assert [e["state"] for e in drain(events) if e["type"] == "outcome"] == ["done"]
+    assert jobs.get(redis_conn, job_id).state == jobs.DONE  # type: ignore[union-attr]
+
+
 def test_finish_rejects_non_final_state(redis_conn, job_id):
     """finish() only moves into done, failed or cancelled."""
     with pytest.raises(ValueError, match="not a final state"):
