@@ -126,6 +126,7 @@ class ImagineWorker(SimpleWorker):
         self.job_heartbeat_ttl_s = job_heartbeat_ttl_s
         self.job_timeout_s = job_timeout_s
         self.before_dequeue = BeforeDequeue(self.connection, self.queue_names())
+        self._job_heartbeat: _JobHeartbeat | None = None
 
     @classmethod
     def for_model(cls, conn: redis.Redis, model: str, name: str, settings: WorkerSettings) -> ImagineWorker:
@@ -178,10 +179,9 @@ class ImagineWorker(SimpleWorker):
     def _beater(self) -> _JobHeartbeat:
         """The thread that renews the running job's heartbeat; one for the worker's life, started on first use (a
         thread started per job would sit on every job's path from pickup to render)."""
-        beater: _JobHeartbeat | None = getattr(self, "_job_heartbeat", None)
-        if beater is None:
-            beater = self._job_heartbeat = _JobHeartbeat(self)
-        return beater
+        if self._job_heartbeat is None:
+            self._job_heartbeat = _JobHeartbeat(self)
+        return self._job_heartbeat
 
 
 class _JobHeartbeat:
