@@ -89,19 +89,19 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
     """
     meter = _Meter()
     try:
-        output = _make(rt, job_id, kind, spec, source, hooks, meter)
+        output = _make(rt, kind, spec, source, hooks, meter)
     except BaseException:
         jobs.add_gpu_seconds(rt.conn, job_id, meter.seconds)
         raise
     return dataclasses.replace(output, gpu_s=meter.seconds)
 
 
-def _make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks,
-          meter: _Meter) -> Output:
+def _make(rt: runtime.Runtime, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
+          ) -> Output:
     if kind == "grid":
         images = _gpu(meter, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
-                                                            should_cancel=hooks.should_cancel,
-                                                            preview_interval_s=hooks.preview_interval_s))
+                                                      should_cancel=hooks.should_cancel,
+                                                      preview_interval_s=hooks.preview_interval_s))
         return _grid_output(moderation.check(rt, spec, images))
     parent, index = _parse_source(source)
     start = source_image(rt, meter, parent, index, hooks.should_cancel)
@@ -172,7 +172,7 @@ def source_image(
         raise expired
     if record.kind == "grid":
         images = _gpu(meter, lambda: rt.engine.render(record.spec, indices=(index - 1,),
-                                                            should_cancel=should_cancel))
+                                                      should_cancel=should_cancel))
         checked = moderation.check(rt, record.spec, images)  # as checked as the stored one was
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
@@ -189,7 +189,7 @@ def _crop_from_grid(conn: redis.Redis, parent: str, spec: JobSpec, position: int
         return None
     grid = Image.open(io.BytesIO(data))
     width, height = spec.width, spec.height
-    if grid.size != (GRID_COLUMNS * width, 2 * height):
+    if grid.size != (GRID_COLUMNS * width, 2 * height):  # four images: two rows
         return None
     left, top = (position % GRID_COLUMNS) * width, (position // GRID_COLUMNS) * height
     return encode_png(grid.crop((left, top, left + width, top + height)))
