@@ -77,6 +77,19 @@ def test_a_second_run_needs_resume_and_resume_continues(quick_model):
     assert "VAE: finished in an earlier run" in (quick_model / "train.log").read_text()
 
 
+def test_vae_from_reuses_a_trained_autoencoder(quick_model, tmp_path):
+    """--vae-from skips stage 1: the new folder's autoencoder is the given one, weight for weight; only the denoiser
+    is trained again."""
+    out = train.main(["--quick", "--steps-unet", "3", "--threads", "1", "--vae-from", str(quick_model),
+                      "--out", str(tmp_path / "again")])
+    for name in ("vae/diffusion_pytorch_model", "unet/diffusion_pytorch_model"):
+        file = f"{name}.safetensors"
+        with safe_open(quick_model / file, "pt") as a, safe_open(out / file, "pt") as b:
+            same = all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+        assert same == name.startswith("vae"), name
+    assert "VAE: taken from" in (out / "train.log").read_text()
+
+
 def test_loss_weights():
     """v-prediction (shipped): clamp(SNR, 1, gamma) / (SNR + 1), so the implied x0 error weighs 1 at the highest
     noise levels and gamma at most; eps: Min-SNR-gamma's min(SNR, gamma) / SNR (Hang et al. 2023)."""
