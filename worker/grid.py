@@ -38,8 +38,15 @@ def compose_grid(images: Sequence[Image.Image]) -> Image.Image:
     for k, image in enumerate(images):
         if image.size != (width, height):
             raise ValueError(f"grid images differ in size: {image.size} and {(width, height)}")
-        grid.paste(image.convert("RGB"), ((k % GRID_COLUMNS) * width, (k // GRID_COLUMNS) * height))
+        grid.paste(image.convert("RGB"), tile_box(k, (width, height))[:2])
     return grid
+
+
+def tile_box(k: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of image k in a grid of images of `size`, as `compose_grid` lays them out."""
+    width, height = size
+    left, top = (k % GRID_COLUMNS) * width, (k // GRID_COLUMNS) * height
+    return left, top, left + width, top + height
 
 
 def encode_png(image: Image.Image, max_bytes: int = DISCORD_MAX_ATTACHMENT_BYTES) -> bytes:

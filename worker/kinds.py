@@ -23,7 +23,7 @@ from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
 from worker import moderation, runtime
 from worker.engine import ProgressCallback
-from worker.grid import GRID_COLUMNS, compose_grid, encode_png
+from worker.grid import compose_grid, encode_png, tile_box
 
 VARY_STRENGTH = {
     "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
@@ -188,11 +188,10 @@ def _crop_from_grid(conn: redis.Redis, parent: str, spec: JobSpec, position: int
     if not isinstance(data, bytes):
         return None
     grid = Image.open(io.BytesIO(data))
-    width, height = spec.width, spec.height
-    if grid.size != (GRID_COLUMNS * width, 2 * height):  # four images: two rows
+    size = (spec.width, spec.height)
+    if grid.size != tile_box(3, size)[2:]:  # the full-size 2x2 grid ends where its fourth image does
         return None
-    left, top = (position % GRID_COLUMNS) * width, (position // GRID_COLUMNS) * height
-    return encode_png(grid.crop((left, top, left + width, top + height)))
+    return encode_png(grid.crop(tile_box(position, size)))
 
 
 def _is_single(conn: redis.Redis, parent: str, record: jobs.JobRecord | None) -> bool:
