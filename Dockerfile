@@ -10,6 +10,8 @@ WORKDIR /app
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 COPY pyproject.toml README.md ./
 COPY core core
+COPY quotas quotas
+COPY moderation moderation
 COPY bot bot
 COPY worker worker
 COPY model model

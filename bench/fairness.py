@@ -28,11 +28,13 @@ from typing import Any
 import redis
 from rq import Queue
 
-from core import admission, fairness, jobs, keys, ledger
+import quotas
+import quotas.ledger  # the outcome hook: to be replaced by explicit calls (house issue)
+from core import jobs, keys
 from core.errors import ImagineError
 from core.settings import RedisSettings
 from core.spec import JobSpec, PromptPart
-from core.tiers import load_config
+from quotas import load_config
 
 # (member, tier, [(arrival s, jobs in the command)], GPU-seconds per job, image side in pixels)
 LOAD: list[tuple[str, str, list[tuple[float, int]], float, int]] = [
@@ -78,8 +80,8 @@ def simulate(conn: redis.Redis, *, fair: bool, gpus: int) -> dict[str, Any]:
     refused: dict[str, int] = defaultdict(int)
     try:
         for name, seconds in PAST_USAGE_S.items():
-            req = admission.AdmissionRequest((jobs.new_job_id(),), "relax", model, 512, 512, 25, now=START_S - 3600)
-            ledger.settle(conn, admission.admit(conn, f"{guild}:{name}", tiers[name], req).job_ids[0], seconds)
+            req = quotas.AdmissionRequest((jobs.new_job_id(),), "relax", model, 512, 512, 25, now=START_S - 3600)
+            quotas.settle(conn, quotas.admit(conn, f"{guild}:{name}", tiers[name], req).job_ids[0], seconds)
         now, running, pending = START_S, [], list(arrivals)
         while pending or running or conn.llen(list_key):
             for end, job_id in sorted(r for r in running if r[0] <= now):
@@ -88,11 +90,11 @@ def simulate(conn: redis.Redis, *, fair: bool, gpus: int) -> dict[str, Any]:
                 jobs.finish(conn, job_id, jobs.DONE)  # the ledger's hook settles it
             while pending and pending[0][0] <= now:
                 at, name, n, gpu_s, side = pending.pop(0)
-                req = admission.AdmissionRequest(
+                req = quotas.AdmissionRequest(
                     tuple(jobs.new_job_id() for _ in range(n)), "relax", model, side, side, 25, now=at
                 )
                 try:
-                    admitted = admission.admit(conn, f"{guild}:{name}", tiers[name], req).job_ids
+                    admitted = quotas.admit(conn, f"{guild}:{name}", tiers[name], req).job_ids
                 except ImagineError:
                     refused[name] += n  # a member at the tier's waiting cap (FIFO makes that happen)
                     continue
@@ -103,7 +105,7 @@ def simulate(conn: redis.Redis, *, fair: bool, gpus: int) -> dict[str, Any]:
                     owner[job_id], duration[job_id], arrived[job_id] = name, gpu_s, at
             if len(running) < gpus and conn.llen(list_key):
                 if fair:
-                    fairness.order(conn, lane, now=now)
+                    quotas.order_relax(conn, lane, now=now)
                 job_id = _text(conn.lpop(list_key))
                 jobs.mark_running(conn, job_id, "bench")
                 started[job_id] = now
@@ -186,7 +188,7 @@ def _clean(conn: redis.Redis, guild: str, model: str, job_ids: list[str]) -> Non
 def run(*, gpus: int = 1) -> dict[str, Any]:
     """FIFO and fair order on the same load; figures side by side."""
     conn = redis.Redis.from_url(RedisSettings().redis_url)
-    ledger.install_outcome_hook()
+    quotas.ledger.install_outcome_hook()
     try:
         fifo, ours = simulate(conn, fair=False, gpus=gpus), simulate(conn, fair=True, gpus=gpus)
     finally:

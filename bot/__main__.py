@@ -17,7 +17,8 @@ import yarl
 from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
 from core.errors import ImagineError
 from core.queue import redis_location
-from core.settings import AdminSettings, DiscordSettings, JobSettings, ModelSettings, RedisSettings, TierSettings
+from core.settings import AdminSettings, DiscordSettings, JobSettings, ModelSettings, RedisSettings
+from quotas import TierSettings
 
 log = logging.getLogger("bot")
 

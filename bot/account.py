@@ -11,7 +11,9 @@ import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import errors, moderation, quota, submit
+import moderation
+import quotas
+from bot import errors, quota, screening, submit
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from core import usersettings
@@ -49,7 +51,7 @@ def save_choice(
     channel_nsfw: bool = False,
 ) -> usersettings.UserSettings:
     """Store one select's choice, refusing values the select never offered (custom_ids can be forged) and defaults
-    the guild's block list covers (`bot.moderation.check_default`)."""
+    the guild's block list covers (`bot.screening.check_default`)."""
     if value not in choices(name, registry):
         raise ImagineError(f"{value!r} is not a choice for {name}")
     if name != "mode" and value != RESET:
@@ -92,8 +94,8 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS
             values = data.get("values") or [RESET]
             owner = submit.owner_of(interaction.user.id)
             saved = await bot.redis_call(save_choice, owner, self.name, str(values[0]), bot.registry,
-                                         guild=moderation.guild_of(interaction),
-                                         channel_nsfw=moderation.channel_nsfw(interaction))
+                                         guild=screening.guild_of(interaction),
+                                         channel_nsfw=screening.channel_nsfw(interaction))
             await interaction.response.edit_message(content=settings_text(saved), view=settings_view(saved, bot))
         except Exception as exc:  # a DynamicItem's errors never reach tree.on_error
             await errors.report(interaction, exc)
@@ -118,13 +120,13 @@ class Account(commands.Cog):
 
     @app_commands.command(name="info", description="Your tier, fast time left, mode, queued and running jobs")
     async def info(self, interaction: discord.Interaction) -> None:
-        tier = await self.bot.redis_call(quota.tier_lines, self.bot.tiers, quota.who(interaction))
+        tier = await self.bot.redis_call(quotas.tier_lines, self.bot.tiers, quota.who(interaction))
         text = await self.bot.redis_call(submit.info_text, submit.owner_of(interaction.user.id))
         await interaction.response.send_message("\n".join([*tier, text]), ephemeral=True)
 
     @app_commands.command(name="subscribe", description="How to get a higher tier on this server")
     async def subscribe(self, interaction: discord.Interaction) -> None:
-        text = await self.bot.redis_call(quota.subscribe_text, self.bot.tiers, quota.who(interaction))
+        text = await self.bot.redis_call(quotas.subscribe_text, self.bot.tiers, quota.who(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="settings", description="Your default mode, aspect ratio, stylize and model")
@@ -143,7 +145,7 @@ class Account(commands.Cog):
         await self._mode(interaction, "relax")
 
     async def _mode(self, interaction: discord.Interaction, mode: str) -> None:
-        await self.bot.redis_call(quota.check_mode, self.bot.tiers, quota.who(interaction), mode)
+        await self.bot.redis_call(quotas.check_mode, self.bot.tiers, quota.who(interaction), mode)
         await self.bot.redis_call(usersettings.set_mode, submit.owner_of(interaction.user.id), mode)
         await interaction.response.send_message(f"Your jobs now run in **{mode}** mode.", ephemeral=True)
 

@@ -155,7 +155,9 @@ async def audit(interaction: discord.Interaction, count: int = AUDIT_SHOWN) -> N
 
 
 async def setup(bot: commands.Bot) -> None:
-    from bot.admin_moderation import moderation  # it uses this module's `answer`: imported once this one is loaded
+    from bot.admin_moderation import (
+        group as moderation,  # it uses this module's `answer`: imported once this one is loaded
+    )
 
     admin.add_command(moderation, override=True)
     bot.tree.add_command(admin)

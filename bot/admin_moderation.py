@@ -1,6 +1,6 @@
 """`/admin moderation ...`: the prompt filter's lists, the NSFW and image policy, the moderation log channel,
 suspensions and status. Each command is authorised and audited by `bot.admin_ops.run`, like every `/admin` command;
-the operations below are plain functions of plain values, and `core.modstore` validates (AdminInputError).
+the operations below are plain functions of plain values, and `moderation.store` validates (AdminInputError).
 
 Discord nests commands at most two levels under `/admin`, so the lists are `block`/`allow` with an `action`.
 """
@@ -14,11 +14,12 @@ import discord
 import redis
 from discord import app_commands
 
+import moderation
 from bot import admin_ops
 from bot.admin import answer, target
 from bot.admin_ops import Caller, Target
 from bot.client import ImagineBot
-from core import audit, modstore
+from core import audit
 from core.errors import AdminInputError
 from core.settings import AdminSettings
 
@@ -31,7 +32,7 @@ LOG_CHANNEL_TYPES = (discord.ChannelType.text, discord.ChannelType.news)
 NEEDED = (("view_channel", "View Channel"), ("send_messages", "Send Messages"))
 """The permissions the bot needs in the moderation log channel, with Discord's names for them."""
 
-moderation = app_commands.Group(name="moderation", description="Prompt filter, NSFW policy, image checks, log")
+group = app_commands.Group(name="moderation", description="Prompt filter, NSFW policy, image checks, log")
 
 
 # -- operations (plain values in, words out) ---------------------------------------------------------------------
@@ -39,7 +40,7 @@ moderation = app_commands.Group(name="moderation", description="Prompt filter, N
 
 def edit_list(conn: redis.Redis, caller: Caller, which: str, action: str, entry: str | None) -> str:
     """`block`/`allow` with `add`, `remove` or `list`."""
-    lister = modstore.block_list if which == "block" else modstore.allow_list
+    lister = moderation.block_list if which == "block" else moderation.allow_list
     if action == "list":
         entries = lister(conn, caller.guild)
         shown = ", ".join(f"`{_plain(e)}`" for e in entries)
@@ -51,10 +52,10 @@ def edit_list(conn: redis.Redis, caller: Caller, which: str, action: str, entry:
     if not entry or not entry.strip():
         raise AdminInputError(f"Give the word or phrase to {action}.")
     if action == "add":
-        stored = (modstore.block_add if which == "block" else modstore.allow_add)(conn, caller.guild, entry)
+        stored = (moderation.block_add if which == "block" else moderation.allow_add)(conn, caller.guild, entry)
         audit.record(conn, caller.guild, caller.user, f"moderation {which} add", "", stored)
         return f"`{_plain(stored)}` is now on the {which} list (matched however it is spelled or spaced)."
-    removed = (modstore.block_remove if which == "block" else modstore.allow_remove)(conn, caller.guild, entry)
+    removed = (moderation.block_remove if which == "block" else moderation.allow_remove)(conn, caller.guild, entry)
     if not removed:
         return f"`{_plain(entry.strip())}` is not on this server's {which} list; nothing changed."
     audit.record(conn, caller.guild, caller.user, f"moderation {which} remove", "", entry.strip())
@@ -71,10 +72,10 @@ def set_policy(conn: redis.Redis, caller: Caller, changes: dict[str, object]) ->
                 raise AdminInputError(f"{name.replace('_', ' ')} must be a whole number of minutes, at least 1.")
             given[name.replace("_minutes", "_s")] = minutes * 60
     if given:
-        modstore.set_policy(conn, caller.guild, **given)
+        moderation.set_policy(conn, caller.guild, **given)
         detail = ", ".join(f"{name}={value}" for name, value in sorted(given.items()))
         audit.record(conn, caller.guild, caller.user, "moderation policy", "", detail[:300])
-    policy = modstore.load_policy(conn, caller.guild)
+    policy = moderation.load_policy(conn, caller.guild)
     head = "**Moderation policy updated**" if given else "**Moderation policy**"
     return "\n".join([
         head,
@@ -91,16 +92,16 @@ def set_log(
 ) -> str:
     """Show, choose or turn off the moderation log channel; refuse one the bot can't post in (`missing`)."""
     if off:
-        modstore.set_log_channel(conn, caller.guild, None)
+        moderation.set_log_channel(conn, caller.guild, None)
         audit.record(conn, caller.guild, caller.user, "moderation log", "", "off")
         return "The moderation log is off: notices go only to the audit log (`/admin audit`)."
     if channel is None:
-        policy = modstore.load_policy(conn, caller.guild)
+        policy = moderation.load_policy(conn, caller.guild)
         where = f"<#{policy.log_channel}>" if policy.log_channel else "no channel (`/admin moderation log #channel`)"
         return f"Moderation log: {where}" + (f"\nProblem: {policy.log_failure}" if policy.log_failure else "")
     if problem:
         raise AdminInputError(problem)
-    modstore.set_log_channel(conn, caller.guild, channel, missing=missing)  # AdminInputError names what is missing
+    moderation.set_log_channel(conn, caller.guild, channel, missing=missing)  # AdminInputError names what is missing
     audit.record(conn, caller.guild, caller.user, "moderation log", f"channel {channel}")
     note = "" if checked else (" I could not check my permissions there: if a notice can't be posted, "
                                "`/admin moderation status` will say so.")
@@ -117,15 +118,15 @@ def suspend(
         raise AdminInputError(f"{who.mention} is an admin (Manage Server or an admin role): remove that first.")
     if minutes is not None and not minutes > 0:
         raise AdminInputError(f"A suspension lasts a positive number of minutes, not {minutes:g}.")
-    seconds = round(minutes * 60) if minutes is not None else modstore.load_policy(conn, caller.guild).suspension_s
-    until = modstore.suspend(conn, caller.guild, who.user, seconds=seconds, now=time.time())
+    seconds = round(minutes * 60) if minutes is not None else moderation.load_policy(conn, caller.guild).suspension_s
+    until = moderation.suspend(conn, caller.guild, who.user, seconds=seconds, now=time.time())
     audit.record(conn, caller.guild, caller.user, "moderation suspend", who.user, f"until {int(until)}")
     return f"{who.mention} is suspended from creating images here until <t:{int(until)}:f> (`/admin moderation lift`)."
 
 
 def lift(conn: redis.Redis, caller: Caller, who: Target) -> str:
     """Lift a member's suspension and forget their strikes."""
-    if not modstore.lift(conn, caller.guild, who.user):
+    if not moderation.lift(conn, caller.guild, who.user):
         return f"{who.mention} was not suspended; their strikes are cleared."
     audit.record(conn, caller.guild, caller.user, "moderation lift", who.user)
     return f"{who.mention} may create images again; their strikes are cleared."
@@ -133,7 +134,7 @@ def lift(conn: redis.Redis, caller: Caller, who: Target) -> str:
 
 def status(conn: redis.Redis, caller: Caller) -> str:
     """The policy, lists, log channel (and any problem posting there) and the workers' image safety classifiers."""
-    return "\n".join(["**Moderation**", *modstore.status_lines(conn, caller.guild, now=time.time())])
+    return "\n".join(["**Moderation**", *moderation.status_lines(conn, caller.guild, now=time.time())])
 
 
 def _plain(text: str) -> str:
@@ -159,7 +160,7 @@ def bot_permissions(
     return resolved.permissions_for(me)
 
 
-@moderation.command(name="block", description="Add, remove or list blocked words and phrases")
+@group.command(name="block", description="Add, remove or list blocked words and phrases")
 @app_commands.describe(action="add, remove or list", entry="a word or phrase (not a pattern)")
 async def block(
     interaction: discord.Interaction, action: Literal["add", "remove", "list"], entry: str | None = None
@@ -167,7 +168,7 @@ async def block(
     await answer(interaction, f"moderation block {action}", edit_list, "block", action, entry)
 
 
-@moderation.command(name="allow", description="Add, remove or list allowed words (false positives, place names)")
+@group.command(name="allow", description="Add, remove or list allowed words (false positives, place names)")
 @app_commands.describe(action="add, remove or list", entry="a word or phrase (not a pattern)")
 async def allow(
     interaction: discord.Interaction, action: Literal["add", "remove", "list"], entry: str | None = None
@@ -175,7 +176,7 @@ async def allow(
     await answer(interaction, f"moderation allow {action}", edit_list, "allow", action, entry)
 
 
-@moderation.command(name="policy", description="Show or change the NSFW policy, image action and strikes")
+@group.command(name="policy", description="Show or change the NSFW policy, image action and strikes")
 @app_commands.describe(
     nsfw="age-restricted: mature terms only in age-restricted channels; strict: nowhere",
     flagged="what happens to an image the safety check flags",
@@ -201,7 +202,7 @@ async def policy(
     await answer(interaction, "moderation policy", set_policy, changes)
 
 
-@moderation.command(name="log", description="Show, choose or turn off the moderation log channel")
+@group.command(name="log", description="Show, choose or turn off the moderation log channel")
 @app_commands.describe(channel="where notices of blocked prompts and flagged images go", off="turn the log off")
 async def log(
     interaction: discord.Interaction, channel: app_commands.AppCommandChannel | None = None, off: bool = False
@@ -218,18 +219,18 @@ async def log(
     await answer(interaction, "moderation log", set_log, channel_id, problem, missing, checked, off)
 
 
-@moderation.command(name="suspend", description="Suspend a member from creating images (default: the policy's length)")
+@group.command(name="suspend", description="Suspend a member from creating images (default: the policy's length)")
 @app_commands.describe(member="the member", minutes="how long; default: the policy's suspension length")
 async def suspend_member(interaction: discord.Interaction, member: discord.User, minutes: float | None = None) -> None:
     assert isinstance(interaction.client, ImagineBot)
     await answer(interaction, "moderation suspend", suspend, interaction.client.admins, target(member), minutes)
 
 
-@moderation.command(name="lift", description="Lift a member's suspension and clear their strikes")
+@group.command(name="lift", description="Lift a member's suspension and clear their strikes")
 async def lift_member(interaction: discord.Interaction, member: discord.User) -> None:
     await answer(interaction, "moderation lift", lift, target(member))
 
 
-@moderation.command(name="status", description="Policy, lists, log channel and the image safety check in use")
+@group.command(name="status", description="Policy, lists, log channel and the image safety check in use")
 async def show_status(interaction: discord.Interaction) -> None:
     await answer(interaction, "moderation status", status)

@@ -18,11 +18,12 @@ from typing import Any
 
 import redis
 
-from bot import quota, submit
-from core import admission, audit, ledger, tierstore
+import quotas
+from bot import submit
+from core import audit
 from core.errors import AdminInputError, NotAdmin, TierConfigError
 from core.settings import AdminSettings
-from core.tiers import GuildPolicy, Tier, TiersConfig, apply_policy
+from quotas import GuildPolicy, Tier, TiersConfig, apply_policy
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ MAX_SUBSCRIBE_CHARS = 1500
 """`/subscribe` text limit: Discord allows 2000 characters a message and the reply adds the tier list."""
 
 LIMIT_FIELDS = tuple(f.name for f in fields(Tier) if f.name != "name")
-"""The limits `/admin limits` can change (the fields of `core.tiers.Tier`)."""
+"""The limits `/admin limits` can change (the fields of `quotas.quotas.Tier`)."""
 
 RESET_WORDS = ("default", "reset")
 """A value that removes the guild's override and goes back to the deployment's."""
@@ -89,8 +90,8 @@ def _member(target: Target) -> Target:
     return target
 
 
-def _who(caller: Caller, target: Target) -> quota.Who:
-    return quota.Who(caller.guild, target.user, target.role_ids)
+def _who(caller: Caller, target: Target) -> quotas.Who:
+    return quotas.Who(caller.guild, target.user, target.role_ids)
 
 
 # -- tiers ------------------------------------------------------------------------------------------------------
@@ -101,11 +102,11 @@ def tier_set(
 ) -> str:
     """Give a member a tier, for `days` or for good."""
     _member(target)
-    effective = tierstore.effective_config(conn, caller.guild, config)
-    grant = tierstore.set_grant(
-        conn, ledger.member_id(caller.guild, target.user), effective, tier, days=days, now=time.time()
+    effective = quotas.effective_config(conn, caller.guild, config)
+    grant = quotas.set_grant(
+        conn, quotas.member_id(caller.guild, target.user), effective, tier, days=days, now=time.time()
     )
-    until = f"until {quota.date(grant.expires_at)}" if grant.expires_at else "with no end"
+    until = f"until {quotas.date(grant.expires_at)}" if grant.expires_at else "with no end"
     audit.record(conn, caller.guild, caller.user, "tier set", target.user, f"{grant.tier} {until}")
     return f"{target.mention} now has the **{grant.tier}** tier {until}."
 
@@ -113,7 +114,7 @@ def tier_set(
 def tier_clear(conn: redis.Redis, caller: Caller, target: Target) -> str:
     """Remove a member's explicit tier (their roles or the default apply again)."""
     _member(target)
-    if not tierstore.clear_grant(conn, ledger.member_id(caller.guild, target.user)):
+    if not quotas.clear_grant(conn, quotas.member_id(caller.guild, target.user)):
         return f"{target.mention} had no tier given by an admin; nothing changed."
     audit.record(conn, caller.guild, caller.user, "tier clear", target.user)
     return f"{target.mention}'s admin-given tier is removed: their roles or the server's default apply."
@@ -121,7 +122,7 @@ def tier_clear(conn: redis.Redis, caller: Caller, target: Target) -> str:
 
 def tier_roles(conn: redis.Redis, caller: Caller, config: TiersConfig, role_id: str | None, tier: str | None) -> str:
     """Show the role map, or map a role to a tier (`none` removes the role's mapping)."""
-    policy = tierstore.load_policy(conn, caller.guild)
+    policy = quotas.load_policy(conn, caller.guild)
     if role_id is None or tier is None:
         if role_id is not None or tier is not None:
             raise AdminInputError("Give both a role and a tier (or `none` to unmap the role), or neither to list.")
@@ -138,7 +139,7 @@ def tier_roles(conn: redis.Redis, caller: Caller, config: TiersConfig, role_id: 
             roles[role_id] = apply_policy(config, current).get(tier).name
         return dataclasses.replace(current, roles=roles)
 
-    new = tierstore.update_policy(conn, caller.guild, config, change)
+    new = quotas.update_policy(conn, caller.guild, config, change)
     if new is None:
         return f"<@&{role_id}> was not mapped to a tier; nothing changed."
     detail = "unmapped" if unmap else new.roles[role_id]
@@ -150,7 +151,7 @@ def tier_default(conn: redis.Redis, caller: Caller, config: TiersConfig, tier: s
     """Set the tier of members with no grant and no mapped role (`default` or `reset`: the deployment's default)."""
     reset = tier.strip().lower() in RESET_WORDS
     chosen = None if reset else config.get(tier).name  # an unknown tier is refused before anything is written
-    new = tierstore.update_policy(conn, caller.guild, config,
+    new = quotas.update_policy(conn, caller.guild, config,
                                   lambda current: dataclasses.replace(current, default_tier=chosen))
     assert new is not None
     name = apply_policy(config, new).default_tier
@@ -162,11 +163,11 @@ def tier_default(conn: redis.Redis, caller: Caller, config: TiersConfig, tier: s
 def tier_show(conn: redis.Redis, caller: Caller, config: TiersConfig, target: Target | None) -> str:
     """A member's tier and how it was assigned, or the server's tiers, default and role map."""
     if target is not None:
-        assigned = quota.assignment(conn, config, _who(caller, _member(target)), now=time.time())
-        how = quota.source_text(assigned).replace("your role", "their role")
+        assigned = quotas.assignment(conn, config, _who(caller, _member(target)), now=time.time())
+        how = quotas.source_text(assigned).replace("your role", "their role")
         return f"{target.mention}: **{assigned.tier.name}** ({how})."
-    effective = tierstore.effective_config(conn, caller.guild, config)
-    policy = tierstore.load_policy(conn, caller.guild)
+    effective = quotas.effective_config(conn, caller.guild, config)
+    policy = quotas.load_policy(conn, caller.guild)
     lines = [f"**Default tier:** {effective.default_tier}", "**Tiers**"]
     lines += [_tier_summary(t) for t in effective.tiers.values()]
     lines += ["**Roles**"] + ([f"<@&{r}> -> {t}" for r, t in sorted(policy.roles.items())] or ["none mapped"])
@@ -176,7 +177,7 @@ def tier_show(conn: redis.Redis, caller: Caller, config: TiersConfig, target: Ta
 def _tier_summary(tier: Tier) -> str:
     relax = "relax" if tier.relax else "no relax"
     return (
-        f"**{tier.name}**: {quota.minutes(tier.fast_gpu_s)} fast, {relax}, {tier.max_running_fast} fast running, "
+        f"**{tier.name}**: {quotas.minutes(tier.fast_gpu_s)} fast, {relax}, {tier.max_running_fast} fast running, "
         f"{tier.max_waiting} queued, {tier.max_jobs_per_command}/command, {tier.requests_per_minute}/min"
     )
 
@@ -189,17 +190,17 @@ def quota_grant(conn: redis.Redis, caller: Caller, config: TiersConfig, target: 
     _member(target)
     if not minutes > 0:
         raise AdminInputError(f"A grant must be a positive number of minutes, not {minutes:g}.")
-    total = ledger.grant(
-        conn, ledger.member_id(caller.guild, target.user), minutes * 60, now=time.time(), policy=config.period
+    total = quotas.grant(
+        conn, quotas.member_id(caller.guild, target.user), minutes * 60, now=time.time(), policy=config.period
     )
     audit.record(conn, caller.guild, caller.user, "quota grant", target.user, f"+{minutes:g} min")
-    return f"Granted {target.mention} {minutes:g} fast minutes this period ({quota.minutes(total)} granted in all)."
+    return f"Granted {target.mention} {minutes:g} fast minutes this period ({quotas.minutes(total)} granted in all)."
 
 
 def quota_reset(conn: redis.Redis, caller: Caller, config: TiersConfig, target: Target) -> str:
     """Forget a member's usage and grants this period (jobs in flight keep their holds)."""
     _member(target)
-    ledger.reset(conn, ledger.member_id(caller.guild, target.user), now=time.time(), policy=config.period)
+    quotas.reset(conn, quotas.member_id(caller.guild, target.user), now=time.time(), policy=config.period)
     audit.record(conn, caller.guild, caller.user, "quota reset", target.user)
     return f"{target.mention}'s fast time this period is reset: they start from a full balance."
 
@@ -208,10 +209,10 @@ def usage(conn: redis.Redis, caller: Caller, config: TiersConfig, target: Target
     """One member's usage this period, or the server's top users."""
     now = time.time()
     if target is not None:
-        lines = quota.tier_lines(conn, config, _who(caller, _member(target)), now=now)
+        lines = quotas.tier_lines(conn, config, _who(caller, _member(target)), now=now)
         return f"**Usage of {target.mention} this period**\n" + "\n".join(lines)
-    top = ledger.top_users(conn, caller.guild, now=now, policy=config.period)
-    rows = [f"{i}. <@{m.split(':', 1)[1]}>: {quota.minutes(s)}" for i, (m, s) in enumerate(top, 1)]
+    top = quotas.top_users(conn, caller.guild, now=now, policy=config.period)
+    rows = [f"{i}. <@{m.split(':', 1)[1]}>: {quotas.minutes(s)}" for i, (m, s) in enumerate(top, 1)]
     return "**Top users this period (GPU time, both lanes)**\n" + ("\n".join(rows) or "nobody yet")
 
 
@@ -226,14 +227,14 @@ def ban(conn: redis.Redis, caller: Caller, admins: AdminSettings, target: Target
     reason = (reason or "").strip()
     if len(reason) > MAX_REASON_CHARS:
         raise AdminInputError(f"The reason is {len(reason)} characters; at most {MAX_REASON_CHARS}.")
-    admission.ban(conn, caller.guild, target.user, reason)
+    quotas.ban(conn, caller.guild, target.user, reason)
     audit.record(conn, caller.guild, caller.user, "ban", target.user, reason)
     return f"{target.mention} is banned from creating images here{f' ({reason})' if reason else ''}."
 
 
 def unban(conn: redis.Redis, caller: Caller, target: Target) -> str:
     """Lift a ban."""
-    if not admission.unban(conn, caller.guild, target.user):
+    if not quotas.unban(conn, caller.guild, target.user):
         return f"{target.mention} was not banned; nothing changed."
     audit.record(conn, caller.guild, caller.user, "unban", target.user)
     return f"{target.mention} may create images again."
@@ -275,11 +276,11 @@ def limits(
 ) -> str:
     """Show a tier's limits in this server, or change one (`default` goes back to the deployment's value)."""
     base = config.get(tier)
-    policy = tierstore.load_policy(conn, caller.guild)
+    policy = quotas.load_policy(conn, caller.guild)
     if name is None or value is None:
         if name is not None or value is not None:
             raise AdminInputError("Give both a limit and a value to change it, or neither to show the tier.")
-        shown = tierstore.effective_config(conn, caller.guild, config).get(base.name)
+        shown = quotas.effective_config(conn, caller.guild, config).get(base.name)
         overridden = policy.limits.get(base.name, {})
         rows = [f"{f}: {getattr(shown, f)}{' (this server)' if f in overridden else ''}" for f in LIMIT_FIELDS]
         return f"**{base.name}** limits\n" + "\n".join(rows)
@@ -300,7 +301,7 @@ def limits(
         return dataclasses.replace(current, limits=merged)
 
     try:
-        new = tierstore.update_policy(conn, caller.guild, config, change)
+        new = quotas.update_policy(conn, caller.guild, config, change)
     except TierConfigError as exc:
         raise TierConfigError(f"Not changed: {exc}.") from None
     assert new is not None
@@ -311,13 +312,13 @@ def limits(
 
 def announce_text(conn: redis.Redis, caller: Caller, config: TiersConfig, text: str | None) -> str:
     """Show or set what `/subscribe` tells members (`none` clears it)."""
-    policy = tierstore.load_policy(conn, caller.guild)
+    policy = quotas.load_policy(conn, caller.guild)
     if text is None:
         return f"/subscribe says:\n{policy.subscribe_text or '(nothing set: a default line)'}"
     text = "" if text.strip().lower() == "none" else text.strip()
     if len(text) > MAX_SUBSCRIBE_CHARS:
         raise AdminInputError(f"The text is {len(text)} characters; at most {MAX_SUBSCRIBE_CHARS}.")
-    tierstore.update_policy(conn, caller.guild, config,
+    quotas.update_policy(conn, caller.guild, config,
                             lambda current: dataclasses.replace(current, subscribe_text=text))
     audit.record(conn, caller.guild, caller.user, "announce-text", "", text[:100])
     return "The /subscribe text is updated." if text else "The /subscribe text is cleared."
@@ -328,7 +329,7 @@ def audit_text(conn: redis.Redis, caller: Caller, count: int) -> str:
     if not 1 <= count <= 50:
         raise AdminInputError("Show between 1 and 50 entries.")
     rows = [
-        f"{quota.date(e.at)} <@{e.actor}> **{e.action}** {e.target} {e.detail}".rstrip()
+        f"{quotas.date(e.at)} <@{e.actor}> **{e.action}** {e.target} {e.detail}".rstrip()
         for e in audit.latest(conn, caller.guild, count)
     ]
     return "**Latest admin actions**\n" + ("\n".join(rows) or "none yet")

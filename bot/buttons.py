@@ -8,7 +8,8 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot import errors, moderation, quota, submit
+import quotas
+from bot import errors, quota, screening, submit
 from bot.client import ImagineBot
 from bot.imagine import start_admitted
 from core import buttons
@@ -81,8 +82,8 @@ async def click(interaction: discord.Interaction, ref: ButtonRef) -> None:
     assert isinstance(bot, ImagineBot)
     parent, saved = await bot.redis_call(submit.parent_and_settings, ref.job_id, submit.owner_of(interaction.user.id))
     job = submit.button_job(parent, ref, saved.mode)  # JobExpired before acknowledging: answered ephemerally
-    spec = await moderation.screen_click(bot, interaction, job.spec, job.kind)  # before any charge
-    admitted = await bot.redis_call(quota.admit_specs, bot.tiers, quota.who(interaction), [spec], kind=job.kind)
+    spec = await screening.screen_click(bot, interaction, job.spec, job.kind)  # before any charge
+    admitted = await bot.redis_call(quotas.reserve, bot.tiers, quota.who(interaction), [spec], kind=job.kind)
     await start_admitted(bot, interaction, admitted, [spec], label=job.label, kind=job.kind, source=job.source)
 
 

@@ -15,11 +15,12 @@ from discord.ext import commands
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+import quotas
+import quotas.ledger  # the outcome hook: to be replaced by explicit calls (house issue)
 from bot import errors
-from core import ledger
 from core.models import ModelRegistry
-from core.settings import AdminSettings, DiscordSettings, JobSettings, TierSettings
-from core.tiers import TiersConfig
+from core.settings import AdminSettings, DiscordSettings, JobSettings
+from quotas import TiersConfig, TierSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,7 +95,7 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         from bot import account, buttons
 
-        ledger.install_outcome_hook()  # a cancel from this process refunds its reservation at once
+        quotas.ledger.install_outcome_hook()  # a cancel from this process refunds its reservation at once
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*buttons.DYNAMIC_ITEMS, *account.DYNAMIC_ITEMS)

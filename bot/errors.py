@@ -9,7 +9,7 @@ import discord
 import redis
 from discord import app_commands
 
-from bot import moderation
+from bot import screening
 from core.errors import ImagineError, PromptBlocked
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ async def report(interaction: discord.Interaction, error: BaseException) -> None
     except discord.HTTPException as exc:
         log.warning("could not tell the user about an error (%s %s)", exc.status, exc.code)
     if isinstance(error, PromptBlocked):
-        moderation.post_later(interaction, error.notice)  # after the member's answer, never delaying it
+        screening.post_later(interaction, error.notice)  # after the member's answer, never delaying it
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

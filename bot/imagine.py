@@ -11,13 +11,14 @@ import redis
 from discord import app_commands
 from discord.ext import commands
 
-from bot import moderation, quota, submit
+import quotas
+from bot import quota, screening, submit
 from bot.client import ImagineBot
 from bot.errors import QUEUE_UNREACHABLE
-from core import admission, prompt, usersettings
-from core.admission import Admission
+from core import prompt, usersettings
 from core.delivery import Delivery
 from core.spec import JobSpec
+from quotas import Admission
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class Imagine(commands.Cog):
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         saved = await self.bot.redis_call(usersettings.get, submit.owner_of(interaction.user.id))
         specs = parse_prompt(self.bot, prompt, saved)  # a PromptError is answered ephemerally by bot.errors
-        specs = await moderation.screen(self.bot, interaction, specs, saved.defaults, prompt)  # before any charge
-        admitted = await self.bot.redis_call(quota.admit_specs, self.bot.tiers, quota.who(interaction), specs)
+        specs = await screening.screen(self.bot, interaction, specs, saved.defaults, prompt)  # before any charge
+        admitted = await self.bot.redis_call(quotas.reserve, self.bot.tiers, quota.who(interaction), specs)
         await start_admitted(self.bot, interaction, admitted, specs)
 
 
@@ -106,12 +107,12 @@ async def start_admitted(
             started += 1
     except BaseException:
         try:
-            await bot.redis_call(quota.refund, admitted.job_ids[started:])
+            await bot.redis_call(quotas.release_unqueued, admitted.job_ids[started:])
         except Exception as exc:  # Redis down, or the bot shutting down: the ledger's backstop refunds them later
             log.warning("could not refund %d unqueued jobs (%s)", len(admitted.job_ids) - started, type(exc).__name__)
         raise
     if admitted.tell:
-        await interaction.followup.send(admission.moved_to_relax_text(admitted), ephemeral=True)
+        await interaction.followup.send(quotas.moved_to_relax_text(admitted), ephemeral=True)
 
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:

@@ -58,7 +58,7 @@ def admit(
 ) -> str:
     """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery).
 
-    `job_id` is the id admission reserved GPU time for (`bot.quota.admit_specs`); a fresh one when None.
+    `job_id` is the id admission reserved GPU time for (`bot.quotas.reserve`); a fresh one when None.
 
     Returns:
         The job id.

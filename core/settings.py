@@ -8,7 +8,6 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import ModelRegistry, load_registry
-from core.tiers import TiersConfig, load_config
 
 
 class RedisSettings(BaseSettings):
@@ -80,17 +79,6 @@ class DiscordSettings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """docker compose passes `DEV_GUILD_ID=` for an unset variable: treat "" as not set."""
         return None if isinstance(value, str) and not value.strip() else value
-
-
-class TierSettings(BaseSettings):
-    """Where the deployment's subscription tiers come from (`core.tiers`)."""
-
-    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
-
-    tiers_file: Path | None = Field(default=None, description="IMAGINE_TIERS_FILE; empty = the shipped tiers.toml")
-
-    def config(self) -> TiersConfig:
-        return load_config(self.tiers_file) if self.tiers_file else load_config()
 
 
 class AdminSettings(BaseSettings):

@@ -25,7 +25,7 @@ from core.delivery import Delivery
 from core.prompt import canonical
 from core.queue import SINGLE_IMAGE_KINDS
 from worker.discord_http import Attachment, DiscordAPIError, DiscordHTTP
-from worker.moderation import flags_of
+from worker.output_check import flags_of
 from worker.safety import spoiler_name
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core.errors import GenerationFailed, ImagineError, JobCancelled, TransientGenerationError
 from core.models import ModelInfo
-from core.moderation import rendered_negative
+from core.safety import rendered_negative
 from core.spec import JobSpec, PromptPart
 from model.loading import load_pipeline, load_upscaler
 from worker.grid import compose_grid

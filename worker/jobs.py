@@ -19,9 +19,9 @@ from rq import get_current_job
 
 from core import jobs, keys, queue
 from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
-from core.moderation import safety_of
+from core.safety import safety_of
 from core.spec import JobSpec
-from worker import kinds, moderation, runtime
+from worker import kinds, output_check, runtime
 from worker.delivery import LiveMessage
 from worker.grid import encode_pngs
 
@@ -81,7 +81,7 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": job_id, "state": record.state if record else "unknown"}
     runtime.count_job_done(rt)
     if output.report:
-        moderation.report(rt, job_id, spec, output.report)
+        output_check.report(rt, job_id, spec, output.report)
     return {"job_id": job_id, "state": jobs.DONE}
 
 
@@ -92,7 +92,7 @@ def stage_output(pipe: redis.client.Pipeline, job_id: str, output: kinds.Output,
     for index, png in enumerate(output.images):
         pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
     pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
-    moderation.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
+    output_check.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
     if output.gpu_s > 0:
         pipe.hincrbyfloat(keys.job(job_id), "gpu_s", output.gpu_s)
 

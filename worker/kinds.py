@@ -21,7 +21,7 @@ from core import jobs, keys
 from core.errors import GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
-from worker import moderation, runtime
+from worker import output_check, runtime
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
 
@@ -47,7 +47,7 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 @dataclass(frozen=True)
 class Output:
     """What a job stores: each image's PNG (`keys.job_image`) and the PNG it is shown as (`keys.job_grid`), after
-    the safety check (`worker.moderation`): U and V buttons only ever start from these.
+    the safety check (`worker.output_check`): U and V buttons only ever start from these.
 
     A grid's four images are `later`: encoded and stored right after the outcome is published (`worker.jobs`), so
     that only the grid's encoding sits between the last sampling step and the user. Until they are stored, a button
@@ -102,7 +102,7 @@ def _make(rt: runtime.Runtime, kind: str, spec: JobSpec, source: dict[str, Any],
         images = _gpu(meter, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
                                                       preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(moderation.check(rt, spec, images))
+        return _grid_output(output_check.check(rt, spec, images))
     parent, index = _parse_source(source)
     start = source_image(rt, meter, parent, index, hooks.should_cancel)
     if kind == "upscale":
@@ -117,10 +117,10 @@ def _make(rt: runtime.Runtime, kind: str, spec: JobSpec, source: dict[str, Any],
         images = _gpu(meter, lambda: rt.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(moderation.check(rt, spec, images))
+        return _grid_output(output_check.check(rt, spec, images))
     if kind == "upscale2x":
         refined = _gpu(meter, lambda: _upscale2x(rt, spec, image, hooks))
-        checked = moderation.check(rt, spec, refined)
+        checked = output_check.check(rt, spec, refined)
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
@@ -165,7 +165,7 @@ def source_image(
     if not isinstance(data, bytes) and record is not None and not single:
         data = _crop_from_grid(conn, parent, record.spec, position)
     if isinstance(data, bytes):
-        action, flagged = moderation.flags_of(conn, parent)
+        action, flagged = output_check.flags_of(conn, parent)
         return Source(data, action if position in flagged else "")
     expired = GenerationFailed("the image this button refers to has expired; run the prompt again")
     if record is None or depth >= MAX_SOURCE_DEPTH:
@@ -173,7 +173,7 @@ def source_image(
     if record.kind == "grid":
         images = _gpu(meter, lambda: rt.engine.render(record.spec, indices=(index - 1,),
                                                       should_cancel=should_cancel))
-        checked = moderation.check(rt, record.spec, images)  # as checked as the stored one was
+        checked = output_check.check(rt, record.spec, images)  # as checked as the stored one was
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
@@ -210,7 +210,7 @@ def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
     return parent, index
 
 
-def _grid_output(checked: moderation.Checked) -> Output:
+def _grid_output(checked: output_check.Checked) -> Output:
     grid = encode_png(compose_grid(checked.images))
     return Output([], grid, checked.flagged, checked.action, checked.detail, later=tuple(checked.images))
 

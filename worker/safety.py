@@ -28,7 +28,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import keys
-from core.moderation import FLAGGED_ACTIONS
+from core.safety import FLAGGED_ACTIONS
 
 BLUR_RADIUS_FRACTION = 0.08
 """Gaussian blur radius of a flagged image, as a fraction of its longer side (8%: shapes only, no detail)."""
@@ -145,7 +145,7 @@ def describe(classifier: SafetyClassifier | None) -> str:
 
 
 def report(conn: redis.Redis, worker_name: str, classifier: SafetyClassifier | None, *, now: float) -> None:
-    """Tell the bot (`core.modstore.status_lines`) which classifier this worker runs ("" for none)."""
+    """Tell the bot (`moderation.store.status_lines`) which classifier this worker runs ("" for none)."""
     data = {"classifier": classifier.name if classifier else "", "description": describe(classifier), "at": now}
     conn.hset(keys.safety_classifiers(), worker_name, json.dumps(data))
 

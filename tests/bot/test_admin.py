@@ -9,9 +9,10 @@ import pytest
 import redis
 
 from bot.client import ImagineBot
-from core import audit, keys, ledger, tierstore
+from core import audit, keys
 from core.settings import AdminSettings
-from core.tiers import period_bounds
+from quotas import ledger, tierstore
+from quotas.tiers import period_bounds
 from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
 

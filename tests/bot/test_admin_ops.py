@@ -9,7 +9,8 @@ from rq import Worker
 
 from bot import admin_ops
 from bot.client import ImagineBot
-from core import admission, audit, jobs, keys, queue, tierstore
+from core import audit, jobs, keys, queue
+from quotas import admission, tierstore
 from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, eventually
 from tests.bot.test_admin import member, run
 from tests.discord_emulator import DiscordEmulator, User

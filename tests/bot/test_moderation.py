@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
+import moderation
 from bot.client import ImagineBot
-from bot.moderation import BLOCKED_DEFAULT
-from core import audit, buttons, jobs, keys, modstore, queue, usersettings
-from core.moderation import Safety, safety_of
+from moderation.store import BLOCKED_DEFAULT
+from core import audit, buttons, jobs, keys, queue, usersettings
+from core.safety import Safety, safety_of
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, rq_job_keys, running_bot
 from tests.bot.test_admin import run
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
@@ -67,7 +68,7 @@ async def test_blocked_prompt_is_refused_neutrally_logged_and_not_charged(
     """An evasion form, a permutation expansion and a `::` part: a neutral ephemeral refusal, nothing queued or
     charged, a notice (member, job "none", the prompt) in #mod-log with mentions off, and an audit entry."""
     text = await refusal(await imagine(discord_emulator, alice, prompt))
-    assert text.startswith(modstore.BLOCKED_MESSAGE) and "nude" not in text.lower() and "n.u.d.e" not in text
+    assert text.startswith(moderation.BLOCKED_MESSAGE) and "nude" not in text.lower() and "n.u.d.e" not in text
     assert nothing_queued_or_charged(redis_conn)
     (notice,) = await discord_emulator.wait_until(lambda: discord_emulator.messages(mod_log.id))
     assert f"<@{alice.id}>" in notice.content and prompt.replace("`", "") in notice.content
@@ -119,7 +120,7 @@ async def test_blocked_settings_default_is_refused_when_saved_and_when_used(
     assert await refusal(chosen) == BLOCKED_DEFAULT
     assert usersettings.get(redis_conn, f"discord:{alice.id}").defaults == {}
     usersettings.set_default(redis_conn, f"discord:{alice.id}", "model", "other")  # saved before the block
-    assert modstore.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
 
 
 async def test_blocked_default_saved_before_the_block_counts_a_strike(
@@ -130,14 +131,14 @@ async def test_blocked_default_saved_before_the_block_counts_a_strike(
     their saved default without repeating it; nothing is queued or charged."""
     usersettings.set_default(redis_conn, f"discord:{alice.id}", "model", "other")  # saved before the block
     await run(discord_emulator, admin, "admin moderation block", action="add", entry="other")
-    modstore.set_policy(redis_conn, discord_emulator.state.guild_id, strike_limit=2)
+    moderation.set_policy(redis_conn, discord_emulator.state.guild_id, strike_limit=2)
     first = await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
-    assert first.startswith(modstore.BLOCKED_MESSAGE) and "/settings" in first and "other" not in first
+    assert first.startswith(moderation.BLOCKED_MESSAGE) and "/settings" in first and "other" not in first
     assert "One more blocked prompt" in first
     entry = audit.latest(redis_conn, discord_emulator.state.guild_id)[0]
     assert entry.action == "prompt blocked" and "saved default model" in entry.detail
     assert "suspended until" in await refusal(await imagine(discord_emulator, alice, "a lighthouse"))
-    assert modstore.is_suspended(redis_conn, discord_emulator.state.guild_id, alice.id, now=time.time())
+    assert moderation.is_suspended(redis_conn, discord_emulator.state.guild_id, alice.id, now=time.time())
     assert nothing_queued_or_charged(redis_conn)
 
 
@@ -149,13 +150,13 @@ async def test_mature_term_only_in_age_restricted_channel(
     nsfw = discord_emulator.state.nsfw_channel.id
     pending = await imagine(discord_emulator, alice, "a nude statue", channel=nsfw)
     await pending.wait_original(lambda m: "Waiting to start" in m.content)
-    assert modstore.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "a nude statue"))
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "a nude statue"))
     pending = await imagine(discord_emulator, alice, "a marble statue")
     await pending.wait_original(lambda m: "Waiting to start" in m.content)
     newest, oldest = await eventually(lambda: len(job_ids(redis_conn, f"discord:{alice.id}")) == 2
                                       and job_ids(redis_conn, f"discord:{alice.id}"))
     assert safety_of(jobs.get(redis_conn, oldest).spec) == Safety()
-    assert safety_of(jobs.get(redis_conn, newest).spec) == Safety(modstore.DEFAULT_SAFETY_NEGATIVE, True, "blur")
+    assert safety_of(jobs.get(redis_conn, newest).spec) == Safety(moderation.DEFAULT_SAFETY_NEGATIVE, True, "blur")
 
 
 async def test_reroll_of_a_prompt_blocked_since_is_refused(
@@ -168,7 +169,7 @@ async def test_reroll_of_a_prompt_blocked_since_is_refused(
     message = await post_result(discord_emulator, buttons.grid_components(parent))
     reroll = buttons.custom_id("reroll", parent, 0)
     click = await discord_emulator.click_button(user=bob, message=message, custom_id=reroll)
-    assert modstore.BLOCKED_MESSAGE in await refusal(click)
+    assert moderation.BLOCKED_MESSAGE in await refusal(click)
     assert queue.rq_queue(redis_conn, "fast:tiny").count == 0
     click = await discord_emulator.click_button(user=bob, message=message, custom_id=buttons.custom_id("u", parent, 1))
     await click.wait_original(lambda m: "Waiting to start" in m.content)
@@ -181,15 +182,15 @@ async def test_unwritable_log_channel_is_shown_to_admins_and_never_blocks_imagin
     """Discord refusing the notice (403): the member still gets their refusal, admins see the problem in status,
     /imagine keeps working; the next notice that gets through clears the problem."""
     discord_emulator.inject("POST", rf"/channels/{mod_log.id}/messages", 403)
-    assert modstore.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "gore"))
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "gore"))
     guild = discord_emulator.state.guild_id
-    await eventually(lambda: modstore.load_policy(redis_conn, guild).log_failure)
+    await eventually(lambda: moderation.load_policy(redis_conn, guild).log_failure)
     status = await run(discord_emulator, admin, "admin moderation status")
     assert "Problem: posting to the moderation log channel failed" in status and "403" in status
     pending = await imagine(discord_emulator, alice, "a lighthouse")
     await pending.wait_original(lambda m: "Waiting to start" in m.content)
     await refusal(await imagine(discord_emulator, alice, "gore"))
-    await eventually(lambda: not modstore.load_policy(redis_conn, guild).log_failure)
+    await eventually(lambda: not moderation.load_policy(redis_conn, guild).log_failure)
     assert len(discord_emulator.messages(mod_log.id)) == 1
 
 

@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from bot.client import ImagineBot
-from core import admission, buttons, jobs, keys, ledger, queue, tierstore
-from core.tiers import GuildPolicy, period_bounds
+from core import buttons, jobs, keys, queue
+from quotas import admission, ledger, tierstore
+from quotas.tiers import GuildPolicy, period_bounds
 from tests.bot.conftest import OPEN, OPEN_TIERS, done_job, eventually, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 

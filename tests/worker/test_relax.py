@@ -6,8 +6,9 @@ import time
 
 import redis
 
-from core import admission, jobs, keys, ledger, queue
-from core.tiers import load_config
+from core import jobs, keys, queue
+from quotas import admission, ledger
+from quotas.tiers import load_config
 from worker import relax
 from worker.runtime import ImagineWorker
 

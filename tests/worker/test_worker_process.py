@@ -14,9 +14,10 @@ import pytest
 import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from core import admission, jobs, keys, ledger, queue
+from core import jobs, keys, queue
 from core.spec import JobSpec
-from core.tiers import load_config
+from quotas import admission, ledger
+from quotas.tiers import load_config
 from tests.redis_server import free_port
 from tests.worker.worker_helpers import Events, WorkerProcess, record, wait_until, worker_processes
 

@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 import discord
-import redis
 
-from core import moderation, modstore
-from core.errors import PromptBlocked, Suspended
-from core.moderation import with_safety
+import moderation
+from core.errors import Suspended
+from core.safety import with_safety
 from core.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ async def screen(
         PromptBlocked: something that reaches the model is blocked (strike, audit entry; `.notice` for the log).
     """
     safety = await bot.redis_call(
-        modstore.screen, guild_of(interaction), str(interaction.user.id), specs, defaults, prompt=prompt,
+        moderation.screen, guild_of(interaction), str(interaction.user.id), specs, defaults, prompt=prompt,
         channel_nsfw=channel_nsfw(interaction), now=time.time(),
     )
     return [with_safety(spec, safety) for spec in specs]
@@ -69,28 +68,10 @@ async def screen_click(bot: ImagineBot, interaction: discord.Interaction, spec: 
     if kind != "upscale":
         (spec,) = await screen(bot, interaction, [spec], {}, spec.prompt)
         return spec
-    until = await bot.redis_call(modstore.suspension, guild_of(interaction), str(interaction.user.id), time.time())
+    until = await bot.redis_call(moderation.suspension, guild_of(interaction), str(interaction.user.id), time.time())
     if until is not None:
         raise Suspended(f"You are suspended from image generation on this server until <t:{int(until)}:f>.")
     return spec
-
-
-BLOCKED_DEFAULT = "That choice can't be saved as your default on this server (it is on the server's block list); " \
-    "nothing changed."
-
-
-def check_default(conn: redis.Redis, guild: str, name: str, value: str, *, channel_nsfw: bool) -> None:
-    """Refuse a `/settings` default that the guild's filter blocks in this channel (no strike: it was picked from a
-    menu). A default saved before its entry was blocked is still caught by `screen` at `/imagine`.
-
-    Raises:
-        PromptBlocked: the value is blocked; the message does not repeat it.
-    """
-    policy = modstore.load_policy(conn, guild)
-    mature_allowed = channel_nsfw and policy.nsfw == "age-restricted"
-    found = moderation.check_spec(modstore.load_filter(conn, guild, mature_allowed=mature_allowed), [], {name: value})
-    if found is not None:
-        raise PromptBlocked(BLOCKED_DEFAULT)
 
 
 def post_later(interaction: discord.Interaction, notice: str) -> None:
@@ -105,10 +86,10 @@ def post_later(interaction: discord.Interaction, notice: str) -> None:
 
 async def post_notice(bot: ImagineBot, guild: str, notice: str) -> bool:
     """Post to the guild's moderation log channel with mentions disabled; True when Discord took it. A 403 or 404
-    (no permission, channel gone) is recorded with `modstore.log_channel_failed` for the admins."""
+    (no permission, channel gone) is recorded with `moderation.log_channel_failed` for the admins."""
     redis_call = bot.redis_call
     try:
-        policy = await redis_call(modstore.load_policy, guild)
+        policy = await redis_call(moderation.load_policy, guild)
         if not policy.log_channel:
             return False
         channel = bot.get_partial_messageable(int(policy.log_channel), guild_id=int(guild))
@@ -116,11 +97,11 @@ async def post_notice(bot: ImagineBot, guild: str, notice: str) -> bool:
             await channel.send(notice, allowed_mentions=discord.AllowedMentions.none())
         except (discord.Forbidden, discord.NotFound) as exc:
             why = f"Discord answered {exc.status} ({exc.text or 'no reason given'})"
-            await redis_call(modstore.log_channel_failed, guild, why, now=time.time())
+            await redis_call(moderation.log_channel_failed, guild, why, now=time.time())
             log.warning("guild %s: moderation log channel refused a notice: %s", guild, why)
             return False
         if policy.log_failure:
-            await redis_call(modstore.log_channel_worked, guild)
+            await redis_call(moderation.log_channel_worked, guild)
         return True
     except Exception as exc:  # a notice must never break anything else
         log.warning("guild %s: moderation log notice not posted: %s", guild, type(exc).__name__)

@@ -1,4 +1,4 @@
-"""A guild's tier policy and admins' grants, kept in Redis (the pure rules they follow are in `core.tiers`)."""
+"""A guild's tier policy and admins' grants, kept in Redis (the pure rules they follow are in `quotas.tiers`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import redis
 
 from core import keys
 from core.errors import AdminInputError
-from core.tiers import Assignment, Grant, GuildPolicy, TiersConfig, apply_policy, resolve
+from quotas.tiers import Assignment, Grant, GuildPolicy, TiersConfig, apply_policy, resolve
 
 MAX_GRANT_DAYS = 3660
 """A tier grant longer than ten years is a typo; give none (`days=None`) for a grant without end."""

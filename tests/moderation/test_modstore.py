@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import redis
 
-from core import audit, keys, modstore
+from core import audit, keys
 from core.errors import AdminInputError, PromptBlocked, Suspended
 from core.models import ModelRegistry, tiny_model
-from core.moderation import MAX_ENTRIES, Safety
 from core.prompt import parse
+from core.safety import Safety
+from moderation import store as modstore
+from moderation.promptfilter import MAX_ENTRIES
 
 REGISTRY = ModelRegistry((tiny_model(),))
 GUILD, USER = "100", "7"

@@ -26,7 +26,8 @@ from __future__ import annotations
 import redis
 from rq import Queue
 
-from core import keys, ledger
+import quotas.ledger as ledger
+from core import keys
 
 WAIT_CREDIT = 0.1
 """GPU-seconds of use forgiven per second a member's oldest relax job has waited. At 1.0 a burst's head, waiting

@@ -2,7 +2,7 @@
 
 `check_request` is the pure part (what the tier allows at all). `admit` is the rest, one Lua script so that 100
 simultaneous commands from one member against a cap of 3 admit exactly 3: ban, rate limit, places (queued or running
-jobs, fast running jobs), the fast balance, and one reservation per job (`core.ledger` settles or refunds them).
+jobs, fast running jobs), the fast balance, and one reservation per job (`quotas.ledger` settles or refunds them).
 Call `admit` before enqueueing; enqueue with the job ids and the lane it returns.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 
 import redis
 
-from core import keys, ledger
+import quotas.ledger as ledger
+from core import keys
 from core.errors import Banned, QuotaExceeded, RateLimited, TierLimit, TooManyJobs
 from core.spec import Mode
-from core.tiers import PeriodPolicy, Tier, period_bounds
+from quotas.tiers import PeriodPolicy, Tier, period_bounds
 
 RATE_WINDOW_S = 60
 """The rate limit counts requests in the last 60 s (a sliding window)."""
@@ -146,13 +147,13 @@ def admit(
     Args:
         conn: Redis client.
         member: `ledger.member_id(guild, user)`.
-        tier: the member's tier (`core.tiers.resolve`, with the guild's overrides applied).
+        tier: the member's tier (`quotas.tiers.resolve`, with the guild's overrides applied).
         request: the jobs and what they render.
         policy: the accounting period.
 
     Returns:
         The lane and reservation; enqueue the jobs with `job_ids` on `mode`. Each job then holds its place until its
-        final outcome settles or refunds it (`core.ledger`).
+        final outcome settles or refunds it (`quotas.ledger`).
 
     Raises:
         TierLimit: see `check_request` (nothing counted).

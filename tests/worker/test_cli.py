@@ -14,9 +14,10 @@ import pytest
 import redis
 from PIL import Image
 
-from core import cli, jobs, keys, queue
+from core import jobs, keys, queue
 from tests.redis_server import free_port
 from tests.worker.worker_helpers import REPO, WorkerProcess, wait_until, worker_processes
+from worker import cli
 
 IMAGINE = str(Path(sys.executable).parent / "imagine")
 

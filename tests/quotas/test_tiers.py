@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from core import tierstore
 from core.errors import AdminInputError, TierConfigError
-from core.tiers import (
+from quotas import tierstore
+from quotas.tiers import (
     Grant,
     GuildPolicy,
     PeriodPolicy,

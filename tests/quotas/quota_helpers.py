@@ -7,8 +7,9 @@ import time
 
 import redis
 
-from core import admission, jobs
-from core.tiers import Tier, load_config
+from core import jobs
+from quotas import admission
+from quotas.tiers import Tier, load_config
 from tests.core.test_jobs import make_spec
 
 STANDARD = load_config().tiers["standard"]

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import AdminInputError
-from core.moderation import MAX_ENTRY_CHARS, Filter, read_list_file
-from core.normalize import fold
+from moderation.normalize import fold
+from moderation.promptfilter import MAX_ENTRY_CHARS, Filter, read_list_file
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)

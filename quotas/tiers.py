@@ -1,9 +1,9 @@
 """Subscription tiers: their limits, where they come from, which one a member has, and the accounting period.
 
 Pure: plain values in, frozen dataclasses out, `TierConfigError` with a message that names the tier and the field.
-Redis-backed pieces (a guild's overrides, admins' grants) live in `core.tierstore`; balances in `core.ledger`.
+Redis-backed pieces (a guild's overrides, admins' grants) live in `quotas.tierstore`; balances in `quotas.ledger`.
 
-A deployment's tiers come from a TOML file (`core/tiers.toml` is the documented default), listed
+A deployment's tiers come from a TOML file (`quotas/tiers.toml` is the documented default), listed
 from lowest to highest: when a member's roles map to several tiers, the one listed last wins.
 """
 
@@ -16,6 +16,9 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import TierConfigError
 
@@ -96,7 +99,7 @@ class Grant:
 
 @dataclass(frozen=True)
 class GuildPolicy:
-    """One guild's choices on top of the deployment's tiers (set by its admins, stored by `core.tierstore`)."""
+    """One guild's choices on top of the deployment's tiers (set by its admins, stored by `quotas.tierstore`)."""
 
     default_tier: str | None = None  # None: the deployment's default
     roles: dict[str, str] = field(default_factory=dict)  # Discord role id -> tier name
@@ -309,3 +312,14 @@ def _add_months(moment: datetime, months: int) -> datetime:
     month = moment.month - 1 + months
     year, month = moment.year + month // 12, month % 12 + 1
     return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+class TierSettings(BaseSettings):
+    """Where the deployment's subscription tiers come from (this module)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
+
+    tiers_file: Path | None = Field(default=None, description="IMAGINE_TIERS_FILE; empty = the shipped tiers.toml")
+
+    def config(self) -> TiersConfig:
+        return load_config(self.tiers_file) if self.tiers_file else load_config()

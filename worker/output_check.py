@@ -5,7 +5,7 @@ flagged ones, and each flagged job is recorded (audit log) and announced in the 
     ...                                                # store checked.images: U/V only ever see these
     moderation.report(rt, job_id, spec, checked.detail) # after the job is done; never fails the job
 
-A job carries what to do in its spec (`core.moderation.safety_of`: the bot sets it per channel). With no classifier
+A job carries what to do in its spec (`core.safety.safety_of`: the bot sets it per channel). With no classifier
 configured nothing is checked (`/admin moderation status` says so, from `worker.safety.report`).
 """
 
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import redis
 from PIL import Image
 
-from core import delivery, keys, modstore
+import moderation
+from core import delivery, keys
 from core.errors import GenerationFailed
-from core.moderation import safety_of
+from core.safety import safety_of
 from core.spec import JobSpec
 from worker import runtime, safety
 from worker.discord_http import DiscordAPIError
@@ -87,10 +88,10 @@ def report(rt: runtime.Runtime, job_id: str, spec: JobSpec, detail: str) -> None
     try:
         target = delivery.load(rt.conn, job_id)
         guild, user = (target.guild_id, target.user_id) if target else ("", "")
-        event = modstore.Event("image flagged", guild or "dm", user, time.time(), spec.prompt, job_id, detail)
-        modstore.record_event(rt.conn, event)
+        event = moderation.Event("image flagged", guild or "dm", user, time.time(), spec.prompt, job_id, detail)
+        moderation.record_event(rt.conn, event)
         if guild and rt.poster is not None:
-            post_notice(rt, guild, modstore.format_notice(event))
+            post_notice(rt, guild, moderation.format_notice(event))
     except Exception as exc:  # the job is done and delivered: nothing here may change that
         log.warning("job %s: could not record its flagged images: %s", job_id, exc)
 
@@ -98,7 +99,7 @@ def report(rt: runtime.Runtime, job_id: str, spec: JobSpec, detail: str) -> None
 def post_notice(rt: runtime.Runtime, guild: str, notice: str) -> None:
     """Post to the guild's moderation log channel with the bot token, mentions disabled; 403/404 are recorded for
     `/admin moderation status`."""
-    policy = modstore.load_policy(rt.conn, guild)
+    policy = moderation.load_policy(rt.conn, guild)
     if not policy.log_channel or rt.poster is None:
         return
     payload = {"content": notice, "allowed_mentions": {"parse": []}}
@@ -108,8 +109,8 @@ def post_notice(rt: runtime.Runtime, guild: str, notice: str) -> None:
     except DiscordAPIError as exc:
         if exc.status in (401, 403, 404):
             why = "no bot token" if exc.status == 401 else f"Discord answered {exc.status} ({exc.discord_message})"
-            modstore.log_channel_failed(rt.conn, guild, why, now=time.time())
+            moderation.log_channel_failed(rt.conn, guild, why, now=time.time())
         log.warning("guild %s: moderation log notice not posted: %s", guild, exc)
         return
     if policy.log_failure:
-        modstore.log_channel_worked(rt.conn, guild)
+        moderation.log_channel_worked(rt.conn, guild)

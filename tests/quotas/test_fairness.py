@@ -9,9 +9,10 @@ import pytest
 import redis
 from rq import Queue
 
-from core import admission, fairness, jobs, keys, ledger, queue
-from tests.core.quota_helpers import request, tier
+from core import jobs, keys, queue
+from quotas import admission, fairness, ledger
 from tests.core.test_jobs import make_spec
+from tests.quotas.quota_helpers import request, tier
 
 RELAX = keys.queue_name("tiny", "relax")
 FAST = keys.queue_name("tiny", "fast")

@@ -1,6 +1,6 @@
 """The GPU-time ledger: reservations made by admission, settled or refunded exactly once by the job's final outcome.
 
-`core.admission.admit` writes one reservation per job (`keys.quota_reservation`). The job's outcome applies it:
+`quotas.admission.admit` writes one reservation per job (`keys.quota_reservation`). The job's outcome applies it:
 `settle` charges the GPU-seconds the worker measured (`JobRecord.gpu_s`, all attempts together) and releases the
 hold; `refund` releases it in full. Each is one Lua script that deletes the reservation in the same step as it
 charges, so a second call (two processes, a retry, the backstop) finds nothing and changes nothing.
@@ -22,7 +22,7 @@ import redis
 from core import jobs, keys
 from core.errors import AdminInputError
 from core.spec import GRID_SIZE
-from core.tiers import PeriodPolicy, Tier, period_bounds
+from quotas.tiers import PeriodPolicy, Tier, period_bounds
 
 log = logging.getLogger(__name__)
 

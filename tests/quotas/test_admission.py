@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from core import admission, jobs, ledger
+from core import jobs
 from core.errors import Banned, QuotaExceeded, RateLimited, TierLimit, TooManyJobs
-from core.tiers import PeriodPolicy, period_bounds
-from tests.core.quota_helpers import create_jobs, request, run, tier
+from quotas import admission, ledger
+from quotas.tiers import PeriodPolicy, period_bounds
+from tests.quotas.quota_helpers import create_jobs, request, run, tier
 
 MEMBER = "g:1"
 

@@ -1,9 +1,9 @@
 """A guild's moderation state in Redis, and `screen`: the one call `/imagine` makes between parsing and admission.
 
     safety = modstore.screen(conn, guild, user, specs, defaults, prompt=text, channel_nsfw=channel.nsfw, now=now)
-    specs = [moderation.with_safety(spec, safety) for spec in specs]  # then admission and enqueue as before
+    specs = [core.safety.with_safety(spec, safety) for spec in specs]  # then admission and enqueue as before
 
-State: the guild's lists on top of the shipped default (`core.moderation_default.txt`; admins add and remove entries,
+State: the guild's lists on top of the shipped default (`moderation/default_list.txt`; admins add and remove entries,
 default ones included), its policy (NSFW, flagged-image action, strike limits, moderation log channel), strikes and
 suspensions. Moderation events go to the admins' audit log (`core.audit`) and, as `notice` text, to the moderation
 log channel, which the bot posts to after answering the member: a channel it cannot write to is reported to admins
@@ -20,10 +20,12 @@ from dataclasses import dataclass, fields, replace
 
 import redis
 
-from core import audit, keys, moderation
+import moderation.promptfilter as promptfilter
+from core import audit, keys
 from core.errors import AdminInputError, PromptBlocked, Suspended
-from core.moderation import Filter, Match, Safety
+from core.safety import FLAGGED_ACTIONS, Safety
 from core.spec import JobSpec
+from moderation.promptfilter import Filter, Match
 
 NSFW_POLICIES = ("age-restricted", "strict")
 """age-restricted: mature entries allowed, no safety prompt and no output check in channels Discord marks
@@ -50,7 +52,7 @@ class Policy:
     """A guild's moderation settings (defaults when its admins set nothing)."""
 
     nsfw: str = "age-restricted"  # one of NSFW_POLICIES
-    flagged_action: str = "blur"  # one of moderation.FLAGGED_ACTIONS
+    flagged_action: str = "blur"  # one of FLAGGED_ACTIONS
     safety_negative: str = DEFAULT_SAFETY_NEGATIVE
     strike_limit: int = 3  # blocked prompts within strike_window_s that suspend the member
     strike_window_s: int = 10 * 60
@@ -105,8 +107,8 @@ def set_policy(conn: redis.Redis, guild: str, **changes: object) -> Policy:
 def _check_policy(policy: Policy) -> None:
     if policy.nsfw not in NSFW_POLICIES:
         raise AdminInputError(f"the NSFW policy must be one of {', '.join(NSFW_POLICIES)}, not {policy.nsfw!r}")
-    if policy.flagged_action not in moderation.FLAGGED_ACTIONS:
-        raise AdminInputError(f"flagged images may be {' or '.join(moderation.FLAGGED_ACTIONS)}, not "
+    if policy.flagged_action not in FLAGGED_ACTIONS:
+        raise AdminInputError(f"flagged images may be {' or '.join(FLAGGED_ACTIONS)}, not "
                               f"{policy.flagged_action!r}")
     if len(policy.safety_negative) > MAX_SAFETY_NEGATIVE_CHARS:
         raise AdminInputError(f"the safety negative prompt may be at most {MAX_SAFETY_NEGATIVE_CHARS} characters")
@@ -122,9 +124,9 @@ def _check_policy(policy: Policy) -> None:
 
 def block_add(conn: redis.Redis, guild: str, entry: str) -> str:
     """Block a word or phrase; returns it as stored. Raises AdminInputError: a bad entry or a full list."""
-    text = moderation.check_entry(entry)
-    if len(block_list(conn, guild)) >= moderation.MAX_ENTRIES:
-        raise AdminInputError(f"the block list holds {moderation.MAX_ENTRIES} entries already: remove some first")
+    text = promptfilter.check_entry(entry)
+    if len(block_list(conn, guild)) >= promptfilter.MAX_ENTRIES:
+        raise AdminInputError(f"the block list holds {promptfilter.MAX_ENTRIES} entries already: remove some first")
     _change(conn, guild, lambda pipe: (pipe.sadd(keys.moderation_block(guild), text),
                                        pipe.srem(keys.moderation_unblock(guild), text)))
     return text
@@ -143,9 +145,9 @@ def block_remove(conn: redis.Redis, guild: str, entry: str) -> bool:
 
 def allow_add(conn: redis.Redis, guild: str, entry: str) -> str:
     """Add to the allow list; returns the entry as stored. Raises AdminInputError: a bad entry or a full list."""
-    text = moderation.check_entry(entry)
-    if len(allow_list(conn, guild)) >= moderation.MAX_ENTRIES:
-        raise AdminInputError(f"the allow list holds {moderation.MAX_ENTRIES} entries already: remove some first")
+    text = promptfilter.check_entry(entry)
+    if len(allow_list(conn, guild)) >= promptfilter.MAX_ENTRIES:
+        raise AdminInputError(f"the allow list holds {promptfilter.MAX_ENTRIES} entries already: remove some first")
     _change(conn, guild, lambda pipe: pipe.sadd(keys.moderation_allow(guild), text))
     return text
 
@@ -164,7 +166,7 @@ def block_list(conn: redis.Redis, guild: str) -> list[str]:
 
 def allow_list(conn: redis.Redis, guild: str) -> list[str]:
     """Every allow-list entry of the guild, sorted."""
-    return sorted(set(moderation.default_lists().allow) | _members(conn, keys.moderation_allow(guild)))
+    return sorted(set(promptfilter.default_lists().allow) | _members(conn, keys.moderation_allow(guild)))
 
 
 _filters: dict[tuple[str, bool], tuple[str, Filter]] = {}  # compiled filters by (guild, mature allowed), with rev
@@ -177,7 +179,7 @@ def load_filter(conn: redis.Redis, guild: str, *, mature_allowed: bool) -> Filte
     cached = _filters.get((guild, mature_allowed))
     if cached is not None and cached[0] == rev:
         return cached[1]
-    default = moderation.default_lists()
+    default = promptfilter.default_lists()
     removed = _members(conn, keys.moderation_unblock(guild))
     blocked = [e for e in default.blocked(mature_allowed=mature_allowed) if e not in removed]
     blocked += sorted(_members(conn, keys.moderation_block(guild)))
@@ -210,7 +212,7 @@ def screen(
         prompt: the text as typed (for the moderation log only); channel_nsfw: the interaction channel's `nsfw` flag.
 
     Returns:
-        The Safety to attach to every spec with `moderation.with_safety`.
+        The Safety to attach to every spec with `core.safety.with_safety`.
 
     Raises:
         Suspended: the member is suspended; the message says until when.
@@ -222,12 +224,12 @@ def screen(
         raise Suspended(f"You are suspended from image generation on this server until <t:{int(until)}:f>.")
     policy = load_policy(conn, guild)
     mature_allowed = channel_nsfw and policy.nsfw == "age-restricted"
-    found = moderation.check_spec(load_filter(conn, guild, mature_allowed=mature_allowed), specs, defaults)
+    found = promptfilter.check_spec(load_filter(conn, guild, mature_allowed=mature_allowed), specs, defaults)
     if found is not None:
         event = Event("prompt blocked", guild, user, now, prompt, detail=_matched(found))
         record_event(conn, event)
         strikes, until = record_strike(conn, guild, user, policy, now=now)
-        message = BLOCKED_MESSAGE + (BLOCKED_DEFAULT_HINT if found.where.startswith(moderation.SAVED_DEFAULT) else "")
+        message = BLOCKED_MESSAGE + (BLOCKED_DEFAULT_HINT if found.where.startswith(promptfilter.SAVED_DEFAULT) else "")
         if until is not None:
             message += f" Because of repeated blocked prompts you are suspended until <t:{int(until)}:f>."
         elif strikes == policy.strike_limit - 1:
@@ -236,6 +238,24 @@ def screen(
     if mature_allowed:
         return Safety(action=policy.flagged_action)
     return Safety(policy.safety_negative, check_outputs=True, action=policy.flagged_action)
+
+
+BLOCKED_DEFAULT = "That choice can't be saved as your default on this server (it is on the server's block list); " \
+    "nothing changed."
+
+
+def check_default(conn: redis.Redis, guild: str, name: str, value: str, *, channel_nsfw: bool) -> None:
+    """Refuse a `/settings` default that the guild's filter blocks in this channel (no strike: it was picked from a
+    menu). A default saved before its entry was blocked is still caught by `screen` at `/imagine`.
+
+    Raises:
+        PromptBlocked: the value is blocked; the message does not repeat it.
+    """
+    policy = load_policy(conn, guild)
+    mature_allowed = channel_nsfw and policy.nsfw == "age-restricted"
+    found = promptfilter.check_spec(load_filter(conn, guild, mature_allowed=mature_allowed), [], {name: value})
+    if found is not None:
+        raise PromptBlocked(BLOCKED_DEFAULT)
 
 
 _STRIKE = """
@@ -393,7 +413,7 @@ def _matched(found: Match) -> str:
 
 
 def _default_blocked() -> tuple[str, ...]:
-    return moderation.default_lists().blocked(mature_allowed=False)
+    return promptfilter.default_lists().blocked(mature_allowed=False)
 
 
 def _change(conn: redis.Redis, guild: str, commands: object) -> list[object]:

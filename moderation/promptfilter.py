@@ -3,7 +3,7 @@
     prompt_filter = Filter.from_lists(block=["nude", "white power"], allow=["al gore"])
     prompt_filter.check("a N.U.D.E statue")  # -> Match(entry="nude", where="text")
 
-Pure. An entry is a word or a phrase, never a pattern: both entries and text go through `core.normalize` (case,
+Pure. An entry is a word or a phrase, never a pattern: both entries and text go through `moderation.normalize` (case,
 Unicode forms, look-alikes, accents, zero-width characters, digits and symbols for letters), and then
 1. whole words: an entry matches only whole words of the text, once with punctuation inside a word removed
    (`n.u.d.e`, `n-u-d-e` -> nude) and once with it read as a space (`cat,nude` -> cat nude). A trailing `s` is
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import normalize
+import moderation.normalize as normalize
 from core.errors import AdminInputError
 from core.spec import JobSpec
 
@@ -39,7 +39,7 @@ MAX_ENTRY_CHARS = 100
 MIN_ENTRY_LETTERS = 2
 """Shortest entry after normalisation: a single letter would block ordinary text."""
 
-DEFAULT_LIST_FILE = Path(__file__).resolve().parent / "moderation_default.txt"
+DEFAULT_LIST_FILE = Path(__file__).resolve().parent / "default_list.txt"
 """The documented default block and allow lists every guild starts from."""
 
 @dataclass(frozen=True)
@@ -291,38 +291,3 @@ def _streams(tokens: Sequence[normalize.Token]) -> list[tuple[str, list[tuple[in
 
 def _show(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-# What the worker does for one job (set by the bot from the guild's NSFW policy, carried in `JobSpec.extras`).
-
-FLAGGED_ACTIONS = ("blur", "withhold")
-"""What happens to an image the safety classifier flags: posted blurred as a spoiler, or replaced by a placeholder."""
-
-
-@dataclass(frozen=True)
-class Safety:
-    """The safety negative prompt added at render time, and whether (and how) the outputs are checked."""
-
-    negative_prompt: str = ""
-    check_outputs: bool = False
-    action: str = "blur"  # one of FLAGGED_ACTIONS
-
-
-def with_safety(spec: JobSpec, safety: Safety) -> JobSpec:
-    """The spec carrying `safety` in its extras (the spec's own prompt and `--no` text are unchanged)."""
-    return dataclasses.replace(spec, extras={**spec.extras, "safety": dataclasses.asdict(safety)})
-
-
-def safety_of(spec: JobSpec) -> Safety:
-    """The safety a spec carries (none: no negative prompt added, outputs not checked)."""
-    data = spec.extras.get("safety")
-    if not isinstance(data, dict):
-        return Safety()
-    action = str(data.get("action", "blur"))
-    return Safety(str(data.get("negative_prompt", "")), bool(data.get("check_outputs")),
-                  action if action in FLAGGED_ACTIONS else "withhold")
-
-
-def rendered_negative(spec: JobSpec) -> str:
-    """The negative prompt the model sees: the member's `--no` text, then the safety negative prompt."""
-    return ", ".join(text for text in (spec.negative_prompt, safety_of(spec).negative_prompt) if text)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import admission, jobs, keys, ledger
-from core.tiers import PeriodPolicy, period_bounds
-from tests.core.quota_helpers import create_jobs, request, run, tier
+from core import jobs, keys
+from quotas import admission, ledger
+from quotas.tiers import PeriodPolicy, period_bounds
+from tests.quotas.quota_helpers import create_jobs, request, run, tier
 
 MEMBER = "g:1"
 POLICY = PeriodPolicy()

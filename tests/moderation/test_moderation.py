@@ -6,9 +6,9 @@ import pytest
 
 from core.errors import AdminInputError
 from core.models import ModelRegistry, tiny_model
-from core.moderation import MAX_ENTRIES, MAX_ENTRY_CHARS, Filter, Match, check_spec, read_list_file
 from core.prompt import parse
-from tests.core.moderation_prompts import ORDINARY_PROMPTS
+from moderation.promptfilter import MAX_ENTRIES, MAX_ENTRY_CHARS, Filter, Match, check_spec, read_list_file
+from tests.moderation.moderation_prompts import ORDINARY_PROMPTS
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)

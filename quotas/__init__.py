@@ -1,0 +1,63 @@
+"""Quotas: tiers, GPU-second balances, admission, and fair relax order. This module is the whole API.
+
+    member = quotas.Who(guild, user, role_ids)
+    admitted = quotas.reserve(conn, config, member, specs)   # before enqueueing: all of a command's jobs, or none
+    quotas.apply_outcome(conn, job_id)                       # once the job is final: settle (done) or refund
+    quotas.release_unqueued(conn, job_ids)                   # jobs admitted but never queued
+
+Reservations are exactly-once: a job's outcome settles (its measured GPU time) or refunds (failed, cancelled) its
+reservation once, whoever calls `apply_outcome` first; `reconcile` is the backstop for a process that died between
+a job's final transition and its settlement. Relax lanes are put in fair order by `order_relax` before each dequeue.
+
+Behind this module (private to the package): `tiers` (the pure rules: tiers file, resolution, periods),
+`tierstore` (a guild's policy and admins' grants in Redis), `admission` (the one atomic admission step), `ledger`
+(balances, settle, refund), `fairness` (relax order) and `members` (the member-facing texts and checks). Code
+outside `quotas/` imports only `quotas` (a test keeps it so).
+"""
+
+from quotas.admission import Admission, ban, ban_reason, moved_to_relax_text, unban
+from quotas.fairness import order as order_relax
+from quotas.ledger import (
+    Usage,
+    apply_outcome,
+    grant,
+    member_id,
+    reconcile,
+    refund,
+    reset,
+    settle,
+    top_users,
+    usage,
+)
+from quotas.members import (
+    DM_GUILD,
+    Who,
+    assignment,
+    check_mode,
+    date,
+    minutes,
+    release_unqueued,
+    reserve,
+    source_text,
+    subscribe_text,
+    tier_lines,
+)
+from quotas.tiers import (
+    Assignment,
+    GuildPolicy,
+    PeriodPolicy,
+    Tier,
+    TiersConfig,
+    TierSettings,
+    apply_policy,
+    load_config,
+)
+from quotas.tierstore import clear_grant, effective_config, load_policy, set_grant, update_policy
+
+__all__ = [
+    "DM_GUILD", "Admission", "Assignment", "GuildPolicy", "PeriodPolicy", "Tier", "TierSettings", "TiersConfig",
+    "Usage", "Who", "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "check_mode",
+    "clear_grant", "date", "effective_config", "grant", "load_config", "load_policy", "member_id", "minutes",
+    "moved_to_relax_text", "order_relax", "reconcile", "refund", "release_unqueued", "reserve", "reset", "set_grant",
+    "settle", "source_text", "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
+]

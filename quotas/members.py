@@ -1,0 +1,153 @@
+"""Quotas as members meet them: admission of a command's jobs (all or none), the release of jobs that did not get
+queued, `/info`'s tier and quota lines, `/relax`'s check, `/subscribe`'s text. `Who` is all they need of a member."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+import quotas.admission as admission
+import quotas.ledger as ledger
+import quotas.tierstore as tierstore
+from core import jobs
+from core.errors import TierLimit
+from core.spec import JobSpec
+from quotas.admission import Admission, AdmissionRequest
+from quotas.tiers import Assignment, TiersConfig
+
+log = logging.getLogger(__name__)
+
+DM_GUILD = "dm"
+"""The guild name of commands run outside a server: the deployment's default tier, no roles."""
+
+
+@dataclass(frozen=True)
+class Who:
+    """A member as one interaction describes them: roles arrive with every interaction, so no API call is needed."""
+
+    guild: str
+    user: str
+    role_ids: tuple[str, ...] = ()
+
+    @property
+    def member(self) -> str:
+        return ledger.member_id(self.guild, self.user)
+
+
+def steps_run(spec: JobSpec) -> int:
+    """Sampling steps the job actually runs: its steps, cut short by `--stop`."""
+    return max(1, math.ceil(spec.steps * spec.stop / 100))
+
+
+def assignment(conn: redis.Redis, config: TiersConfig, member: Who, *, now: float) -> Assignment:
+    """The member's tier (grant > best role > guild default) with the guild's overrides applied."""
+    return tierstore.assignment(conn, config, member.guild, member.user, list(member.role_ids), now=now)
+
+
+def reserve(
+    conn: redis.Redis, config: TiersConfig, member: Who, specs: list[JobSpec], *, kind: str = "grid"
+) -> Admission:
+    """Admit one command's jobs (all or none) in one atomic step; enqueue them with the returned ids and lane.
+
+    Every spec is checked against the tier (pixels, steps, model); the reservation uses the most expensive one's
+    estimate for each job, so a command mixing sizes never holds less than it may use.
+
+    Raises:
+        TierLimit, Banned, RateLimited, TooManyJobs, QuotaExceeded: see `quotas.admission.admit` (nothing enqueued).
+    """
+    now = time.time()
+    tier = assignment(conn, config, member, now=now).tier
+    for spec in specs:
+        admission.check_request(tier, _request(spec, (spec.prompt,), kind, now))
+    biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
+    ids = tuple(jobs.new_job_id() for _ in specs)
+    return admission.admit(conn, member.member, tier, _request(biggest, ids, kind, now), policy=config.period)
+
+
+def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
+    """Give back what admission reserved for jobs that did not get queued (idempotent).
+
+    A job whose record exists was enqueued after all (or failed to be: then it is final) and keeps its reservation
+    until its outcome applies it.
+    """
+    for job_id in job_ids:
+        if jobs.get(conn, job_id) is None:
+            ledger.refund(conn, job_id)
+        else:
+            ledger.apply_outcome(conn, job_id)
+
+
+def _request(spec: JobSpec, ids: tuple[str, ...], kind: str, now: float) -> AdmissionRequest:
+    return AdmissionRequest(ids, spec.mode, spec.model, spec.width, spec.height, steps_run(spec), kind, now)
+
+
+def check_mode(conn: redis.Redis, config: TiersConfig, member: Who, mode: str) -> None:
+    """Refuse `/relax` for a tier without relax mode.
+
+    Raises:
+        TierLimit: the member's tier has no relax mode.
+    """
+    tier = assignment(conn, config, member, now=time.time()).tier
+    if mode == "relax" and not tier.relax:
+        raise TierLimit(
+            f"The {tier.name} tier has no relax mode, so your jobs stay in fast mode. "
+            "/subscribe tells how to get a tier with relax."
+        )
+
+
+def minutes(seconds: float) -> str:
+    """GPU time in words: `12.5 min` or `3.2 h`."""
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def date(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def source_text(assigned: Assignment) -> str:
+    """How the tier was assigned, for `/info` and `/admin tier show`."""
+    if assigned.source == "grant":
+        until = f" until {date(assigned.expires_at)}" if assigned.expires_at else ""
+        return f"given by an admin{until}"
+    if assigned.source == "role":
+        return f"from your role <@&{assigned.role_id}>"
+    return "the server's default tier"
+
+
+def tier_lines(conn: redis.Redis, config: TiersConfig, member: Who, *, now: float | None = None) -> list[str]:
+    """`/info`'s tier and quota lines: tier and how it was assigned, fast time used and left, relax, job counts."""
+    now = time.time() if now is None else now
+    assigned = assignment(conn, config, member, now=now)
+    tier = assigned.tier
+    use = ledger.usage(conn, member.member, tier, now=now, policy=config.period)
+    granted = f" (including {minutes(use.granted_s)} granted)" if use.granted_s else ""
+    relax = "available (unlimited, after fast jobs)" if tier.relax else "not in this tier"
+    lines = [
+        f"**Tier:** {tier.name} ({source_text(assigned)})",
+        f"**Fast time:** {minutes(use.used_s)} used, {minutes(use.left_s)} left of {minutes(use.allowance_s)}"
+        f"{granted}; resets {date(use.resets_at)}",
+        f"**Relax mode:** {relax}",
+        f"**Jobs:** {use.active_fast} fast and {use.active_relax} relax queued or running "
+        f"(at most {tier.max_waiting} at once, {tier.max_running_fast} in fast)",
+    ]
+    reason = admission.ban_reason(conn, member.guild, member.user)
+    if reason is not None:
+        lines.append(f"**Banned:** {reason}")
+    return lines
+
+
+DEFAULT_SUBSCRIBE_TEXT = "This server's admins have not said how to get a higher tier yet: ask one of them."
+
+
+def subscribe_text(conn: redis.Redis, config: TiersConfig, member: Who) -> str:
+    """`/subscribe`: the admins' text, the member's tier, and the tiers there are."""
+    policy = tierstore.load_policy(conn, member.guild)
+    tier = assignment(conn, config, member, now=time.time()).tier
+    names = ", ".join(tierstore.effective_config(conn, member.guild, config).tiers)
+    return f"{policy.subscribe_text or DEFAULT_SUBSCRIBE_TEXT}\n\nYour tier: **{tier.name}**. Tiers: {names}."
