@@ -63,3 +63,8 @@ class PromptBlocked(ImagineError):
 
 class Suspended(ImagineError):
     """The member is suspended from the bot on this server (repeated blocked prompts, or an admin); nothing queued."""
+
+
+class RepostRefused(ImagineError):
+    """A stored result may not be posted here (another member's job, another server, or an age-restricted origin);
+    nothing was posted or charged. The message names the reason."""
