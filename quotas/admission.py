@@ -37,7 +37,7 @@ FREE_KINDS = frozenset({"upscale"})
 # ARGV: 1 user id, 2 now, 3 requests per minute, 4 window s, 5 mode, 6 relax allowed (1/0), 7 max running fast,
 #       8 max waiting, 9 estimate s per job, 10 free (1/0), 11 tier fast s, 12 balance expire-at, 13 member,
 #       14 model, 15 mpx-steps per job, 16 usage key, 17 job ids (JSON), 18 active key, 19 balance key,
-#       20 max running relax, 21 unique request id.
+#       20 max running relax, 21 unique request id (the same call run again is not counted again).
 # Returns {"banned", reason} | {"rate", retry at} | {"waiting", active} | {"running", active fast}
 #       | {"quota", left} | {"ok", lane, moved (1/0), tell (1/0), left}.
 ADMIT_SCRIPT = """
@@ -45,7 +45,8 @@ local reason = redis.call('HGET', KEYS[1], ARGV[1])
 if reason then return {'banned', reason} end
 local now, window = tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+local again = redis.call('ZSCORE', KEYS[2], ARGV[21])
+if not again and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return {'rate', tostring(tonumber(oldest[2]) + window)}
 end

@@ -104,11 +104,11 @@ def plan_reserve(
         admission.check_request(tier, _request(spec, (spec.prompt,), kind, now))
     biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
     ids = tuple(jobs.new_job_id() for _ in specs)
+    request = _request(biggest, ids, kind, now)
+    admission.check_request(tier, request)  # all of them together: jobs per command
     speeds = {_text(k): _text(v) for k, v in (replies[2] or {}).items()}
     speed = float(speeds.get(biggest.model) or ledger.DEFAULT_S_PER_MPX_STEP)
-    return admission.admit_call(
-        member.member, tier, _request(biggest, ids, kind, now), s_per_mpx_step=speed, policy=config.period
-    )
+    return admission.admit_call(member.member, tier, request, s_per_mpx_step=speed, policy=config.period)
 
 
 def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
