@@ -12,6 +12,7 @@ text, the delivery record and RQ's enqueue (sync, in a thread) come after the ac
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -67,8 +68,10 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
     """
     who, now = members.who(interaction), time.time()
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    parent = await bot.redis_call(jobs.get, ref.job_id)  # core.jobs reads records with the sync client
-    replies = await bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
+    parent, replies = await asyncio.gather(
+        bot.redis_call(jobs.get, ref.job_id),  # core.jobs reads records with the sync client: in a thread, meanwhile
+        bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
+    )
     job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
     if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
         screening.check_suspension(replies[1:3], now)
