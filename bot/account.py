@@ -1,4 +1,5 @@
-"""A user's own things: `/info`, `/settings`, `/fast`, `/relax`, `/subscribe`, `/cancel`, `/show`."""
+"""A user's own things: `/info`, `/settings` (and its selects), `/fast`, `/relax`, `/subscribe`, `/cancel`, `/show`.
+What they do with jobs is `bot.myjobs`'; the settings' choices and their check are here."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from discord.ext import commands
 
 import moderation
 import quotas
-from bot import errors, quota, screening, submit
+from bot import myjobs, screening
 from bot.buttons import view_for
 from bot.client import ImagineBot
+from bot.members import owner_of, who
 from core import usersettings
 from core.errors import ImagineError
 from core.models import ModelRegistry
@@ -92,13 +94,13 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS
         try:
             data: dict[str, Any] = dict(interaction.data or {})
             values = data.get("values") or [RESET]
-            owner = submit.owner_of(interaction.user.id)
+            owner = owner_of(interaction.user.id)
             saved = await bot.redis_call(save_choice, owner, self.name, str(values[0]), bot.registry,
                                          guild=screening.guild_of(interaction),
                                          channel_nsfw=screening.channel_nsfw(interaction))
             await interaction.response.edit_message(content=settings_text(saved), view=settings_view(saved, bot))
         except Exception as exc:  # a DynamicItem's errors never reach tree.on_error
-            await errors.report(interaction, exc)
+            await bot.report(interaction, exc)
 
 
 DYNAMIC_ITEMS = (SettingSelect,)
@@ -120,18 +122,18 @@ class Account(commands.Cog):
 
     @app_commands.command(name="info", description="Your tier, fast time left, mode, queued and running jobs")
     async def info(self, interaction: discord.Interaction) -> None:
-        tier = await self.bot.redis_call(quotas.tier_lines, self.bot.tiers, quota.who(interaction))
-        text = await self.bot.redis_call(submit.info_text, submit.owner_of(interaction.user.id))
+        tier = await self.bot.redis_call(quotas.tier_lines, self.bot.tiers, who(interaction))
+        text = await self.bot.redis_call(myjobs.info_text, owner_of(interaction.user.id))
         await interaction.response.send_message("\n".join([*tier, text]), ephemeral=True)
 
     @app_commands.command(name="subscribe", description="How to get a higher tier on this server")
     async def subscribe(self, interaction: discord.Interaction) -> None:
-        text = await self.bot.redis_call(quotas.subscribe_text, self.bot.tiers, quota.who(interaction))
+        text = await self.bot.redis_call(quotas.subscribe_text, self.bot.tiers, who(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="settings", description="Your default mode, aspect ratio, stylize and model")
     async def settings(self, interaction: discord.Interaction) -> None:
-        saved = await self.bot.redis_call(usersettings.get, submit.owner_of(interaction.user.id))
+        saved = await self.bot.redis_call(usersettings.get, owner_of(interaction.user.id))
         await interaction.response.send_message(
             settings_text(saved), view=settings_view(saved, self.bot), ephemeral=True
         )
@@ -145,8 +147,8 @@ class Account(commands.Cog):
         await self._mode(interaction, "relax")
 
     async def _mode(self, interaction: discord.Interaction, mode: str) -> None:
-        await self.bot.redis_call(quotas.check_mode, self.bot.tiers, quota.who(interaction), mode)
-        await self.bot.redis_call(usersettings.set_mode, submit.owner_of(interaction.user.id), mode)
+        await self.bot.redis_call(quotas.check_mode, self.bot.tiers, who(interaction), mode)
+        await self.bot.redis_call(usersettings.set_mode, owner_of(interaction.user.id), mode)
         await interaction.response.send_message(f"Your jobs now run in **{mode}** mode.", ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel your latest queued or running job (or the one named)")
@@ -154,14 +156,14 @@ class Account(commands.Cog):
     async def cancel(self, interaction: discord.Interaction, job_id: str | None = None) -> None:
         permissions = interaction.permissions
         admin = permissions.manage_guild or permissions.administrator
-        owner = submit.owner_of(interaction.user.id)
-        text = await self.bot.redis_call(submit.cancel_job, owner, job_id, admin=admin)
+        owner = owner_of(interaction.user.id)
+        text = await self.bot.redis_call(myjobs.cancel_job, owner, job_id, admin=admin)
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="show", description="Post a job's result again, with its buttons")
     @app_commands.describe(job_id="the job id (shown by /info)")
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
-        shown = await self.bot.redis_call(submit.show, job_id)
+        shown = await self.bot.redis_call(myjobs.show, job_id)
         await interaction.response.send_message(
             shown.content,
             file=discord.File(io.BytesIO(shown.image), shown.filename),
@@ -172,4 +174,9 @@ class Account(commands.Cog):
 
 async def setup(bot: commands.Bot) -> None:
     assert isinstance(bot, ImagineBot)
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
     await bot.add_cog(Account(bot))
+
+
+async def teardown(bot: commands.Bot) -> None:
+    bot.remove_dynamic_items(*DYNAMIC_ITEMS)

@@ -1,19 +1,17 @@
 """`/admin ...`: the server admins' commands. Thin: each turns the interaction into plain values and calls
 `bot.admin_ops.run`, which checks the caller's rights on every call (Discord's default permissions can be overridden
-by server owners, and an interaction can be forged), runs the operation and audits it."""
+by server owners, and an interaction can be forged), runs the operation and audits it. `/admin moderation` is
+`bot.admin_moderation`'s group, added here; the helpers both use are `bot.admin_calls`'."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import admin_ops, admin_queue
-from bot.admin_ops import Caller, Target
-from bot.client import ImagineBot
+from bot.admin_calls import answer, bot_of, target, tiers_of
+from bot.admin_moderation import group as moderation
 
 AUDIT_SHOWN = 10
 """Entries `/admin audit` shows by default."""
@@ -28,49 +26,12 @@ tier = app_commands.Group(name="tier", description="Members' tiers", parent=admi
 quota = app_commands.Group(name="quota", description="Members' fast GPU time", parent=admin)
 
 
-def _role_ids(user: discord.abc.User) -> tuple[str, ...]:
-    """Role ids straight from the interaction's member object (`Member.roles` drops roles not in the cache)."""
-    return tuple(str(r) for r in getattr(user, "_roles", ()))
-
-
-def caller(interaction: discord.Interaction) -> Caller:
-    """Who ran the command, with the permissions Discord computed for them in this channel."""
-    permissions = interaction.permissions
-    return Caller(
-        guild=str(interaction.guild_id or ""),
-        user=str(interaction.user.id),
-        role_ids=_role_ids(interaction.user),
-        manage_guild=permissions.manage_guild or permissions.administrator,
-    )
-
-
-def target(user: discord.User | discord.Member) -> Target:
-    """The member an option names; a user who is not in the server arrives without member data."""
-    if not isinstance(user, discord.Member):
-        return Target(str(user.id), is_member=False)
-    permissions = user.resolved_permissions or user.guild_permissions
-    return Target(str(user.id), _role_ids(user), permissions.manage_guild or permissions.administrator)
-
-
-async def answer(interaction: discord.Interaction, command: str, op: Callable[..., str], *args: Any) -> None:
-    """Authorise, run `op` in a Redis thread, and answer ephemerally without pinging anyone it names."""
-    bot = interaction.client
-    assert isinstance(bot, ImagineBot)
-    text = await bot.redis_call(admin_ops.run, bot.admins, caller(interaction), command, op, *args)
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
-
-
-def _tiers(interaction: discord.Interaction) -> Any:
-    assert isinstance(interaction.client, ImagineBot)
-    return interaction.client.tiers
-
-
 @tier.command(name="set", description="Give a member a tier (for some days, or for good)")
 @app_commands.describe(member="the member", tier="tier name", days="how long; empty = until cleared")
 async def tier_set(
     interaction: discord.Interaction, member: discord.User, tier: str, days: float | None = None
 ) -> None:
-    await answer(interaction, "tier set", admin_ops.tier_set, _tiers(interaction), target(member), tier, days)
+    await answer(interaction, "tier set", admin_ops.tier_set, tiers_of(interaction), target(member), tier, days)
 
 
 @tier.command(name="clear", description="Remove the tier an admin gave a member")
@@ -84,41 +45,40 @@ async def tier_roles(
     interaction: discord.Interaction, role: discord.Role | None = None, tier: str | None = None
 ) -> None:
     role_id = str(role.id) if role is not None else None
-    await answer(interaction, "tier roles", admin_ops.tier_roles, _tiers(interaction), role_id, tier)
+    await answer(interaction, "tier roles", admin_ops.tier_roles, tiers_of(interaction), role_id, tier)
 
 
 @tier.command(name="default", description="Set the tier of members with no given tier or mapped role")
 @app_commands.describe(tier="tier name, or `default` for the deployment's default")
 async def tier_default(interaction: discord.Interaction, tier: str) -> None:
-    await answer(interaction, "tier default", admin_ops.tier_default, _tiers(interaction), tier)
+    await answer(interaction, "tier default", admin_ops.tier_default, tiers_of(interaction), tier)
 
 
 @tier.command(name="show", description="The server's tiers and role map, or one member's tier")
 async def tier_show(interaction: discord.Interaction, member: discord.User | None = None) -> None:
     who = target(member) if member is not None else None
-    await answer(interaction, "tier show", admin_ops.tier_show, _tiers(interaction), who)
+    await answer(interaction, "tier show", admin_ops.tier_show, tiers_of(interaction), who)
 
 
 @quota.command(name="grant", description="Give a member extra fast minutes this period")
 async def quota_grant(interaction: discord.Interaction, member: discord.User, minutes: float) -> None:
-    await answer(interaction, "quota grant", admin_ops.quota_grant, _tiers(interaction), target(member), minutes)
+    await answer(interaction, "quota grant", admin_ops.quota_grant, tiers_of(interaction), target(member), minutes)
 
 
 @quota.command(name="reset", description="Reset a member's fast time used this period")
 async def quota_reset(interaction: discord.Interaction, member: discord.User) -> None:
-    await answer(interaction, "quota reset", admin_ops.quota_reset, _tiers(interaction), target(member))
+    await answer(interaction, "quota reset", admin_ops.quota_reset, tiers_of(interaction), target(member))
 
 
 @admin.command(name="usage", description="A member's usage this period, or the top users")
 async def usage(interaction: discord.Interaction, member: discord.User | None = None) -> None:
     who = target(member) if member is not None else None
-    await answer(interaction, "usage", admin_ops.usage, _tiers(interaction), who)
+    await answer(interaction, "usage", admin_ops.usage, tiers_of(interaction), who)
 
 
 @admin.command(name="ban", description="Stop a member from creating images here")
 async def ban(interaction: discord.Interaction, member: discord.User, reason: str | None = None) -> None:
-    assert isinstance(interaction.client, ImagineBot)
-    await answer(interaction, "ban", admin_ops.ban, interaction.client.admins, target(member), reason)
+    await answer(interaction, "ban", admin_ops.ban, bot_of(interaction).admins, target(member), reason)
 
 
 @admin.command(name="unban", description="Let a banned member create images again")
@@ -141,12 +101,12 @@ async def cancel(interaction: discord.Interaction, job_id: str) -> None:
 async def limits(
     interaction: discord.Interaction, tier: str, limit: str | None = None, value: str | None = None
 ) -> None:
-    await answer(interaction, "limits", admin_ops.limits, _tiers(interaction), tier, limit, value)
+    await answer(interaction, "limits", admin_ops.limits, tiers_of(interaction), tier, limit, value)
 
 
 @admin.command(name="announce-text", description="Show or set what /subscribe tells members (`none` clears)")
 async def announce_text(interaction: discord.Interaction, text: str | None = None) -> None:
-    await answer(interaction, "announce-text", admin_ops.announce_text, _tiers(interaction), text)
+    await answer(interaction, "announce-text", admin_ops.announce_text, tiers_of(interaction), text)
 
 
 @admin.command(name="audit", description="The latest admin actions")
@@ -155,10 +115,6 @@ async def audit(interaction: discord.Interaction, count: int = AUDIT_SHOWN) -> N
 
 
 async def setup(bot: commands.Bot) -> None:
-    from bot.admin_moderation import (
-        group as moderation,  # it uses this module's `answer`: imported once this one is loaded
-    )
-
     admin.add_command(moderation, override=True)
     bot.tree.add_command(admin)
 

@@ -16,9 +16,8 @@ from discord import app_commands
 
 import moderation
 from bot import admin_ops
-from bot.admin import answer, target
+from bot.admin_calls import answer, bot_of, target
 from bot.admin_ops import Caller, Target
-from bot.client import ImagineBot
 from core import audit
 from core.errors import AdminInputError
 from core.settings import AdminSettings
@@ -222,8 +221,7 @@ async def log(
 @group.command(name="suspend", description="Suspend a member from creating images (default: the policy's length)")
 @app_commands.describe(member="the member", minutes="how long; default: the policy's suspension length")
 async def suspend_member(interaction: discord.Interaction, member: discord.User, minutes: float | None = None) -> None:
-    assert isinstance(interaction.client, ImagineBot)
-    await answer(interaction, "moderation suspend", suspend, interaction.client.admins, target(member), minutes)
+    await answer(interaction, "moderation suspend", suspend, bot_of(interaction).admins, target(member), minutes)
 
 
 @group.command(name="lift", description="Lift a member's suspension and clear their strikes")

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 import quotas
-from bot import submit
+from bot import myjobs
 from core import audit
 from core.errors import AdminInputError, NotAdmin, TierConfigError
 from core.settings import AdminSettings
@@ -241,8 +241,8 @@ def unban(conn: redis.Redis, caller: Caller, target: Target) -> str:
 
 
 def cancel(conn: redis.Redis, caller: Caller, job_id: str) -> str:
-    """Cancel any member's job; its reserved fast time is refunded (the bot's outcome hook)."""
-    text = submit.cancel_job(conn, f"admin:{caller.user}", job_id, admin=True)
+    """Cancel any member's job; a queued one's reserved fast time is refunded at once (`myjobs.cancel_job`)."""
+    text = myjobs.cancel_job(conn, f"admin:{caller.user}", job_id, admin=True)
     audit.record(conn, caller.guild, caller.user, "cancel", job_id.strip().lower(), text)
     return f"{text} Its reserved fast time is refunded."
 

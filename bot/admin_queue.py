@@ -6,7 +6,7 @@ import redis
 from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
-from bot import submit
+from bot.members import mention
 from core import jobs, keys, queue
 
 MAX_RUNNING_SHOWN = 15
@@ -31,7 +31,7 @@ def overview(conn: redis.Redis) -> str:
     lines = ["**Lanes**", *(lanes or ["none yet"]), f"**Running jobs** ({len(running)})"]
     for job_id in running[:MAX_RUNNING_SHOWN]:
         record = jobs.get(conn, job_id)
-        lines.append(f"`{job_id}` {submit.mention(record.owner)} ({record.spec.mode})" if record else f"`{job_id}`")
+        lines.append(f"`{job_id}` {mention(record.owner)} ({record.spec.mode})" if record else f"`{job_id}`")
     workers = Worker.all(connection=conn, serializer=queue.SERIALIZER)
     lines.append(f"**Workers** ({len(workers)} live)")
     for worker in sorted(workers, key=lambda w: w.name):

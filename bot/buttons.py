@@ -8,10 +8,8 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-import quotas
-from bot import errors, quota, screening, submit
+from bot import submit
 from bot.client import ImagineBot
-from bot.imagine import start_admitted
 from core import buttons
 from core.buttons import ButtonRef
 
@@ -45,10 +43,12 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=buttons.TEMP
         return cls(ButtonRef(match["act"], int(match["index"]), match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        assert isinstance(bot, ImagineBot)
         try:
-            await click(interaction, self.ref)
+            await click(bot, interaction, self.ref)
         except Exception as exc:  # a DynamicItem's errors never reach tree.on_error
-            await errors.report(interaction, exc)
+            await bot.report(interaction, exc)
 
 
 class UpscaleButton(JobButton, template=_template("u")):
@@ -76,15 +76,11 @@ DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (
 )  # fmt: skip
 
 
-async def click(interaction: discord.Interaction, ref: ButtonRef) -> None:
+async def click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> None:
     """Read the parent job, admit the job the button asks for, acknowledge with a "thinking" message, start it."""
-    bot = interaction.client
-    assert isinstance(bot, ImagineBot)
-    parent, saved = await bot.redis_call(submit.parent_and_settings, ref.job_id, submit.owner_of(interaction.user.id))
-    job = submit.button_job(parent, ref, saved.mode)  # JobExpired before acknowledging: answered ephemerally
-    spec = await screening.screen_click(bot, interaction, job.spec, job.kind)  # before any charge
-    admitted = await bot.redis_call(quotas.reserve, bot.tiers, quota.who(interaction), [spec], kind=job.kind)
-    await start_admitted(bot, interaction, admitted, [spec], label=job.label, kind=job.kind, source=job.source)
+    admitted, job = await submit.admit_click(bot, interaction, ref)  # refusals before acknowledging: ephemeral
+    await submit.start_admitted(bot, interaction, admitted, [job.spec], label=job.label, kind=job.kind,
+                                source=job.source)
 
 
 def view_for(components: list[dict[str, Any]]) -> discord.ui.View:
@@ -102,4 +98,9 @@ def view_for(components: list[dict[str, Any]]) -> discord.ui.View:
 
 
 async def setup(bot: commands.Bot) -> None:
-    """Nothing to load: the dynamic items are registered by ImagineBot.setup_hook."""
+    """Register the buttons, so a click on any message the bot or a worker ever posted is routed here."""
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
+
+
+async def teardown(bot: commands.Bot) -> None:
+    bot.remove_dynamic_items(*DYNAMIC_ITEMS)

@@ -1,23 +1,29 @@
-"""The bot: a discord.py `commands.Bot` with its dependencies injected, its features loaded from extensions."""
+"""The bot: a discord.py `commands.Bot` with its dependencies injected, its features loaded from extensions.
+
+Each extension registers its own commands and persistent items (`DynamicItem`s) in its `setup`; this module imports
+none of them. The hot path (`/imagine`, the buttons) talks to Redis with `aredis`, redis-py's asyncio client;
+RQ's enqueue and the cold paths (`/info`, `/admin`...) are plain sync functions run by `redis_call` in a thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import discord
 import redis
+import redis.asyncio
+from discord import app_commands
 from discord.ext import commands
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-import quotas
-import quotas.ledger  # the outcome hook: to be replaced by explicit calls (house issue)
-from bot import errors
+from bot import aredis, errors, screening
+from bot.aredis import REDIS_CONNECT_TIMEOUT_S, REDIS_RETRIES, REDIS_RETRY_CAP_S, REDIS_SOCKET_TIMEOUT_S
 from core.models import ModelRegistry
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from quotas import TiersConfig, TierSettings
@@ -29,24 +35,14 @@ EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account", "bot.admin")
 """The feature modules `setup_hook` loads."""
 
 REDIS_THREADS = 32
-"""Threads that run blocking Redis calls, so a burst of interactions never waits on the event loop."""
+"""Threads that run blocking Redis calls (RQ's enqueue, admin operations), so a burst never waits on the loop."""
 
-
-REDIS_CONNECT_TIMEOUT_S = 0.5
-"""A Redis that does not accept a connection within this counts as unreachable."""
-
-REDIS_SOCKET_TIMEOUT_S = 2.0
-"""A command Redis does not answer within this fails (the user is told to try again)."""
-
-REDIS_RETRIES = 2
-"""Retries of a failed Redis command, with backoff capped at REDIS_RETRY_CAP_S: redis-py's default (3 retries,
-up to about 4 s against a refused port) would outlast Discord's 3-second acknowledgement window."""
-
-REDIS_RETRY_CAP_S = 0.2
+CLOSE_GRACE_S = 10.0
+"""How long `close` waits for commands still writing to Redis (an enqueue half done is a job lost)."""
 
 
 def connect_redis(url: str) -> redis.Redis:
-    """The bot's Redis client: bytes responses (RQ needs them), and failures that surface well inside 3 s."""
+    """The bot's sync Redis client: bytes responses (RQ needs them), and failures that surface well inside 3 s."""
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
@@ -85,20 +81,18 @@ class ImagineBot(commands.Bot):
         )
         self.settings = settings
         self.redis = redis_conn
+        self.aredis = aredis.twin(redis_conn)
         self.registry = registry
         self.job_settings = job_settings or JobSettings()
         self.tiers = tiers or TierSettings().config()
         self.admins = admins or AdminSettings()
         self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
-        self.tree.error(errors.on_tree_error)
+        self._writing: set[asyncio.Task[Any]] = set()
+        self.tree.error(self.on_tree_error)
 
     async def setup_hook(self) -> None:
-        from bot import account, buttons
-
-        quotas.ledger.install_outcome_hook()  # a cancel from this process refunds its reservation at once
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.add_dynamic_items(*buttons.DYNAMIC_ITEMS, *account.DYNAMIC_ITEMS)
         if self.settings.dev_guild_id:
             guild = discord.Object(self.settings.dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -108,12 +102,53 @@ class ImagineBot(commands.Bot):
         log.info("synced %d commands (%s)", len(synced), self.settings.dev_guild_id or "global")
 
     async def redis_call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `function(self.redis, *args, **kwargs)` in a thread: Redis never blocks the event loop."""
+        """Run `function(self.redis, *args, **kwargs)` in a thread: sync Redis work never blocks the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._redis_pool, functools.partial(function, self.redis, *args, **kwargs))
 
+    async def pipelined(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        """The replies to `commands`, in one round trip on the asyncio client (`bot.aredis.pipelined`)."""
+        return await aredis.pipelined(self.aredis, commands)
+
+    def writing(self) -> _Writing:
+        """`with bot.writing():` around work that must finish once started (admitted jobs being queued): `close`
+        waits for it."""
+        return _Writing(self._writing)
+
+    async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
+        """`bot.errors.report`, posting a blocked prompt's notice to the guild's moderation log afterwards."""
+        await errors.report(interaction, error, post_notice=self._post_notice)
+
+    async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """`tree.on_error`: report the command's own exception."""
+        await self.report(interaction, errors.unwrap(error))
+
+    def _post_notice(self, interaction: discord.Interaction, notice: str) -> None:
+        screening.post_later(self, self.redis, interaction, notice)
+
     async def close(self) -> None:
         await super().close()
-        # Let Redis work already handed to the pool finish (an enqueue half done is a job lost or a job that lands
-        # after the bot said it stopped), without blocking the event loop while it does.
+        # Let Redis work already started finish (an enqueue half done is a job lost or a job that lands after the
+        # bot said it stopped; a refund of jobs not queued needs Redis too), without blocking the event loop.
+        others = [task for task in self._writing if task is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=CLOSE_GRACE_S)
         await asyncio.to_thread(self._redis_pool.shutdown, wait=True)
+        await self.aredis.aclose(close_connection_pool=True)
+
+
+class _Writing:
+    """Registers the current task in a set while the `with` block runs."""
+
+    def __init__(self, tasks: set[asyncio.Task[Any]]) -> None:
+        self._tasks = tasks
+        self._task: asyncio.Task[Any] | None = None
+
+    def __enter__(self) -> None:
+        self._task = asyncio.current_task()
+        if self._task is not None:
+            self._tasks.add(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._tasks.discard(self._task)

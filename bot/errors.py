@@ -1,29 +1,25 @@
-"""The one place errors become words: user-facing ones as ephemeral replies, the rest logged (never re-raised)."""
+"""The one place errors become words: user-facing ones as ephemeral replies, the rest logged (never re-raised).
+
+The words themselves live with the errors, in `core.errors`. A blocked prompt's moderation-log notice is posted by
+whoever reports it (`ImagineBot.report` hands its poster in), after the member has their answer.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
 import redis
 from discord import app_commands
 
-from bot import screening
-from core.errors import ImagineError, PromptBlocked
+from core.errors import QUEUE_UNREACHABLE, UNEXPECTED, ImagineError, PromptBlocked
 
 log = logging.getLogger(__name__)
 
-QUEUE_UNREACHABLE = "The queue is unreachable, try again in a minute."
-UNEXPECTED = "Something went wrong on our side; it has been logged. Try again in a minute."
-
-
-class JobExpired(ImagineError):
-    """A button or command names a job whose record (or images) Redis no longer holds."""
-
-
-class NotYourJob(ImagineError):
-    """Someone tried to act on another user's job without Manage Server."""
+NoticePoster = Callable[[discord.Interaction, str], None]
+"""Posts a moderation notice for an interaction in the background (`bot.screening.post_later`, bound to a bot)."""
 
 
 def user_message(error: BaseException) -> str | None:
@@ -35,8 +31,11 @@ def user_message(error: BaseException) -> str | None:
     return None
 
 
-async def report(interaction: discord.Interaction, error: BaseException) -> None:
-    """Answer the interaction ephemerally with what went wrong (a follow-up when it was answered already)."""
+async def report(
+    interaction: discord.Interaction, error: BaseException, *, post_notice: NoticePoster | None = None
+) -> None:
+    """Answer the interaction ephemerally with what went wrong (a follow-up when it was answered already); then hand
+    a blocked prompt's notice to `post_notice`, so the moderation log never delays the member's answer."""
     text = user_message(error)
     if text is None:
         log.error("unexpected error handling %s", _describe(interaction), exc_info=error)
@@ -50,14 +49,13 @@ async def report(interaction: discord.Interaction, error: BaseException) -> None
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException as exc:
         log.warning("could not tell the user about an error (%s %s)", exc.status, exc.code)
-    if isinstance(error, PromptBlocked):
-        screening.post_later(interaction, error.notice)  # after the member's answer, never delaying it
+    if isinstance(error, PromptBlocked) and post_notice is not None:
+        post_notice(interaction, error.notice)
 
 
-async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-    """`tree.on_error`: unwrap the command's exception and report it."""
-    original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-    await report(interaction, original)
+def unwrap(error: app_commands.AppCommandError) -> BaseException:
+    """The command's own exception inside discord.py's `CommandInvokeError`."""
+    return error.original if isinstance(error, app_commands.CommandInvokeError) else error
 
 
 def _describe(interaction: discord.Interaction) -> str:

@@ -1,10 +1,13 @@
 """Moderation in members' commands: the screen between parsing and admission, and the moderation log channel.
 
-    specs = await moderation.screen(bot, interaction, specs, saved.defaults, prompt)  # PromptBlocked, Suspended
+The screen runs on what the command's one read round trip brought back (`moderation.screen_reads`' replies):
 
-A refusal is answered by `bot.errors.report` (ephemeral, neutral, nothing charged or queued), which then hands
-its `notice` to `post_later`: the moderation log channel gets it after the member has their answer, and a channel
-the bot cannot write to is recorded for `/admin moderation status`, never failing or slowing `/imagine`.
+    specs = await screening.screen(conn, interaction, specs, saved.defaults, prompt, replies, now)
+
+A refusal (`Suspended`, `PromptBlocked`) is answered by `bot.errors.report` (ephemeral, neutral, nothing charged or
+queued), which then hands a blocked prompt's `notice` to `post_later`: the moderation log channel gets it after the
+member has their answer, and a channel the bot cannot write to is recorded for `/admin moderation status`, never
+failing or slowing `/imagine`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import discord
+import redis
+import redis.asyncio
 
 import moderation
-from core.errors import Suspended
+from bot.aredis import pipelined
 from core.safety import with_safety
 from core.spec import JobSpec
-
-if TYPE_CHECKING:
-    from bot.client import ImagineBot  # bot.client imports bot.errors, which imports this module
 
 log = logging.getLogger(__name__)
 
@@ -42,54 +44,71 @@ def channel_nsfw(interaction: discord.Interaction) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
+def reads(interaction: discord.Interaction) -> list[tuple[str, ...]]:
+    """The commands whose replies `screen` and `check_suspension` take (`moderation.SCREEN_READS` of them)."""
+    return moderation.screen_reads(guild_of(interaction), str(interaction.user.id))
+
+
 async def screen(
-    bot: ImagineBot, interaction: discord.Interaction, specs: list[JobSpec], defaults: Mapping[str, str], prompt: str
+    conn: redis.asyncio.Redis,
+    interaction: discord.Interaction,
+    specs: list[JobSpec],
+    defaults: Mapping[str, str],
+    prompt: str,
+    replies: Sequence[Any],
+    now: float,
 ) -> list[JobSpec]:
-    """The specs carrying what the worker must do in this channel (safety negative prompt, output check).
+    """The specs carrying what the worker must do in this channel (safety negative prompt, output check). No round
+    trip unless the guild's lists changed since they were compiled, or the prompt is blocked.
 
     Raises:
         Suspended: the member is suspended here.
         PromptBlocked: something that reaches the model is blocked (strike, audit entry; `.notice` for the log).
     """
-    safety = await bot.redis_call(
-        moderation.screen, guild_of(interaction), str(interaction.user.id), specs, defaults, prompt=prompt,
-        channel_nsfw=channel_nsfw(interaction), now=time.time(),
-    )
-    return [with_safety(spec, safety) for spec in specs]
+    check_suspension(replies, now)
+    guild, user = guild_of(interaction), str(interaction.user.id)
+    raw_policy = replies[1] or {}
+    policy = moderation.policy_from(raw_policy)
+    rev = raw_policy.get(b"rev", b"").decode()
+    mature = moderation.mature_allowed(policy, channel_nsfw(interaction))
+    filter_ = moderation.cached_filter(guild, rev, mature_allowed=mature)
+    if filter_ is None:
+        lists = await pipelined(conn, moderation.filter_reads(guild))
+        filter_ = moderation.compile_filter(guild, rev, lists, mature_allowed=mature)
+    checked = moderation.decide(guild, user, specs, defaults, prompt=prompt, channel_nsfw=channel_nsfw(interaction),
+                                now=now, suspended_until=None, policy=policy, filter_=filter_)
+    if isinstance(checked, moderation.Blocked):
+        written = await pipelined(conn, moderation.block_commands(checked))
+        raise moderation.blocked_error(checked, written[-1])
+    return [with_safety(spec, checked) for spec in specs]
 
 
-async def screen_click(bot: ImagineBot, interaction: discord.Interaction, spec: JobSpec, kind: str) -> JobSpec:
-    """A button's job, screened like a prompt when it runs the model; a U (a copy of an image the worker already
-    checked) is refused only to a suspended member.
+def check_suspension(replies: Sequence[Any], now: float) -> None:
+    """Refuse a suspended member (a U button, a copy of an image already checked, is screened only for this).
 
     Raises:
-        Suspended, PromptBlocked: as for `screen`.
+        Suspended: the member is suspended here; the message says until when.
     """
-    if kind != "upscale":
-        (spec,) = await screen(bot, interaction, [spec], {}, spec.prompt)
-        return spec
-    until = await bot.redis_call(moderation.suspension, guild_of(interaction), str(interaction.user.id), time.time())
+    until = moderation.suspension_from(replies[0], now)
     if until is not None:
-        raise Suspended(f"You are suspended from image generation on this server until <t:{int(until)}:f>.")
-    return spec
+        raise moderation.suspended_error(until)
 
 
-def post_later(interaction: discord.Interaction, notice: str) -> None:
+def post_later(bot: discord.Client, conn: redis.Redis, interaction: discord.Interaction, notice: str) -> None:
     """Post `notice` to the guild's moderation log channel in the background (call it after answering)."""
     if not notice or not interaction.guild_id:
         return
-    bot = cast("ImagineBot", interaction.client)
-    task = asyncio.get_running_loop().create_task(post_notice(bot, str(interaction.guild_id), notice))
+    task = asyncio.get_running_loop().create_task(post_notice(bot, conn, str(interaction.guild_id), notice))
     _posting.add(task)
     task.add_done_callback(_posting.discard)
 
 
-async def post_notice(bot: ImagineBot, guild: str, notice: str) -> bool:
+async def post_notice(bot: discord.Client, conn: redis.Redis, guild: str, notice: str) -> bool:
     """Post to the guild's moderation log channel with mentions disabled; True when Discord took it. A 403 or 404
-    (no permission, channel gone) is recorded with `moderation.log_channel_failed` for the admins."""
-    redis_call = bot.redis_call
+    (no permission, channel gone) is recorded with `moderation.log_channel_failed` for the admins. Off the hot path:
+    its Redis calls run in a thread with the sync client."""
     try:
-        policy = await redis_call(moderation.load_policy, guild)
+        policy = await asyncio.to_thread(moderation.load_policy, conn, guild)
         if not policy.log_channel:
             return False
         channel = bot.get_partial_messageable(int(policy.log_channel), guild_id=int(guild))
@@ -97,11 +116,11 @@ async def post_notice(bot: ImagineBot, guild: str, notice: str) -> bool:
             await channel.send(notice, allowed_mentions=discord.AllowedMentions.none())
         except (discord.Forbidden, discord.NotFound) as exc:
             why = f"Discord answered {exc.status} ({exc.text or 'no reason given'})"
-            await redis_call(moderation.log_channel_failed, guild, why, now=time.time())
+            await asyncio.to_thread(moderation.log_channel_failed, conn, guild, why, now=time.time())
             log.warning("guild %s: moderation log channel refused a notice: %s", guild, why)
             return False
         if policy.log_failure:
-            await redis_call(moderation.log_channel_worked, guild)
+            await asyncio.to_thread(moderation.log_channel_worked, conn, guild)
         return True
     except Exception as exc:  # a notice must never break anything else
         log.warning("guild %s: moderation log notice not posted: %s", guild, type(exc).__name__)

@@ -1,76 +1,112 @@
-"""What a command or a click does in Redis, as plain functions of plain values (the bot runs them in a thread)."""
+"""The flow `/imagine` and the buttons share: read, parse, screen, admit, acknowledge, then start each job.
+
+    admitted, specs = await submit.admit_prompt(bot, interaction, text)       # parse, screen, admit: refusals raise
+    await submit.start_admitted(bot, interaction, admitted, specs)           # defer, then one message and job each
+
+Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs, in two Redis round
+trips on the asyncio client: one pipeline reads the member's saved settings, their suspension, the guild's
+moderation policy (with its lists' revision), its tier policy, the member's grant and the models' speeds; then the
+admission script runs. Parsing, screening and the tier checks between them are pure. The queue position, the waiting
+text, the delivery record and RQ's enqueue (sync, in a thread) come after the acknowledgement.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import json
+import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import discord
 import redis
 
-from bot.errors import JobExpired, NotYourJob
-from core import buttons, jobs, keys, queue, userjobs, usersettings
+import quotas
+from bot import members, screening
+from bot.client import ImagineBot
 from core import delivery as deliveries
+from core import jobs, keys, prompt, queue, userjobs, usersettings
 from core.buttons import ButtonRef
-from core.errors import ImagineError
+from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TooManyJobs
 from core.spec import MAX_SEED, JobSpec, Mode
+from quotas import Admission, Who
 
-OWNER_PREFIX = "discord:"
+log = logging.getLogger(__name__)
 
-
-def owner_of(user_id: int | str) -> str:
-    """The owner string of a Discord user's jobs."""
-    return f"{OWNER_PREFIX}{user_id}"
-
-
-def mention(owner: str) -> str:
-    """`<@id>` for a Discord owner string, the owner itself for others (CLI jobs)."""
-    return f"<@{owner[len(OWNER_PREFIX) :]}>" if owner.startswith(OWNER_PREFIX) else owner
+RQ_QUEUE_PREFIX = "rq:queue:"
+"""RQ's key for a queue's list of waiting job ids (`rq.Queue.redis_queue_namespace_prefix`)."""
 
 
-def ahead_of_new(conn: redis.Redis, spec: JobSpec) -> int:
-    """How many jobs a worker takes before a job put on `spec`'s lane now (relax waits behind all of fast)."""
-    count = queue.rq_queue(conn, keys.queue_name(spec.model, spec.mode)).count
-    if spec.mode == "relax":
-        count += queue.rq_queue(conn, keys.queue_name(spec.model, "fast")).count
-    return count
+# -- before the acknowledgement ----------------------------------------------------------------------------------
 
 
-def waiting_text(spec: JobSpec, user_id: int | str, ahead: int, label: str = "") -> str:
-    """The job's message until the worker takes over: `**prompt** - <@user> (Waiting to start)` and its place."""
-    what = f" - {label}" if label else ""
-    place = "next in the queue" if ahead == 0 else f"queued, {ahead} ahead"
-    return f"**{spec.prompt}**{what} - <@{user_id}> (Waiting to start) - {spec.mode}, {place}"
-
-
-def admit(
-    conn: redis.Redis,
-    spec: JobSpec,
-    owner: str,
-    delivery: deliveries.Delivery,
-    interaction_token: str | None,
-    *,
-    kind: str = "grid",
-    source: dict[str, Any] | None = None,
-    job_id: str | None = None,
-) -> str:
-    """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery).
-
-    `job_id` is the id admission reserved GPU time for (`bot.quotas.reserve`); a fresh one when None.
-
-    Returns:
-        The job id.
+async def admit_prompt(
+    bot: ImagineBot, interaction: discord.Interaction, text: str
+) -> tuple[Admission, list[JobSpec]]:
+    """Parse, screen and admit `/imagine`'s prompt: the admitted jobs' lane and ids, and their specs.
 
     Raises:
-        redis.RedisError: Redis is unreachable.
+        PromptError, Suspended, PromptBlocked, TierLimit, Banned, RateLimited, TooManyJobs, QuotaExceeded: refused,
+            nothing queued or charged. redis.RedisError: Redis is unreachable (nothing reserved).
     """
-    job_id = job_id or jobs.new_job_id()
-    deliveries.save(conn, job_id, delivery, interaction_token=interaction_token)
-    userjobs.add(conn, owner, job_id)
-    queue.enqueue(conn, spec, owner, job_id=job_id, kind=kind, source=source)
-    return job_id
+    who, now = members.who(interaction), time.time()
+    settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
+    replies = await bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
+    saved = usersettings.from_hash(replies[0])
+    specs = parse_prompt(bot, text, saved)  # a PromptError is answered ephemerally by bot.errors
+    specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now)
+    return await reserve(bot, who, specs, replies[3:], kind="grid", now=now), specs
+
+
+async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> tuple[Admission, ButtonJob]:
+    """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode.
+
+    Raises:
+        JobExpired: the clicked job's record is gone. Otherwise as `admit_prompt`.
+    """
+    who, now = members.who(interaction), time.time()
+    settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
+    parent, replies = await asyncio.gather(
+        bot.redis_call(jobs.get, ref.job_id),  # core.jobs reads records with the sync client: in a thread, meanwhile
+        bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
+    )
+    job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
+    if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
+        screening.check_suspension(replies[1:3], now)
+        spec = job.spec
+    else:
+        (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
+    admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now)
+    return admitted, dataclasses.replace(job, spec=spec)
+
+
+async def reserve(
+    bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float
+) -> Admission:
+    """`quotas.reserve` on the asyncio client: one round trip. A refusal for places or fast time is checked once
+    more after settling the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
+    call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now)
+    try:
+        return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    except (TooManyJobs, QuotaExceeded):
+        if not await bot.redis_call(quotas.reconcile_member, who.member, now=now):
+            raise
+    return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+
+
+def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:
+    """The prompt's jobs under this bot's caps, the user's saved defaults and mode."""
+    caps = bot.job_settings
+    return prompt.parse(
+        text,
+        bot.registry,
+        max_jobs=caps.max_jobs_per_command,
+        max_chars=caps.max_prompt_chars,
+        defaults=saved.defaults,
+        default_mode=saved.mode,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,107 +147,125 @@ def button_job(
     raise ValueError(f"no job for button action {ref.action!r}")
 
 
-def parent_and_settings(
-    conn: redis.Redis, job_id: str, owner: str
-) -> tuple[jobs.JobRecord | None, usersettings.UserSettings]:
-    """The clicked job's record and the clicker's settings, in one thread hop."""
-    return jobs.get(conn, job_id), usersettings.get(conn, owner)
+# -- the acknowledgement, and after it ---------------------------------------------------------------------------
 
 
-def describe(conn: redis.Redis, record: jobs.JobRecord) -> str:
-    """One line about a job for `/info`: id, prompt, state (with queue position or progress)."""
-    state: str = record.state
-    if record.state == jobs.QUEUED:
-        ahead = queue.position(conn, record.job_id)
-        state = "queued" if ahead is None else f"queued, {ahead} ahead"
-    elif record.state == jobs.RUNNING and record.total:
-        state = f"running, {100 * record.step // record.total}%"
-    elif record.reason and record.state != jobs.DONE:
-        state = f"{record.state} ({record.reason})"
-    return f"`{record.job_id}` **{_short(record.spec.prompt)}** - {state} ({record.spec.mode})"
+async def start_admitted(
+    bot: ImagineBot,
+    interaction: discord.Interaction,
+    admitted: Admission,
+    specs: list[JobSpec],
+    *,
+    label: str = "",
+    kind: str = "grid",
+    source: dict | None = None,
+) -> None:
+    """Acknowledge, then start each admitted job in the admitted lane; refund every job that did not get queued."""
+    started = 0
+    with bot.writing():  # close() waits for this
+        try:
+            await interaction.response.defer(thinking=True)
+            for spec, job_id in zip(specs, admitted.job_ids, strict=True):
+                spec = dataclasses.replace(spec, mode=admitted.mode)
+                await start_job(
+                    bot, interaction, spec, original=started == 0, label=label, kind=kind, source=source, job_id=job_id
+                )
+                started += 1
+        except BaseException:
+            try:
+                await bot.redis_call(quotas.release_unqueued, admitted.job_ids[started:])
+            except Exception as exc:  # Redis down, or the bot shutting down: the ledger's backstop refunds them later
+                log.warning("could not refund %d unqueued jobs (%s)", len(admitted.job_ids) - started,
+                            type(exc).__name__)
+            raise
+    if admitted.tell:
+        await interaction.followup.send(quotas.moved_to_relax_text(admitted), ephemeral=True)
 
 
-def info_text(conn: redis.Redis, owner: str, recent_count: int = 10) -> str:
-    """What `/info` shows: the user's mode and defaults, jobs queued and running, recent jobs."""
-    saved = usersettings.get(conn, owner)
-    records = userjobs.recent(conn, owner)
-    active = [r for r in records if r.state in jobs.ACTIVE_STATES]
-    defaults = " ".join(f"--{k} {v}" for k, v in sorted(saved.defaults.items())) or "none"
-    lines = [f"**Mode:** {saved.mode}", f"**Saved defaults:** {defaults}", "", "**Queued and running**"]
-    lines += [describe(conn, r) for r in active] or ["none"]
-    lines += ["", "**Recent jobs**"]
-    lines += [describe(conn, r) for r in records[:recent_count]] or ["none"]
-    return "\n".join(lines)
+async def start_job(
+    bot: ImagineBot,
+    interaction: discord.Interaction,
+    spec: JobSpec,
+    *,
+    original: bool,
+    label: str = "",
+    kind: str = "grid",
+    source: dict | None = None,
+    job_id: str | None = None,
+) -> str:
+    """Show the job's waiting message (the original response, or a follow-up), save its delivery, enqueue it.
 
-
-def cancel_job(conn: redis.Redis, owner: str, job_id: str | None, *, admin: bool) -> str:
-    """Cancel `job_id` (default: the owner's newest queued or running job); words for the user.
-
-    Raises:
-        JobExpired: no such job.
-        NotYourJob: the job is someone else's and `admin` is False.
-        ImagineError: the owner has nothing to cancel.
+    The message is written before the job is enqueued, so this edit can never land after one of the worker's.
     """
-    if job_id is None:
-        active = userjobs.active(conn, owner)
-        if not active:
-            raise ImagineError("You have no queued or running job to cancel.")
-        record: jobs.JobRecord | None = active[0]
+    owner = members.owner_of(interaction.user.id)
+    ahead = await ahead_of_new(bot, spec)
+    text = waiting_text(spec, interaction.user.id, ahead, label)
+    if original:
+        await interaction.edit_original_response(content=text)
+        message_id = ""  # the worker edits @original while the token lives
     else:
-        record = jobs.get(conn, job_id.strip().lower())
-    if record is None:
-        raise JobExpired(f"There is no job {job_id} (it may have expired).")
-    if record.owner != owner and not admin:
-        raise NotYourJob(f"Job {record.job_id} is not yours: only its owner or a Manage Server admin can cancel it.")
-    reason = "cancelled by its owner" if record.owner == owner else "cancelled by an admin"
-    result = queue.cancel(conn, record.job_id, reason=reason)
-    if result is queue.CancelResult.CANCELLED:
-        return f"Cancelled job `{record.job_id}` (**{_short(record.spec.prompt)}**) before it started."
-    if result is queue.CancelResult.REQUESTED:
-        return f"Stopping job `{record.job_id}` (**{_short(record.spec.prompt)}**): it ends within a step."
-    return f"Job `{record.job_id}` had already finished; nothing to cancel."
+        message_id = str((await interaction.followup.send(text, wait=True)).id)
+    try:
+        delivery = delivery_for(interaction, message_id)
+        return await bot.redis_call(
+            enqueue, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id
+        )
+    except redis.RedisError:
+        failed = f"**{spec.prompt}** - <@{interaction.user.id}> (not queued: {QUEUE_UNREACHABLE.lower()})"
+        if original:
+            await interaction.edit_original_response(content=failed)
+        raise
 
 
-@dataclass(frozen=True)
-class Shown:
-    """A job's result to post again."""
-
-    content: str
-    filename: str
-    image: bytes
-    components: list[dict[str, Any]]
+async def ahead_of_new(bot: ImagineBot, spec: JobSpec) -> int:
+    """How many jobs a worker takes before a job put on `spec`'s lane now (relax waits behind all of fast)."""
+    lanes = [spec.mode] if spec.mode == "fast" else [spec.mode, "fast"]
+    counts = await bot.pipelined([("LLEN", RQ_QUEUE_PREFIX + keys.queue_name(spec.model, lane)) for lane in lanes])
+    return sum(int(count) for count in counts)
 
 
-def show(conn: redis.Redis, job_id: str) -> Shown:
-    """A job's grid (or single image) with its buttons, for `/show`.
+def waiting_text(spec: JobSpec, user_id: int | str, ahead: int, label: str = "") -> str:
+    """The job's message until the worker takes over: `**prompt** - <@user> (Waiting to start)` and its place."""
+    what = f" - {label}" if label else ""
+    place = "next in the queue" if ahead == 0 else f"queued, {ahead} ahead"
+    return f"**{spec.prompt}**{what} - <@{user_id}> (Waiting to start) - {spec.mode}, {place}"
+
+
+def delivery_for(interaction: discord.Interaction, message_id: str = "") -> deliveries.Delivery:
+    """Where a job started by this interaction is shown."""
+    return deliveries.Delivery(
+        application_id=str(interaction.application_id),
+        channel_id=str(interaction.channel_id or ""),
+        user_id=str(interaction.user.id),
+        guild_id=str(interaction.guild_id or ""),
+        message_id=message_id,
+    )
+
+
+def enqueue(
+    conn: redis.Redis,
+    spec: JobSpec,
+    owner: str,
+    delivery: deliveries.Delivery,
+    interaction_token: str | None,
+    *,
+    kind: str = "grid",
+    source: dict[str, Any] | None = None,
+    job_id: str | None = None,
+) -> str:
+    """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery). Sync:
+    RQ's enqueue is, so the bot runs this in a thread.
+
+    `job_id` is the id admission reserved GPU time for (`quotas.reserve`); a fresh one when None.
+
+    Returns:
+        The job id.
 
     Raises:
-        JobExpired: the record or its images are gone.
-        ImagineError: the job has no result (yet).
+        redis.RedisError: Redis is unreachable.
     """
-    job_id = job_id.strip().lower()
-    record = jobs.get(conn, job_id) if _is_id(job_id) else None
-    if record is None:
-        raise JobExpired(f"There is no job {job_id} (it may have expired).")
-    if record.state != jobs.DONE:
-        raise ImagineError(f"Job {job_id} is {record.state}: it has no result to show.")
-    spec = record.spec
-    content = f"**{spec.prompt}** --seed {spec.seed} --{spec.mode} - {mention(record.owner)} (job `{job_id}`)"
-    # Images the worker's safety check blurred are shown behind a spoiler again (`keys.job_flagged`).
-    flagged = conn.get(keys.job_flagged(job_id))
-    name = f"SPOILER_{job_id}.png" if flagged and json.loads(flagged).get("action") == "blur" else f"{job_id}.png"
-    grid = conn.get(keys.job_grid(job_id))
-    if isinstance(grid, bytes):
-        return Shown(content, name, grid, buttons.grid_components(job_id))
-    single = conn.get(keys.job_image(job_id, 0))
-    if isinstance(single, bytes):
-        return Shown(content, name, single, buttons.single_components(job_id))
-    raise JobExpired(f"The images of job {job_id} have expired.")
-
-
-def _is_id(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    job_id = job_id or jobs.new_job_id()
+    deliveries.save(conn, job_id, delivery, interaction_token=interaction_token)
+    userjobs.add(conn, owner, job_id)
+    queue.enqueue(conn, spec, owner, job_id=job_id, kind=kind, source=source)
+    return job_id

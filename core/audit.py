@@ -38,10 +38,18 @@ def record(
     """Append one entry to the guild's log (and drop the oldest beyond MAX_ENTRIES)."""
     entry = Entry(time.time() if now is None else now, str(actor), action, str(target), detail)
     with conn.pipeline() as pipe:
-        pipe.lpush(keys.audit_log(guild), json.dumps(asdict(entry)))
-        pipe.ltrim(keys.audit_log(guild), 0, MAX_ENTRIES - 1)
+        for command in record_commands(guild, entry):
+            pipe.execute_command(*command)
         pipe.execute()
     return entry
+
+
+def record_commands(guild: str, entry: Entry) -> list[tuple[str, ...]]:
+    """The Redis commands that append `entry` to the guild's log (for a caller that pipelines them itself)."""
+    return [
+        ("LPUSH", keys.audit_log(guild), json.dumps(asdict(entry))),
+        ("LTRIM", keys.audit_log(guild), "0", str(MAX_ENTRIES - 1)),
+    ]
 
 
 def latest(conn: redis.Redis, guild: str, count: int = 10) -> list[Entry]:

@@ -1,4 +1,5 @@
-"""Flat, named exceptions. Their messages are written for the person who typed the command."""
+"""Flat, named exceptions, and the words for failures that are not ours to name. Every message here is written
+for the person who typed the command."""
 
 
 class ImagineError(Exception):
@@ -63,6 +64,21 @@ class PromptBlocked(ImagineError):
 
 class Suspended(ImagineError):
     """The member is suspended from the bot on this server (repeated blocked prompts, or an admin); nothing queued."""
+
+
+class JobExpired(ImagineError):
+    """A button or command names a job whose record (or images) Redis no longer holds."""
+
+
+class NotYourJob(ImagineError):
+    """Someone tried to act on another user's job without Manage Server."""
+
+
+QUEUE_UNREACHABLE = "The queue is unreachable, try again in a minute."
+"""What a member is told when Redis does not answer (any `redis.RedisError`)."""
+
+UNEXPECTED = "Something went wrong on our side; it has been logged. Try again in a minute."
+"""What a member is told when handling their interaction hit a bug (the error itself is logged)."""
 
 
 class RepostRefused(ImagineError):

@@ -6,6 +6,7 @@ parameter written in the prompt wins over a saved one (`core.prompt.parse(..., d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import redis
@@ -29,7 +30,11 @@ class UserSettings:
 
 def get(conn: redis.Redis, owner: str) -> UserSettings:
     """The user's settings (built-in ones when they saved nothing)."""
-    data = conn.hgetall(keys.user_settings(owner))
+    return from_hash(conn.hgetall(keys.user_settings(owner)))
+
+
+def from_hash(data: Mapping[bytes | str, bytes | str]) -> UserSettings:
+    """The settings stored as `data` (`HGETALL keys.user_settings`), for a caller that read the hash itself."""
     text = {_str(k): _str(v) for k, v in data.items()}
     mode = text.pop("mode", "fast")
     defaults = {name: value for name, value in text.items() if name in DEFAULT_NAMES and value}

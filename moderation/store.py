@@ -79,7 +79,12 @@ class Event:
 
 def load_policy(conn: redis.Redis, guild: str) -> Policy:
     """The guild's moderation settings."""
-    data = {_str(k): _str(v) for k, v in conn.hgetall(keys.moderation_policy(guild)).items()}
+    return policy_from(conn.hgetall(keys.moderation_policy(guild)))
+
+
+def policy_from(raw: Mapping[bytes | str, bytes | str]) -> Policy:
+    """A guild's settings from its stored hash (`HGETALL keys.moderation_policy`)."""
+    data = {_str(k): _str(v) for k, v in raw.items()}
     values: dict[str, object] = {}
     for field in fields(Policy):
         if field.name in data:
@@ -176,14 +181,37 @@ _MAX_CACHED = 256
 def load_filter(conn: redis.Redis, guild: str, *, mature_allowed: bool) -> Filter:
     """The guild's compiled filter for a channel (cached until the guild's lists change)."""
     rev = _str(conn.hget(keys.moderation_policy(guild), "rev") or "")
+    cached = cached_filter(guild, rev, mature_allowed=mature_allowed)
+    if cached is not None:
+        return cached
+    with conn.pipeline(transaction=False) as pipe:
+        for command in filter_reads(guild):
+            pipe.execute_command(*command)
+        replies = pipe.execute()
+    return compile_filter(guild, rev, replies, mature_allowed=mature_allowed)
+
+
+def cached_filter(guild: str, rev: str, *, mature_allowed: bool) -> Filter | None:
+    """The guild's compiled filter if it is cached for lists at revision `rev` (the policy hash's `rev` field)."""
     cached = _filters.get((guild, mature_allowed))
-    if cached is not None and cached[0] == rev:
-        return cached[1]
+    return cached[1] if cached is not None and cached[0] == rev else None
+
+
+def filter_reads(guild: str) -> list[tuple[str, ...]]:
+    """The commands whose replies `compile_filter` needs: the guild's unblocked, blocked and allowed entries."""
+    return [
+        ("SMEMBERS", keys.moderation_unblock(guild)),
+        ("SMEMBERS", keys.moderation_block(guild)),
+        ("SMEMBERS", keys.moderation_allow(guild)),
+    ]
+
+
+def compile_filter(guild: str, rev: str, replies: Sequence[set[bytes]], *, mature_allowed: bool) -> Filter:
+    """The guild's filter from the replies to `filter_reads`, cached under `rev`."""
+    removed, added, allowed = ({_str(member) for member in reply} for reply in replies)
     default = promptfilter.default_lists()
-    removed = _members(conn, keys.moderation_unblock(guild))
-    blocked = [e for e in default.blocked(mature_allowed=mature_allowed) if e not in removed]
-    blocked += sorted(_members(conn, keys.moderation_block(guild)))
-    compiled = Filter.from_lists(blocked, allow_list(conn, guild))
+    blocked = [e for e in default.blocked(mature_allowed=mature_allowed) if e not in removed] + sorted(added)
+    compiled = Filter.from_lists(blocked, sorted(set(default.allow) | allowed))
     if len(_filters) >= _MAX_CACHED:
         _filters.pop(next(iter(_filters)))
     _filters[(guild, mature_allowed)] = (rev, compiled)
@@ -220,24 +248,109 @@ def screen(
             event is in the audit log, and `.notice` holds the moderation log text. The message repeats nothing.
     """
     until = suspension(conn, guild, user, now)
-    if until is not None:
-        raise Suspended(f"You are suspended from image generation on this server until <t:{int(until)}:f>.")
     policy = load_policy(conn, guild)
-    mature_allowed = channel_nsfw and policy.nsfw == "age-restricted"
-    found = promptfilter.check_spec(load_filter(conn, guild, mature_allowed=mature_allowed), specs, defaults)
+    mature = channel_nsfw and policy.nsfw == "age-restricted"
+    checked = decide(guild, user, specs, defaults, prompt=prompt, now=now, suspended_until=until, policy=policy,
+                     filter_=load_filter(conn, guild, mature_allowed=mature), channel_nsfw=channel_nsfw)
+    if isinstance(checked, Safety):
+        return checked
+    with conn.pipeline(transaction=False) as pipe:
+        for command in block_commands(checked):
+            pipe.execute_command(*command)
+        replies = pipe.execute()
+    raise blocked_error(checked, replies[-1])
+
+
+SCREEN_READS = 2
+"""How many replies `screen_reads`' commands give."""
+
+
+def screen_reads(guild: str, user: str) -> list[tuple[str, ...]]:
+    """The commands whose replies screening needs (`suspension_from`, `policy_from`); the policy hash also holds the
+    lists' `rev` for `cached_filter`. Pipeline them with whatever else the caller reads."""
+    return [("HGET", keys.moderation_suspended(guild), user), ("HGETALL", keys.moderation_policy(guild))]
+
+
+def suspension_from(raw: bytes | str | None, now: float) -> float | None:
+    """When a suspension stored as `raw` (`HGET keys.moderation_suspended`) ends, or None when it is over or absent."""
+    if raw is None:
+        return None
+    until = float(_str(raw))
+    return until if until > now else None
+
+
+def suspended_error(until: float) -> Suspended:
+    return Suspended(f"You are suspended from image generation on this server until <t:{int(until)}:f>.")
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A screened prompt that matched the block list: what to record (`block_commands`) before refusing it."""
+
+    event: Event
+    match: Match
+    policy: Policy
+
+
+def decide(
+    guild: str,
+    user: str,
+    specs: Sequence[JobSpec],
+    defaults: Mapping[str, str],
+    *,
+    prompt: str,
+    channel_nsfw: bool,
+    now: float,
+    suspended_until: float | None,
+    policy: Policy,
+    filter_: Filter,
+) -> Safety | Blocked:
+    """`screen` without I/O, from what it read: the Safety to attach, or the Blocked match to record and refuse.
+    `filter_` is the guild's filter for this channel (mature entries allowed when `mature_allowed(policy, nsfw)`).
+
+    Raises:
+        Suspended: the member is suspended (`suspended_until`); the message says until when.
+    """
+    if suspended_until is not None:
+        raise suspended_error(suspended_until)
+    found = promptfilter.check_spec(filter_, specs, defaults)
     if found is not None:
-        event = Event("prompt blocked", guild, user, now, prompt, detail=_matched(found))
-        record_event(conn, event)
-        strikes, until = record_strike(conn, guild, user, policy, now=now)
-        message = BLOCKED_MESSAGE + (BLOCKED_DEFAULT_HINT if found.where.startswith(promptfilter.SAVED_DEFAULT) else "")
-        if until is not None:
-            message += f" Because of repeated blocked prompts you are suspended until <t:{int(until)}:f>."
-        elif strikes == policy.strike_limit - 1:
-            message += " One more blocked prompt soon will suspend you from the bot for a while."
-        raise PromptBlocked(message, notice=format_notice(event, suspended_until=until))
-    if mature_allowed:
+        return Blocked(Event("prompt blocked", guild, user, now, prompt, detail=_matched(found)), found, policy)
+    if mature_allowed(policy, channel_nsfw):
         return Safety(action=policy.flagged_action)
     return Safety(policy.safety_negative, check_outputs=True, action=policy.flagged_action)
+
+
+def mature_allowed(policy: Policy, channel_nsfw: bool) -> bool:
+    """Whether mature entries are allowed in a channel Discord marks (or not) age-restricted under `policy`."""
+    return channel_nsfw and policy.nsfw == "age-restricted"
+
+
+def block_commands(blocked: Blocked) -> list[tuple[str, ...]]:
+    """The writes a blocked prompt makes: its audit entry, then its strike (the last reply goes to `blocked_error`)."""
+    event, policy, now = blocked.event, blocked.policy, blocked.event.at
+    entry = audit.Entry(now, event.user, event.kind, event.job_id, f"{event.detail}; prompt: {event.prompt}")
+    strike = (
+        "EVAL", _STRIKE, "2", keys.moderation_strikes(f"{event.guild}:{event.user}"),
+        keys.moderation_suspended(event.guild), repr(now), repr(now - policy.strike_window_s),
+        str(policy.strike_window_s + 1), str(policy.strike_limit), f"{now!r}:{uuid.uuid4().hex}", event.user,
+        repr(now + policy.suspension_s),
+    )
+    return [*audit.record_commands(event.guild, entry), strike]
+
+
+def blocked_error(blocked: Blocked, strike_reply: Sequence[int]) -> PromptBlocked:
+    """The refusal of a blocked prompt, from the strike script's reply: neutral words, perhaps a suspension."""
+    count, suspended = (int(v) for v in strike_reply)
+    policy = blocked.policy
+    until = blocked.event.at + policy.suspension_s if suspended else None
+    message = BLOCKED_MESSAGE + (BLOCKED_DEFAULT_HINT if blocked.match.where.startswith(promptfilter.SAVED_DEFAULT)
+                                 else "")
+    if until is not None:
+        message += f" Because of repeated blocked prompts you are suspended until <t:{int(until)}:f>."
+    elif count == policy.strike_limit - 1:
+        message += " One more blocked prompt soon will suspend you from the bot for a while."
+    return PromptBlocked(message, notice=format_notice(blocked.event, suspended_until=until))
 
 
 BLOCKED_DEFAULT = "That choice can't be saved as your default on this server (it is on the server's block list); " \
@@ -252,8 +365,8 @@ def check_default(conn: redis.Redis, guild: str, name: str, value: str, *, chann
         PromptBlocked: the value is blocked; the message does not repeat it.
     """
     policy = load_policy(conn, guild)
-    mature_allowed = channel_nsfw and policy.nsfw == "age-restricted"
-    found = promptfilter.check_spec(load_filter(conn, guild, mature_allowed=mature_allowed), [], {name: value})
+    mature = mature_allowed(policy, channel_nsfw)
+    found = promptfilter.check_spec(load_filter(conn, guild, mature_allowed=mature), [], {name: value})
     if found is not None:
         raise PromptBlocked(BLOCKED_DEFAULT)
 
@@ -285,11 +398,7 @@ def record_strike(conn: redis.Redis, guild: str, user: str, policy: Policy, *, n
 
 def suspension(conn: redis.Redis, guild: str, user: str, now: float) -> float | None:
     """When the member's suspension ends, or None when they are not suspended."""
-    raw = conn.hget(keys.moderation_suspended(guild), user)
-    if raw is None:
-        return None
-    until = float(_str(raw))
-    return until if until > now else None
+    return suspension_from(conn.hget(keys.moderation_suspended(guild), user), now)
 
 
 _COUNT_SUSPENDED = """

@@ -5,6 +5,9 @@
     quotas.apply_outcome(conn, job_id)                       # once the job is final: settle (done) or refund
     quotas.release_unqueued(conn, job_ids)                   # jobs admitted but never queued
 
+An asyncio caller runs the same admission without a thread: `reserve_reads` (commands to pipeline), `plan_reserve`
+(pure: the script's call), then `ADMIT_SCRIPT` with the call's keys and args, and `call.result(answer)`.
+
 Reservations are exactly-once: a job's outcome settles (its measured GPU time) or refunds (failed, cancelled) its
 reservation once, whoever calls `apply_outcome` first; `reconcile` is the backstop for a process that died between
 a job's final transition and its settlement. Relax lanes are put in fair order by `order_relax` before each dequeue.
@@ -15,7 +18,7 @@ Behind this module (private to the package): `tiers` (the pure rules: tiers file
 outside `quotas/` imports only `quotas` (a test keeps it so).
 """
 
-from quotas.admission import Admission, ban, ban_reason, moved_to_relax_text, unban
+from quotas.admission import ADMIT_SCRIPT, Admission, AdmitCall, ban, ban_reason, moved_to_relax_text, unban
 from quotas.fairness import order as order_relax
 from quotas.ledger import (
     Usage,
@@ -23,6 +26,7 @@ from quotas.ledger import (
     grant,
     member_id,
     reconcile,
+    reconcile_member,
     refund,
     reset,
     settle,
@@ -36,8 +40,10 @@ from quotas.members import (
     check_mode,
     date,
     minutes,
+    plan_reserve,
     release_unqueued,
     reserve,
+    reserve_reads,
     source_text,
     subscribe_text,
     tier_lines,
@@ -55,9 +61,10 @@ from quotas.tiers import (
 from quotas.tierstore import clear_grant, effective_config, load_policy, set_grant, update_policy
 
 __all__ = [
-    "DM_GUILD", "Admission", "Assignment", "GuildPolicy", "PeriodPolicy", "Tier", "TierSettings", "TiersConfig",
-    "Usage", "Who", "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "check_mode",
-    "clear_grant", "date", "effective_config", "grant", "load_config", "load_policy", "member_id", "minutes",
-    "moved_to_relax_text", "order_relax", "reconcile", "refund", "release_unqueued", "reserve", "reset", "set_grant",
-    "settle", "source_text", "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
+    "ADMIT_SCRIPT", "DM_GUILD", "AdmitCall", "Admission", "Assignment", "GuildPolicy", "PeriodPolicy", "Tier",
+    "TierSettings", "TiersConfig", "Usage", "Who", "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason",
+    "check_mode", "clear_grant", "date", "effective_config", "grant", "load_config", "load_policy", "member_id",
+    "minutes", "moved_to_relax_text", "order_relax", "plan_reserve", "reconcile", "reconcile_member", "refund",
+    "release_unqueued", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text", "subscribe_text",
+    "tier_lines", "top_users", "unban", "update_policy", "usage",
 ]

@@ -3,7 +3,8 @@
 `check_request` is the pure part (what the tier allows at all). `admit` is the rest, one Lua script so that 100
 simultaneous commands from one member against a cap of 3 admit exactly 3: ban, rate limit, places (queued or running
 jobs, fast running jobs), the fast balance, and one reservation per job (`quotas.ledger` settles or refunds them).
-Call `admit` before enqueueing; enqueue with the job ids and the lane it returns.
+Call `admit` before enqueueing; enqueue with the job ids and the lane it returns. The script's call is built by
+`admit_call` and its answer read by `AdmitCall.result`, without I/O, so an asyncio caller runs the very same step.
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ FREE_KINDS = frozenset({"upscale"})
 # ARGV: 1 user id, 2 now, 3 requests per minute, 4 window s, 5 mode, 6 relax allowed (1/0), 7 max running fast,
 #       8 max waiting, 9 estimate s per job, 10 free (1/0), 11 tier fast s, 12 balance expire-at, 13 member,
 #       14 model, 15 mpx-steps per job, 16 usage key, 17 job ids (JSON), 18 active key, 19 balance key,
-#       20 max running relax, 21 unique request id.
+#       20 max running relax, 21 unique request id (the same call run again is not counted again).
 # Returns {"banned", reason} | {"rate", retry at} | {"waiting", active} | {"running", active fast}
 #       | {"quota", left} | {"ok", lane, moved (1/0), tell (1/0), left}.
-_ADMIT = """
+ADMIT_SCRIPT = """
 local reason = redis.call('HGET', KEYS[1], ARGV[1])
 if reason then return {'banned', reason} end
 local now, window = tonumber(ARGV[2]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+local again = redis.call('ZSCORE', KEYS[2], ARGV[21])
+if not again and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return {'rate', tostring(tonumber(oldest[2]) + window)}
 end
@@ -165,14 +167,44 @@ def admit(
     """
     check_request(tier, request)
     ledger.reconcile_member(conn, member, now=request.now)  # jobs that just ended free their places first
+    call = admit_call(member, tier, request, s_per_mpx_step=ledger.speed(conn, request.model), policy=policy)
+    return call.result(conn.eval(ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+
+
+@dataclass(frozen=True)
+class AdmitCall:
+    """The admission script's keys and arguments for one request, and how to read its answer (sans I/O: the sync
+    `admit` and the bot's asyncio client run the same call). Running it twice counts one request (same request id)."""
+
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    tier: Tier
+    request: AdmissionRequest
+    estimate_s: float
+    resets_at: float
+
+    def result(self, answer: list[Any]) -> Admission:
+        """The admission the script's answer means.
+
+        Raises:
+            Banned, RateLimited, TooManyJobs, QuotaExceeded: as for `admit`.
+        """
+        return _result(self, [_text(v) for v in answer])
+
+
+def admit_call(
+    member: str, tier: Tier, request: AdmissionRequest, *, s_per_mpx_step: float, policy: PeriodPolicy = MONTHLY
+) -> AdmitCall:
+    """The `ADMIT_SCRIPT` call for a request already checked with `check_request`; `s_per_mpx_step` is the model's
+    measured speed (`ledger.speed`)."""
     guild, user = member.split(":", 1)
     start, end = period_bounds(request.now, policy)
     period = int(start)
     free = request.kind in FREE_KINDS
     mode = "fast" if free and not tier.relax else request.mode  # a free U button of a tier without relax
     work = ledger.mpx_steps(request.width, request.height, request.steps)
-    estimate = 0.0 if free else ledger.estimate_s(conn, request.model, request.width, request.height, request.steps)
-    keys_ = [
+    estimate = 0.0 if free else ledger.JOB_OVERHEAD_S + s_per_mpx_step * work
+    keys_ = (
         keys.banned(guild),
         keys.quota_rate(member),
         keys.quota_active(member),
@@ -180,15 +212,19 @@ def admit(
         keys.quota_told(member, period),
         keys.quota_reservations(),
         *(keys.quota_reservation(job_id) for job_id in request.job_ids),
-    ]
-    argv: list[Any] = [
+    )
+    argv: tuple[Any, ...] = (
         user, repr(request.now), tier.requests_per_minute, RATE_WINDOW_S, mode, int(tier.relax),
         tier.max_running_fast, tier.max_waiting, repr(estimate), int(free), tier.fast_gpu_s,
         int(end + ledger.BALANCE_RETENTION_S), member, request.model, repr(0.0 if free else work),
         keys.quota_usage(guild, period), json.dumps(list(request.job_ids)), keys.quota_active(member),
         keys.quota_balance(member, period), tier.max_running_relax, uuid.uuid4().hex,
-    ]
-    answer = [_text(v) for v in conn.eval(_ADMIT, len(keys_), *keys_, *argv)]
+    )
+    return AdmitCall(keys_, argv, tier, request, estimate, end)
+
+
+def _result(call: AdmitCall, answer: list[str]) -> Admission:
+    tier, request, end = call.tier, call.request, call.resets_at
     status = answer[0]
     if status == "banned":
         raise Banned(f"You can't create images on this server ({answer[1] or 'banned by an admin'}). "
@@ -214,7 +250,7 @@ def admit(
         mode=lane,
         moved_to_relax=answer[2] == "1",
         tell=answer[3] == "1",
-        estimate_s=estimate if lane == "fast" else 0.0,
+        estimate_s=call.estimate_s if lane == "fast" else 0.0,
         fast_left_s=max(0.0, float(answer[4])),
         resets_at=end,
     )

@@ -9,17 +9,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
 import quotas.admission as admission
 import quotas.ledger as ledger
 import quotas.tierstore as tierstore
-from core import jobs
+from core import jobs, keys
 from core.errors import TierLimit
 from core.spec import JobSpec
 from quotas.admission import Admission, AdmissionRequest
-from quotas.tiers import Assignment, TiersConfig
+from quotas.tiers import Assignment, TiersConfig, apply_policy, resolve
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,46 @@ def reserve(
     biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
     ids = tuple(jobs.new_job_id() for _ in specs)
     return admission.admit(conn, member.member, tier, _request(biggest, ids, kind, now), policy=config.period)
+
+
+ADMISSION_READS = 3
+"""How many replies `reserve_reads`' commands give (`plan_reserve` takes them in that order)."""
+
+
+def reserve_reads(member: Who) -> list[tuple[str, ...]]:
+    """The Redis commands whose replies `plan_reserve` needs: the guild's tier policy, the member's grant, the
+    models' measured speeds. Run them in one pipeline with whatever else the caller reads."""
+    return [
+        ("GET", keys.tier_policy(member.guild)),
+        ("HGETALL", keys.tier_grant(member.member)),
+        ("HGETALL", keys.model_speed()),
+    ]
+
+
+def plan_reserve(
+    config: TiersConfig, member: Who, specs: list[JobSpec], replies: list[Any], *, kind: str = "grid",
+    now: float | None = None,
+) -> admission.AdmitCall:
+    """`reserve` without I/O: from the replies to `reserve_reads`, the admission script's call (run it with
+    `admission.ADMIT_SCRIPT`, read its answer with `AdmitCall.result`).
+
+    Raises:
+        TierLimit: a spec is beyond the member's tier (nothing counted).
+    """
+    now = time.time() if now is None else now
+    policy = tierstore.parse_policy(replies[0])
+    effective = apply_policy(config, policy)
+    grant = tierstore.parse_grant(replies[1] or {})
+    tier = resolve(effective, policy, role_ids=member.role_ids, grant=grant, now=now).tier
+    for spec in specs:
+        admission.check_request(tier, _request(spec, (spec.prompt,), kind, now))
+    biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
+    ids = tuple(jobs.new_job_id() for _ in specs)
+    request = _request(biggest, ids, kind, now)
+    admission.check_request(tier, request)  # all of them together: jobs per command
+    speeds = {_text(k): _text(v) for k, v in (replies[2] or {}).items()}
+    speed = float(speeds.get(biggest.model) or ledger.DEFAULT_S_PER_MPX_STEP)
+    return admission.admit_call(member.member, tier, request, s_per_mpx_step=speed, policy=config.period)
 
 
 def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
@@ -151,3 +192,7 @@ def subscribe_text(conn: redis.Redis, config: TiersConfig, member: Who) -> str:
     tier = assignment(conn, config, member, now=time.time()).tier
     names = ", ".join(tierstore.effective_config(conn, member.guild, config).tiers)
     return f"{policy.subscribe_text or DEFAULT_SUBSCRIBE_TEXT}\n\nYour tier: **{tier.name}**. Tiers: {names}."
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

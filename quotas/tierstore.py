@@ -24,7 +24,7 @@ write (each attempt is a few milliseconds; in practice a second one always succe
 
 def load_policy(conn: redis.Redis, guild: str) -> GuildPolicy:
     """The guild's policy (the deployment's defaults when its admins set nothing)."""
-    return _parse(conn.get(keys.tier_policy(guild)))
+    return parse_policy(conn.get(keys.tier_policy(guild)))
 
 
 def save_policy(conn: redis.Redis, guild: str, config: TiersConfig, policy: GuildPolicy) -> TiersConfig:
@@ -64,7 +64,7 @@ def update_policy(
         for _ in range(POLICY_UPDATE_TRIES):
             try:
                 pipe.watch(key)
-                new = change(_parse(pipe.get(key)))
+                new = change(parse_policy(pipe.get(key)))
                 if new is None:
                     return None
                 apply_policy(config, new)
@@ -80,7 +80,8 @@ def update_policy(
                           "again.")
 
 
-def _parse(raw: bytes | str | None) -> GuildPolicy:
+def parse_policy(raw: bytes | str | None) -> GuildPolicy:
+    """A guild's policy from its stored JSON (`GET keys.tier_policy`); None or empty: the defaults."""
     if not raw:
         return GuildPolicy()
     data = json.loads(raw)
@@ -135,7 +136,12 @@ def clear_grant(conn: redis.Redis, member: str) -> bool:
 
 def get_grant(conn: redis.Redis, member: str) -> Grant | None:
     """The member's explicit tier, or None."""
-    data = {k.decode(): v.decode() for k, v in conn.hgetall(keys.tier_grant(member)).items()}  # type: ignore[union-attr]
+    return parse_grant(conn.hgetall(keys.tier_grant(member)))  # type: ignore[arg-type]
+
+
+def parse_grant(raw: dict[bytes, bytes]) -> Grant | None:
+    """A member's grant from its stored hash (`HGETALL keys.tier_grant`); None when there is none."""
+    data = {k.decode(): v.decode() for k, v in raw.items()}
     if not data.get("tier"):
         return None
     return Grant(tier=data["tier"], expires_at=float(data["expires_at"]) if data.get("expires_at") else None)

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
-from bot.errors import QUEUE_UNREACHABLE
+from core.errors import QUEUE_UNREACHABLE
 from tests.bot.conftest import running_bot
 from tests.discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 

@@ -192,3 +192,28 @@ def test_notice_is_capped_and_cannot_close_its_code_block() -> None:
     event = modstore.Event("image flagged", GUILD, USER, NOW, "```@everyone" + "x" * 3000, job_id="ab" * 16)
     notice = modstore.format_notice(event)
     assert len(notice) < 2000 and notice.count("```") == 2 and "ab" * 16 in notice
+
+
+def test_decide_from_pipelined_reads_matches_screen(redis_conn: redis.Redis) -> None:
+    """`screen_reads` + `decide` (the bot's asyncio path) answer as `screen`; a block is recorded by
+    `block_commands` and refused by `blocked_error` with a strike counted."""
+    replies = [redis_conn.execute_command(*command) for command in modstore.screen_reads(GUILD, USER)]
+    policy = modstore.policy_from(replies[1] or {})
+    assert modstore.suspension_from(replies[0], NOW) is None
+    lists = [redis_conn.execute_command(*command) for command in modstore.filter_reads(GUILD)]
+    filter_ = modstore.compile_filter(GUILD, "", lists, mature_allowed=False)
+    specs = parse("a lighthouse at dusk", REGISTRY)
+    decided = modstore.decide(GUILD, USER, specs, {}, prompt="x", channel_nsfw=False, now=NOW,
+                              suspended_until=None, policy=policy, filter_=filter_)
+    assert decided == _screen(redis_conn, "a lighthouse at dusk")
+    blocked = modstore.decide(GUILD, USER, parse("gore", REGISTRY), {}, prompt="gore", channel_nsfw=False, now=NOW,
+                              suspended_until=None, policy=policy, filter_=filter_)
+    assert isinstance(blocked, modstore.Blocked)
+    written = [redis_conn.execute_command(*command) for command in modstore.block_commands(blocked)]
+    error = modstore.blocked_error(blocked, written[-1])
+    assert str(error).startswith(modstore.BLOCKED_MESSAGE) and "gore" in error.notice
+    assert audit.latest(redis_conn, GUILD, 1)[0].action == "prompt blocked"
+    assert redis_conn.zcard(keys.moderation_strikes(f"{GUILD}:{USER}")) == 1
+    with pytest.raises(Suspended):
+        modstore.decide(GUILD, USER, specs, {}, prompt="x", channel_nsfw=False, now=NOW, suspended_until=NOW + 60,
+                        policy=policy, filter_=filter_)

@@ -10,7 +10,7 @@ import pytest
 from core import jobs
 from core.errors import Banned, QuotaExceeded, RateLimited, TierLimit, TooManyJobs
 from quotas import admission, ledger
-from quotas.tiers import PeriodPolicy, period_bounds
+from quotas.tiers import PeriodPolicy, load_config, period_bounds
 from tests.quotas.quota_helpers import create_jobs, request, run, tier
 
 MEMBER = "g:1"
@@ -148,3 +148,33 @@ def test_outcome_of_a_relax_job_counts_as_relax_usage(redis_conn):
     u = ledger.usage(redis_conn, MEMBER, tier(), now=time.time(), policy=PeriodPolicy())
     assert (u.used_s, u.relax_s) == (0, pytest.approx(8.0))
     assert jobs.get(redis_conn, got.job_ids[0]).state == jobs.DONE  # type: ignore[union-attr]
+
+
+def test_admit_call_run_twice_counts_one_request(redis_conn):
+    """The same admission call run again (the bot's retry after reconciling) is not counted twice by the rate limit."""
+    limited = tier(requests_per_minute=2, max_waiting=1)
+    admission.admit(redis_conn, MEMBER, limited, request())
+    call = admission.admit_call(MEMBER, limited, request(), s_per_mpx_step=ledger.DEFAULT_S_PER_MPX_STEP)
+    for _ in range(2):
+        with pytest.raises(TooManyJobs):
+            call.result(redis_conn.eval(admission.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    assert redis_conn.zcard(f"imagine:member:{MEMBER}:rate") == 2
+
+
+def test_plan_reserve_from_pipelined_reads_admits_like_reserve(redis_conn):
+    """`reserve_reads` in one pipeline, `plan_reserve`, the script: the same lane, estimate and checks as `reserve`."""
+    import quotas
+    from tests.core.test_jobs import make_spec
+
+    config = load_config()
+    member = quotas.Who("g", "1")
+    with redis_conn.pipeline(transaction=False) as pipe:
+        for command in quotas.reserve_reads(member):
+            pipe.execute_command(*command)
+        replies = pipe.execute()
+    call = quotas.plan_reserve(config, member, [make_spec()], replies, now=time.time())
+    planned = call.result(redis_conn.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    synced = quotas.reserve(redis_conn, config, quotas.Who("g", "2"), [make_spec()])
+    assert (planned.mode, planned.estimate_s) == (synced.mode, synced.estimate_s)
+    with pytest.raises(TierLimit):
+        quotas.plan_reserve(config, member, [make_spec()] * 99, replies)

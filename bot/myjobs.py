@@ -1,0 +1,115 @@
+"""A member's own jobs, in words: `/info`'s job lines, `/cancel` and `/show`, as plain functions of plain values
+(the bot runs them in a Redis thread). `/admin cancel` cancels through here too."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+import quotas
+from bot.members import mention
+from core import buttons, jobs, keys, queue, userjobs, usersettings
+from core.errors import ImagineError, JobExpired, NotYourJob
+
+
+def describe(conn: redis.Redis, record: jobs.JobRecord) -> str:
+    """One line about a job for `/info`: id, prompt, state (with queue position or progress)."""
+    state: str = record.state
+    if record.state == jobs.QUEUED:
+        ahead = queue.position(conn, record.job_id)
+        state = "queued" if ahead is None else f"queued, {ahead} ahead"
+    elif record.state == jobs.RUNNING and record.total:
+        state = f"running, {100 * record.step // record.total}%"
+    elif record.reason and record.state != jobs.DONE:
+        state = f"{record.state} ({record.reason})"
+    return f"`{record.job_id}` **{_short(record.spec.prompt)}** - {state} ({record.spec.mode})"
+
+
+def info_text(conn: redis.Redis, owner: str, recent_count: int = 10) -> str:
+    """What `/info` shows: the user's mode and defaults, jobs queued and running, recent jobs."""
+    saved = usersettings.get(conn, owner)
+    records = userjobs.recent(conn, owner)
+    active = [r for r in records if r.state in jobs.ACTIVE_STATES]
+    defaults = " ".join(f"--{k} {v}" for k, v in sorted(saved.defaults.items())) or "none"
+    lines = [f"**Mode:** {saved.mode}", f"**Saved defaults:** {defaults}", "", "**Queued and running**"]
+    lines += [describe(conn, r) for r in active] or ["none"]
+    lines += ["", "**Recent jobs**"]
+    lines += [describe(conn, r) for r in records[:recent_count]] or ["none"]
+    return "\n".join(lines)
+
+
+def cancel_job(conn: redis.Redis, owner: str, job_id: str | None, *, admin: bool) -> str:
+    """Cancel `job_id` (default: the owner's newest queued or running job); words for the user.
+
+    Raises:
+        JobExpired: no such job.
+        NotYourJob: the job is someone else's and `admin` is False.
+        ImagineError: the owner has nothing to cancel.
+    """
+    if job_id is None:
+        active = userjobs.active(conn, owner)
+        if not active:
+            raise ImagineError("You have no queued or running job to cancel.")
+        record: jobs.JobRecord | None = active[0]
+    else:
+        record = jobs.get(conn, job_id.strip().lower())
+    if record is None:
+        raise JobExpired(f"There is no job {job_id} (it may have expired).")
+    if record.owner != owner and not admin:
+        raise NotYourJob(f"Job {record.job_id} is not yours: only its owner or a Manage Server admin can cancel it.")
+    reason = "cancelled by its owner" if record.owner == owner else "cancelled by an admin"
+    result = queue.cancel(conn, record.job_id, reason=reason)
+    if result is queue.CancelResult.CANCELLED:
+        quotas.apply_outcome(conn, record.job_id)  # this call made the job final: its reservation is refunded now
+        return f"Cancelled job `{record.job_id}` (**{_short(record.spec.prompt)}**) before it started."
+    if result is queue.CancelResult.REQUESTED:
+        return f"Stopping job `{record.job_id}` (**{_short(record.spec.prompt)}**): it ends within a step."
+    return f"Job `{record.job_id}` had already finished; nothing to cancel."
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A job's result to post again."""
+
+    content: str
+    filename: str
+    image: bytes
+    components: list[dict[str, Any]]
+
+
+def show(conn: redis.Redis, job_id: str) -> Shown:
+    """A job's grid (or single image) with its buttons, for `/show`.
+
+    Raises:
+        JobExpired: the record or its images are gone.
+        ImagineError: the job has no result (yet).
+    """
+    job_id = job_id.strip().lower()
+    record = jobs.get(conn, job_id) if _is_id(job_id) else None
+    if record is None:
+        raise JobExpired(f"There is no job {job_id} (it may have expired).")
+    if record.state != jobs.DONE:
+        raise ImagineError(f"Job {job_id} is {record.state}: it has no result to show.")
+    spec = record.spec
+    content = f"**{spec.prompt}** --seed {spec.seed} --{spec.mode} - {mention(record.owner)} (job `{job_id}`)"
+    # Images the worker's safety check blurred are shown behind a spoiler again (`keys.job_flagged`).
+    flagged = conn.get(keys.job_flagged(job_id))
+    name = f"SPOILER_{job_id}.png" if flagged and json.loads(flagged).get("action") == "blur" else f"{job_id}.png"
+    grid = conn.get(keys.job_grid(job_id))
+    if isinstance(grid, bytes):
+        return Shown(content, name, grid, buttons.grid_components(job_id))
+    single = conn.get(keys.job_image(job_id, 0))
+    if isinstance(single, bytes):
+        return Shown(content, name, single, buttons.single_components(job_id))
+    raise JobExpired(f"The images of job {job_id} have expired.")
+
+
+def _is_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
