@@ -17,7 +17,7 @@ import quotas
 from bot import myjobs, screening
 from bot.buttons import view_for
 from bot.client import ImagineBot
-from bot.members import owner_of, who
+from bot.members import owner_of, place, who
 from core import usersettings
 from core.errors import ImagineError
 from core.models import ModelRegistry
@@ -163,7 +163,7 @@ class Account(commands.Cog):
     @app_commands.command(name="show", description="Post a job's result again, with its buttons")
     @app_commands.describe(job_id="the job id (shown by /info)")
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
-        shown = await self.bot.redis_call(myjobs.show, job_id)
+        shown = await self.bot.redis_call(myjobs.show, job_id, place(interaction, self.bot.admins))
         await interaction.response.send_message(
             shown.content,
             file=discord.File(io.BytesIO(shown.image), shown.filename),

@@ -11,12 +11,8 @@ import discord
 from bot import admin_ops
 from bot.admin_ops import Caller, Target
 from bot.client import ImagineBot
+from bot.members import role_ids
 from quotas import TiersConfig
-
-
-def _role_ids(user: discord.abc.User) -> tuple[str, ...]:
-    """Role ids straight from the interaction's member object (`Member.roles` drops roles not in the cache)."""
-    return tuple(str(r) for r in getattr(user, "_roles", ()))
 
 
 def caller(interaction: discord.Interaction) -> Caller:
@@ -25,7 +21,7 @@ def caller(interaction: discord.Interaction) -> Caller:
     return Caller(
         guild=str(interaction.guild_id or ""),
         user=str(interaction.user.id),
-        role_ids=_role_ids(interaction.user),
+        role_ids=role_ids(interaction.user),
         manage_guild=permissions.manage_guild or permissions.administrator,
     )
 
@@ -35,7 +31,7 @@ def target(user: discord.User | discord.Member) -> Target:
     if not isinstance(user, discord.Member):
         return Target(str(user.id), is_member=False)
     permissions = user.resolved_permissions or user.guild_permissions
-    return Target(str(user.id), _role_ids(user), permissions.manage_guild or permissions.administrator)
+    return Target(str(user.id), role_ids(user), permissions.manage_guild or permissions.administrator)
 
 
 def bot_of(interaction: discord.Interaction) -> ImagineBot:

@@ -20,6 +20,7 @@ import redis
 
 import quotas
 from bot import myjobs
+from bot.members import is_admin
 from core import audit
 from core.errors import AdminInputError, NotAdmin, TierConfigError
 from core.settings import AdminSettings
@@ -60,11 +61,6 @@ class Target:
     @property
     def mention(self) -> str:
         return f"<@{self.user}>"
-
-
-def is_admin(user: str, role_ids: tuple[str, ...], manage_guild: bool, admins: AdminSettings) -> bool:
-    """Manage Server, or a configured admin user or role."""
-    return manage_guild or user in admins.users() or bool(admins.roles() & set(role_ids))
 
 
 def run(

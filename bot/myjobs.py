@@ -11,8 +11,10 @@ import redis
 
 import quotas
 from bot.members import mention
-from core import buttons, jobs, keys, queue, userjobs, usersettings
+from core import buttons, jobs, keys, queue, reposting, userjobs, usersettings
+from core import delivery as deliveries
 from core.errors import ImagineError, JobExpired, NotYourJob
+from core.reposting import Place
 
 
 def describe(conn: redis.Redis, record: jobs.JobRecord) -> str:
@@ -80,17 +82,21 @@ class Shown:
     components: list[dict[str, Any]]
 
 
-def show(conn: redis.Redis, job_id: str) -> Shown:
-    """A job's grid (or single image) with its buttons, for `/show`.
+def show(conn: redis.Redis, job_id: str, place: Place) -> Shown:
+    """A job's grid (or single image) with its buttons, for `/show` in `place` (`core.reposting.check_show`: the
+    caller's own job or, for an admin, any job of this server; only in that server; a job made in an age-restricted
+    channel only in an age-restricted channel).
 
     Raises:
         JobExpired: the record or its images are gone.
+        RepostRefused: it may not be shown here; nothing is posted.
         ImagineError: the job has no result (yet).
     """
     job_id = job_id.strip().lower()
     record = jobs.get(conn, job_id) if _is_id(job_id) else None
     if record is None:
         raise JobExpired(f"There is no job {job_id} (it may have expired).")
+    reposting.check_show(record.owner, record.spec, deliveries.load(conn, job_id), place)
     if record.state != jobs.DONE:
         raise ImagineError(f"Job {job_id} is {record.state}: it has no result to show.")
     spec = record.spec

@@ -27,7 +27,7 @@ import quotas
 from bot import members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
-from core import jobs, keys, prompt, queue, userjobs, usersettings
+from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
 from core.buttons import ButtonRef
 from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TooManyJobs
 from core.spec import MAX_SEED, JobSpec, Mode
@@ -61,18 +61,23 @@ async def admit_prompt(
 
 
 async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> tuple[Admission, ButtonJob]:
-    """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode.
+    """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
+    from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
 
     Raises:
-        JobExpired: the clicked job's record is gone. Otherwise as `admit_prompt`.
+        JobExpired: the clicked job's record is gone.
+        RepostRefused: its image may not be re-sent here (another server, an age-restricted origin).
+        Otherwise as `admit_prompt`.
     """
     who, now = members.who(interaction), time.time()
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    parent, replies = await asyncio.gather(
-        bot.redis_call(jobs.get, ref.job_id),  # core.jobs reads records with the sync client: in a thread, meanwhile
+    (parent, origin), replies = await asyncio.gather(
+        bot.redis_call(parent_and_origin, ref.job_id),  # core.jobs reads with the sync client: in a thread, meanwhile
         bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
     job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
+    if parent is not None and job.kind in FROM_STORED_IMAGE:
+        reposting.check_place(parent.spec, origin, members.place(interaction, bot.admins))
     if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
         screening.check_suspension(replies[1:3], now)
         spec = job.spec
@@ -117,6 +122,16 @@ class ButtonJob:
     kind: str
     source: dict[str, Any]
     label: str  # shown in the job's message, e.g. "Image #2"
+
+
+FROM_STORED_IMAGE = frozenset({"upscale", "vary", "upscale2x"})
+"""Button jobs that start from the clicked job's stored image (a copy, or an image-to-image of it); a re-roll
+starts from its prompt only."""
+
+
+def parent_and_origin(conn: redis.Redis, job_id: str) -> tuple[jobs.JobRecord | None, deliveries.Delivery | None]:
+    """The clicked job's record and where it was made (its delivery record)."""
+    return jobs.get(conn, job_id), deliveries.load(conn, job_id)
 
 
 def button_job(

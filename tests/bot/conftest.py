@@ -13,8 +13,11 @@ import redis
 from pydantic import SecretStr
 
 from bot.client import ImagineBot
+from core import delivery as deliveries
 from core import jobs, prompt
+from core.delivery import Delivery
 from core.models import ModelRegistry, tiny_model
+from core.safety import Safety, with_safety
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from core.spec import JobSpec
 from quotas.tiers import MAX_FAST_GPU_S, Tier, TiersConfig, load_config
@@ -80,10 +83,18 @@ def admin(discord_emulator: DiscordEmulator) -> User:  # noqa: F811
     return discord_emulator.add_user("admin", permissions=MANAGE_GUILD)
 
 
-def done_job(conn: redis.Redis, text: str = "a red cat --seed 7", owner: str = "discord:1") -> tuple[str, JobSpec]:
-    """A finished job record, as the worker leaves it."""
+def done_job(
+    conn: redis.Redis, text: str = "a red cat --seed 7", owner: str = "discord:1", *, guild: str = "",
+    channel: str = "", nsfw: bool = False,
+) -> tuple[str, JobSpec]:
+    """A finished job record, as the worker leaves it; with `guild`, made in that server's `channel` (age-restricted
+    when `nsfw`: its outputs skipped the safety check), as the bot records it."""
     (spec,) = prompt.parse(text, REGISTRY)
     job_id = jobs.new_job_id()
+    if guild:
+        spec = with_safety(spec, Safety(check_outputs=not nsfw))
+        owner_id = owner.removeprefix("discord:")
+        deliveries.save(conn, job_id, Delivery("1", channel or "1", owner_id, guild), interaction_token=None)
     jobs.create(conn, job_id, spec, owner)
     jobs.mark_running(conn, job_id, "test-worker")
     jobs.finish(conn, job_id, jobs.DONE)

@@ -6,7 +6,16 @@ import redis
 
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
-from tests.bot.conftest import REGISTRY, choose, done_job, eventually, running_bot
+from tests.bot.conftest import (
+    REGISTRY,
+    choose,
+    done_job,
+    eventually,
+    job_ids,
+    post_result,
+    rq_job_keys,
+    running_bot,
+)
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
 
 MANAGE_GUILD = 1 << 5
@@ -110,15 +119,96 @@ async def test_cancel_refuses_someone_elses_job_but_an_admin_may(
     assert jobs.get(redis_conn, job_id).reason == "cancelled by an admin"
 
 
-async def test_show_reposts_the_grid_with_its_buttons(
+async def test_show_reposts_your_own_grid_and_its_buttons_work_after_a_restart(
+    discord_emulator: DiscordEmulator, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/show job_id of your own job posts the stored grid again with U/V/re-roll buttons; after the bot restarts, a
+    click on its U2 still starts a job; an unknown job is an ephemeral answer."""
+    job_id, _ = done_job(redis_conn, owner=f"discord:{alice.id}", guild=discord_emulator.state.guild_id)
+    redis_conn.set(keys.job_grid(job_id), b"\x89PNG grid bytes")
+    async with running_bot(discord_emulator, redis_conn):
+        pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
+        message = await pending.wait_original()
+        assert message.attachments[0].data == b"\x89PNG grid bytes" and "a red cat" in message.content
+        expected = [b["custom_id"] for row in buttons.grid_components(job_id) for b in row["components"]]
+        assert message.custom_ids() == expected
+        assert "expired" in await reply(discord_emulator, alice, "show", job_id=jobs.new_job_id())
+    async with running_bot(discord_emulator, redis_conn):
+        click = await discord_emulator.click_button(user=alice, message=message,
+                                                    custom_id=buttons.custom_id("u", job_id, 2))
+        await click.wait_acknowledged()
+        (upscale,) = await eventually(lambda: [i for i in job_ids(redis_conn, f"discord:{alice.id}") if i != job_id])
+        assert jobs.get(redis_conn, upscale).source == {"job_id": job_id, "index": 2}
+
+
+def public_messages(emu: DiscordEmulator) -> int:
+    return sum(1 for message in emu.state.messages.values() if not message.ephemeral)
+
+
+async def show_refusal(emu: DiscordEmulator, user: User, job_id: str, channel: str | None = None) -> str:
+    """/show's ephemeral refusal; fails if anything was posted for everyone to see."""
+    before = public_messages(emu)
+    pending = await emu.send_slash_command(user=user, name="show", options={"job_id": job_id}, channel=channel)
+    callback = await pending.wait_acknowledged()
+    assert callback.data.get("flags", 0) & EPHEMERAL, callback
+    assert public_messages(emu) == before
+    return pending.ephemeral_messages[0].content
+
+
+async def test_show_refuses_another_members_job_but_a_server_admin_may_show_it(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User, bob: User, admin: User
+) -> None:
+    """Bob's /show of Alice's job is refused ephemerally, naming why, and charges nothing; a Manage Server admin of
+    the job's server may show it."""
+    job_id, _ = done_job(redis_conn, owner=f"discord:{alice.id}", guild=discord_emulator.state.guild_id)
+    redis_conn.set(keys.job_grid(job_id), b"\x89PNG grid bytes")
+    assert "only show your own jobs" in await show_refusal(discord_emulator, bob, job_id)
+    assert not list(redis_conn.scan_iter("imagine:member:*"))  # nothing admitted, reserved or charged
+    pending = await discord_emulator.send_slash_command(user=admin, name="show", options={"job_id": job_id})
+    assert (await pending.wait_original()).attachments[0].data == b"\x89PNG grid bytes"
+
+
+async def test_show_refuses_a_job_made_in_another_server(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User, admin: User
+) -> None:
+    """A job made in another server the bot is in cannot be shown here, not even by its owner or an admin here."""
+    job_id, _ = done_job(redis_conn, owner=f"discord:{alice.id}", guild="123456789012345678")
+    redis_conn.set(keys.job_grid(job_id), b"\x89PNG grid bytes")
+    assert "another server" in await show_refusal(discord_emulator, alice, job_id)
+    assert "another server" in await show_refusal(discord_emulator, admin, job_id)
+
+
+async def test_a_job_from_an_age_restricted_channel_is_shown_only_in_one(
     discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
 ) -> None:
-    """/show job_id posts the stored grid again with U/V/re-roll buttons; an unknown job is an ephemeral answer."""
-    job_id, _ = done_job(redis_conn)
-    redis_conn.set(keys.job_grid(job_id), b"\x89PNG grid bytes")
-    pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
+    """A job made in an age-restricted channel (outputs not safety-checked) is refused in an ordinary channel and
+    shown in an age-restricted one."""
+    nsfw = discord_emulator.state.nsfw_channel.id
+    job_id, _ = done_job(redis_conn, owner=f"discord:{alice.id}", guild=discord_emulator.state.guild_id,
+                         channel=nsfw, nsfw=True)
+    redis_conn.set(keys.job_grid(job_id), b"\x89PNG unchecked grid")
+    assert "age-restricted" in await show_refusal(discord_emulator, alice, job_id)
+    pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id},
+                                                        channel=nsfw)
     message = await pending.wait_original()
-    assert message.attachments[0].data == b"\x89PNG grid bytes" and "a red cat" in message.content
-    expected = [b["custom_id"] for row in buttons.grid_components(job_id) for b in row["components"]]
-    assert message.custom_ids() == expected
-    assert "expired" in await reply(discord_emulator, alice, "show", job_id=jobs.new_job_id())
+    assert message.channel_id == nsfw and message.attachments[0].data == b"\x89PNG unchecked grid"
+
+
+async def test_buttons_do_not_resend_an_age_restricted_image_in_an_ordinary_channel(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, bob: User
+) -> None:
+    """U, V and Vary under an age-restricted job's grid that ended up in an ordinary channel are refused ephemerally
+    (nothing queued, nothing reserved); its re-roll, a new render from the prompt checked for this channel, runs."""
+    job_id, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id,
+                         channel=discord_emulator.state.nsfw_channel.id, nsfw=True)
+    message = await post_result(discord_emulator, buttons.grid_components(job_id))
+    for custom_id in (buttons.custom_id("u", job_id, 1), buttons.custom_id("v", job_id, 3)):
+        click = await discord_emulator.click_button(user=bob, message=message, custom_id=custom_id)
+        callback = await click.wait_acknowledged()
+        assert callback.data.get("flags", 0) & EPHEMERAL and "age-restricted" in click.ephemeral_messages[0].content
+    assert job_ids(redis_conn, f"discord:{bob.id}") == [] and not rq_job_keys(redis_conn)
+    reroll_id = buttons.custom_id("reroll", job_id)
+    click = await discord_emulator.click_button(user=bob, message=message, custom_id=reroll_id)
+    await click.wait_acknowledged()
+    (reroll,) = await eventually(lambda: job_ids(redis_conn, f"discord:{bob.id}"))
+    assert jobs.get(redis_conn, reroll).kind == "grid"

@@ -49,7 +49,7 @@ async def test_each_button_enqueues_its_job_for_the_clicker(
     reseeded: bool,
 ) -> None:
     """U/V/re-roll/Vary Strong/Vary Subtle/Upscale 2x: the right kind, source and seed, owned by the clicker."""
-    parent, spec = done_job(redis_conn, owner="discord:1")
+    parent, spec = done_job(redis_conn, owner="discord:1", guild=discord_emulator.state.guild_id)
     message = await post_result(discord_emulator, components(parent))
     record = await click_and_get_job(
         discord_emulator, redis_conn, bob, message, buttons.custom_id(action, parent, index)
@@ -70,7 +70,7 @@ async def test_buttons_run_in_the_clickers_mode(
     discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, bob: User
 ) -> None:
     """A click is charged to the clicker: it runs on the clicker's lane (relax), not the parent's."""
-    parent, _ = done_job(redis_conn)
+    parent, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
     usersettings.set_mode(redis_conn, f"discord:{bob.id}", "relax")
     message = await post_result(discord_emulator, buttons.grid_components(parent))
     click = await discord_emulator.click_button(user=bob, message=message, custom_id=buttons.custom_id("u", parent, 1))
@@ -97,7 +97,7 @@ async def test_click_after_restart_still_works(
     discord_emulator: DiscordEmulator, redis_conn: redis.Redis, bob: User
 ) -> None:
     """A message posted while one bot ran is clicked after a new ImagineBot started: the click makes its job."""
-    parent, _ = done_job(redis_conn)
+    parent, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
     async with running_bot(discord_emulator, redis_conn):
         message = await post_result(discord_emulator, buttons.grid_components(parent))
     async with running_bot(discord_emulator, redis_conn):

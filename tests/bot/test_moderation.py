@@ -164,7 +164,7 @@ async def test_reroll_of_a_prompt_blocked_since_is_refused(
 ) -> None:
     """Buttons that run the model are screened: a re-roll of a prompt blocked after it ran is refused, nothing
     queued; a U copy of the (already checked) image is not screened."""
-    parent, _ = done_job(redis_conn, "a red lighthouse --seed 7")
+    parent, _ = done_job(redis_conn, "a red lighthouse --seed 7", guild=discord_emulator.state.guild_id)
     await run(discord_emulator, admin, "admin moderation block", action="add", entry="lighthouse")
     message = await post_result(discord_emulator, buttons.grid_components(parent))
     reroll = buttons.custom_id("reroll", parent, 0)
@@ -198,7 +198,7 @@ async def test_show_of_a_blurred_result_is_a_spoiler_again(
     discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, alice: User
 ) -> None:
     """/show of a job whose images the worker blurred posts them behind a spoiler, as the worker did."""
-    job_id, _ = done_job(redis_conn)
+    job_id, _ = done_job(redis_conn, owner=f"discord:{alice.id}", guild=discord_emulator.state.guild_id)
     redis_conn.set(keys.job_grid(job_id), b"\x89PNG blurred grid")
     redis_conn.set(keys.job_flagged(job_id), json.dumps({"action": "blur", "flagged": [0]}))
     pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})

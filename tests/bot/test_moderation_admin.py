@@ -125,7 +125,7 @@ async def test_suspend_and_lift_a_member(
     text = await run(discord_emulator, admin, "admin moderation suspend", member=alice, minutes=30.0)
     assert f"<@{alice.id}> is suspended" in text
     assert "suspended from image generation" in await refusal(await imagine(discord_emulator, alice, "a cat"))
-    parent, _ = done_job(redis_conn)
+    parent, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
     message = await post_result(discord_emulator, buttons.grid_components(parent))
     upscale = buttons.custom_id("u", parent, 1)
     click = await discord_emulator.click_button(user=alice, message=message, custom_id=upscale)

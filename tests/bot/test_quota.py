@@ -169,7 +169,7 @@ async def test_upscale_button_is_free_when_fast_time_is_used_up(
     discord_emulator: DiscordEmulator, redis_conn: redis.Redis, alice: User
 ) -> None:
     """U2 with no fast time and no relax mode is still admitted (it costs no GPU time) and reserves nothing."""
-    job_id, _ = done_job(redis_conn)
+    job_id, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
     grid = await _posted(discord_emulator, job_id)
     async with running_bot(discord_emulator, redis_conn, tiers=tiers_with(fast_gpu_s=1, relax=False)):
         click = await discord_emulator.click_button(user=alice, message=grid, custom_id=f"imagine:u:2:{job_id}")
