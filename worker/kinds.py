@@ -66,7 +66,8 @@ class Output:
 
 @dataclass(frozen=True)
 class Hooks:
-    """The job's progress and cancel callbacks, passed to every engine call."""
+    """The arguments every engine call of a job takes per sampling step: report progress, ask whether to stop, and
+    how often to decode a preview. Nothing in it reacts to the job's outcome (that is `worker.jobs.conclude`)."""
 
     on_progress: ProgressCallback
     should_cancel: Callable[[], bool]
