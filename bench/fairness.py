@@ -29,7 +29,6 @@ import redis
 from rq import Queue
 
 import quotas
-import quotas.ledger  # the outcome hook: to be replaced by explicit calls (house issue)
 from core import jobs, keys
 from core.errors import ImagineError
 from core.settings import RedisSettings
@@ -87,7 +86,8 @@ def simulate(conn: redis.Redis, *, fair: bool, gpus: int) -> dict[str, Any]:
             for end, job_id in sorted(r for r in running if r[0] <= now):
                 running.remove((end, job_id))
                 jobs.add_gpu_seconds(conn, job_id, duration[job_id])
-                jobs.finish(conn, job_id, jobs.DONE)  # the ledger's hook settles it
+                if jobs.finish(conn, job_id, jobs.DONE):
+                    quotas.apply_outcome(conn, job_id)  # as the worker does right after a job's outcome
             while pending and pending[0][0] <= now:
                 at, name, n, gpu_s, side = pending.pop(0)
                 req = quotas.AdmissionRequest(
@@ -188,7 +188,6 @@ def _clean(conn: redis.Redis, guild: str, model: str, job_ids: list[str]) -> Non
 def run(*, gpus: int = 1) -> dict[str, Any]:
     """FIFO and fair order on the same load; figures side by side."""
     conn = redis.Redis.from_url(RedisSettings().redis_url)
-    quotas.ledger.install_outcome_hook()
     try:
         fifo, ours = simulate(conn, fair=False, gpus=gpus), simulate(conn, fair=True, gpus=gpus)
     finally:

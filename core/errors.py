@@ -22,6 +22,11 @@ class TransientGenerationError(GenerationFailed):
     """A failure that may not happen again on a retry (out of memory, a device hiccup, a timeout)."""
 
 
+class JobRefused(ImagineError):
+    """An RQ job names a function that is not one of the project's job functions (`core.queue.JOB_FUNCTIONS`): the
+    worker neither imports nor runs it, and does not retry it."""
+
+
 class TierConfigError(ImagineError, ValueError):
     """A tiers file, a guild's override or an admin's change names an unknown tier or sets contradictory limits."""
 

@@ -2,8 +2,9 @@
 
 A job moves `queued -> running -> done | failed | cancelled`, and `running -> queued` when RQ retries it. Each move is
 one Lua script, so two processes racing to end a job (the worker finishing it, the owner cancelling it, RQ's cleanup
-of an abandoned attempt) cannot both win: `finish` returns True to exactly one caller. Whatever reacts to an outcome
-(refunds, user messages) hooks that one transition: `add_final_hook`, or the `outcome` event on `keys.job_events`.
+of an abandoned attempt) cannot both win: `finish` returns True to exactly one caller. That caller reacts to the
+outcome itself: the worker settles the job's quota and delivers it (`worker.jobs.conclude`), the bot refunds a job it
+cancelled; anyone else can wait for the `outcome` event on `keys.job_events`. Nothing here calls back into them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ CANCEL_FLAG_TTL_S = 24 * 3600
 
 WAIT_RECHECK_S = 2.0
 """While waiting on events, re-read the record this often: pub/sub drops messages when nobody is subscribed."""
-
-FinalHook = Callable[["redis.Redis", "JobRecord"], None]
-_final_hooks: list[FinalHook] = []
 
 # KEYS: job hash, events channel, cancel flag.
 # ARGV: allowed previous states (JSON list), fields to set (JSON object), new state, "1" to count an attempt,
@@ -113,15 +111,6 @@ class JobRecord:
 def new_job_id() -> str:
     """A fresh job id (uuid4 hex): used as the record key and as the RQ job id."""
     return uuid.uuid4().hex
-
-
-def add_final_hook(hook: FinalHook) -> None:
-    """Call `hook(conn, record)` in this process each time a call of `finish` in it moves a job into a final state."""
-    _final_hooks.append(hook)
-
-
-def remove_final_hook(hook: FinalHook) -> None:
-    _final_hooks.remove(hook)
 
 
 def create(
@@ -211,7 +200,8 @@ def finish(
 ) -> bool:
     """Move the job into a final state, once: the only place an outcome happens.
 
-    Publishes one `outcome` event and runs the hooks of `add_final_hook` when this call made the move.
+    Publishes one `outcome` event when this call made the move; what follows from the outcome (quota, delivery) is
+    the caller's next step, taken only when this returns True.
 
     Args:
         conn: Redis client.
@@ -219,8 +209,8 @@ def finish(
         state: `done`, `failed` or `cancelled`.
         reason: why it failed or was cancelled, in words for the user.
         stage: queues writes (the job's images) that Redis applies right before the move, in the same round trip.
-        after_outcome: called once this call made the move, after the event and before the hooks (which run even
-            when it raises: the error is logged).
+        after_outcome: called once this call made the move, after the event; an error it raises is logged, and the
+            outcome stands (this still returns True).
 
     Returns:
         True when this call moved the job into `state`; False when it was final already (or unknown): then nothing
@@ -241,15 +231,8 @@ def finish(
     if after_outcome is not None:
         try:
             after_outcome()
-        except Exception:  # the outcome stands; the hooks below must still see it
+        except Exception:  # the outcome stands; the caller must still settle and deliver it
             log.exception("job %s: after the %s outcome", job_id, state)
-    record = get(conn, job_id)
-    for hook in list(_final_hooks):
-        try:
-            if record is not None:
-                hook(conn, record)
-        except Exception:
-            log.exception("job %s: final hook %r failed", job_id, hook)
     return True
 
 

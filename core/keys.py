@@ -179,3 +179,18 @@ def moderation_suspended(guild: str) -> str:
 def safety_classifiers() -> str:
     """Hash: worker name -> JSON of the image safety classifier it runs and when it said so (`worker.safety`)."""
     return f"{PREFIX}:safety-classifiers"
+
+
+def refused_jobs() -> str:
+    """Hash: dotted function name -> how many RQ jobs naming it a worker refused to run (not in
+    `core.queue.JOB_FUNCTIONS`); names are cut to `REFUSED_NAME_MAX_CHARS`."""
+    return f"{PREFIX}:refused-jobs"
+
+
+def refused_jobs_total() -> str:
+    """String (integer): how many RQ jobs workers refused to run, all function names together."""
+    return f"{PREFIX}:refused-jobs:total"
+
+
+REFUSED_NAME_MAX_CHARS = 200
+"""A refused job's function name is counted under at most this many characters (the name is the sender's choice)."""

@@ -2,27 +2,25 @@
 
 The worker side is named, never imported: the job function is the dotted name `worker.jobs.imagine` and its one
 argument is a JSON payload, through RQ's JSON serializer (no pickle: a Redis someone can write to must not run code).
-RQ logs a job's arguments at INFO, so the payload carries no secrets.
+For the same reason a worker runs only the functions named in JOB_FUNCTIONS (`worker.jobs.ImagineJob` refuses any
+other before importing it). The payload carries no secrets. What happens when an attempt fails (a retry, the final
+failure) is the worker's business: `worker.jobs.ImagineJob`, not a callback named here.
 """
 
 from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from rq import Callback, Queue, Retry
+from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import AbandonedJobError
 from rq.serializers import JSONSerializer
-from rq.timeouts import JobTimeoutException
 
 from core import jobs, keys
-from core.errors import ImagineError
 from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -30,8 +28,8 @@ log = logging.getLogger(__name__)
 JOB_FUNCTION = "worker.jobs.imagine"
 """The job function, by dotted name: importing it would pull in torch."""
 
-FAILURE_CALLBACK = "core.queue.on_failure"
-"""Runs in the worker (or in RQ's cleanup of an abandoned attempt) after an attempt raised."""
+JOB_FUNCTIONS: frozenset[str] = frozenset({JOB_FUNCTION})
+"""Every function a worker may run, by dotted name; a job naming any other is refused unrun (hardening issue)."""
 
 SERIALIZER = JSONSerializer
 LANES = ("fast", "relax")
@@ -123,7 +121,6 @@ def enqueue(
                 job_id=job_id,
                 description=f"imagine {job_id}",
                 retry=Retry(max=RETRIES, enqueue_at_front=True),
-                on_failure=Callback(FAILURE_CALLBACK),
                 result_ttl=RESULT_TTL_S,
                 failure_ttl=FAILURE_TTL_S,
                 pipeline=pipe,
@@ -180,38 +177,6 @@ def cancel(conn: redis.Redis, job_id: str, *, reason: str = "cancelled by its ow
     if jobs.request_cancel(conn, job_id, reason):
         return CancelResult.REQUESTED
     return CancelResult.TOO_LATE
-
-
-def on_failure(
-    job: Job,
-    connection: redis.Redis,
-    exc_type: type[BaseException] | None,
-    exc_value: BaseException | None,
-    traceback: TracebackType | None,
-) -> None:
-    """RQ's failure callback: record a retry, or the final failure when RQ will not run the job again.
-
-    RQ calls it for every failed attempt, including one whose worker died (from StartedJobRegistry.cleanup, with
-    AbandonedJobError), and before it decides to retry; so only an attempt with no retries left is final.
-    """
-    reason = failure_reason(exc_value)
-    if job.retries_left is not None and job.retries_left > 0:
-        jobs.mark_retrying(connection, job.id, reason)
-        log.info("job %s: attempt failed (%s); RQ retries it", job.id, reason)
-    elif jobs.finish(connection, job.id, jobs.FAILED, reason=reason):
-        log.warning("job %s failed: %s", job.id, reason)
-
-
-def failure_reason(exc: BaseException | None) -> str:
-    """Words for the user about why an attempt failed."""
-    if isinstance(exc, AbandonedJobError):
-        return "the worker running it stopped responding"
-    if isinstance(exc, JobTimeoutException):
-        return "it took longer than the worker's time limit"
-    if isinstance(exc, ImagineError) and str(exc):
-        return str(exc)
-    name = type(exc).__name__ if exc is not None else "unknown error"
-    return f"the worker hit an unexpected error ({name})"
 
 
 def redis_location(url: str) -> str:

@@ -2,15 +2,17 @@
 
     member = quotas.Who(guild, user, role_ids)
     admitted = quotas.reserve(conn, config, member, specs)   # before enqueueing: all of a command's jobs, or none
-    quotas.apply_outcome(conn, job_id)                       # once the job is final: settle (done) or refund
+    quotas.apply_outcome(conn, job_id)                       # by whoever made the job final: settle or refund
     quotas.release_unqueued(conn, job_ids)                   # jobs admitted but never queued
 
 An asyncio caller runs the same admission without a thread: `reserve_reads` (commands to pipeline), `plan_reserve`
 (pure: the script's call), then `ADMIT_SCRIPT` with the call's keys and args, and `call.result(answer)`.
 
 Reservations are exactly-once: a job's outcome settles (its measured GPU time) or refunds (failed, cancelled) its
-reservation once, whoever calls `apply_outcome` first; `reconcile` is the backstop for a process that died between
-a job's final transition and its settlement. Relax lanes are put in fair order by `order_relax` before each dequeue.
+reservation once, whoever calls `apply_outcome` first. Nothing here reacts to a job's outcome by itself: the process
+that made the transition calls `apply_outcome` next (the worker's `worker.jobs.conclude`, the bot after a cancel), and
+`reconcile` is the backstop for a process that died between a job's final transition and its settlement. Relax
+lanes are put in fair order by `order_relax` before each dequeue.
 
 Behind this module (private to the package): `tiers` (the pure rules: tiers file, resolution, periods),
 `tierstore` (a guild's policy and admins' grants in Redis), `admission` (the one atomic admission step), `ledger`

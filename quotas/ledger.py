@@ -6,10 +6,10 @@ hold; `refund` releases it in full. Each is one Lua script that deletes the rese
 charges, so a second call (two processes, a retry, the backstop) finds nothing and changes nothing.
 
 Who applies an outcome, durably: the reservation itself is the to-do item. The process that made the final
-transition applies it at once (`install_outcome_hook` adds a `core.jobs` final hook); if that process died in
-between, `reconcile` (run by the workers before they dequeue, and for a member before each of their admissions)
-finds reservations whose job record is final, or gone, and applies them. Nothing is lost across restarts: the
-reservation and the job record are both in Redis. So `core.jobs`' transition script needs no change.
+transition calls `apply_outcome` right after it (the worker in `worker.jobs.conclude`, the bot after a cancel); if
+that process died in between, `reconcile` (run by the workers before they dequeue, and for a member before each of
+their admissions) finds reservations whose job record is final, or gone, and applies them. Nothing is lost across
+restarts: the reservation and the job record are both in Redis. So `core.jobs`' transition script needs no change.
 """
 
 from __future__ import annotations
@@ -168,30 +168,21 @@ def apply_outcome(conn: redis.Redis, job_id: str, *, now: float | None = None) -
     return False
 
 
-def reconcile(conn: redis.Redis, *, now: float, limit: int = 500) -> int:
-    """Apply the outcome of every reserved job that is final (or long gone); the backstop of the final hook.
+def reconcile(conn: redis.Redis, *, now: float, limit: int = 500) -> list[str]:
+    """Apply the outcome of every reserved job that is final (or long gone): the backstop for a process that died
+    between a job's final transition and its `apply_outcome`.
 
     Returns:
-        How many reservations this call applied.
+        The ids of the jobs whose reservation this call applied (their outcome may not have been delivered either).
     """
-    ids = conn.zrange(keys.quota_reservations(), 0, limit - 1)
-    return sum(apply_outcome(conn, _text(i), now=now) for i in ids)
+    ids = [_text(i) for i in conn.zrange(keys.quota_reservations(), 0, limit - 1)]
+    return [job_id for job_id in ids if apply_outcome(conn, job_id, now=now)]
 
 
 def reconcile_member(conn: redis.Redis, member: str, *, now: float) -> int:
     """`reconcile` for one member's admitted jobs (admission runs it so that finished jobs free their places)."""
     ids = conn.hkeys(keys.quota_active(member))
     return sum(apply_outcome(conn, _text(i), now=now) for i in ids)
-
-
-def _on_final(conn: redis.Redis, record: jobs.JobRecord) -> None:
-    apply_outcome(conn, record.job_id)
-
-
-def install_outcome_hook() -> None:
-    """Apply reservations in this process as soon as it moves a job into a final state (once per process)."""
-    if _on_final not in jobs._final_hooks:
-        jobs.add_final_hook(_on_final)
 
 
 def usage(conn: redis.Redis, member: str, tier: Tier, *, now: float, policy: PeriodPolicy) -> Usage:

@@ -1,5 +1,8 @@
 """`python -m worker`: load the model once, then take jobs from `fast:<model>` and `relax:<model>` until stopped.
 
+Here, once, the worker's `Context` is built (the warm engine, Redis, model, settings, name, Discord poster, image
+safety check) and handed to `worker.rq_worker.ImagineWorker`, which passes it to every job (`worker.jobs`).
+
 SIGTERM (or Ctrl-C) finishes the current job, then exits 0; a second one stops at once. `--burst` exits when the
 queues are empty. Environment: REDIS_URL, MODEL / MODELS_FILE, DISCORD_TOKEN and DISCORD_API_BASE (where results
 go), WORKER_* (see core/settings.py), and for tests only WORKER_TEST_STEP_DELAY_S (seconds to sleep after each
@@ -19,7 +22,7 @@ import redis
 from core import keys, queue
 from core.errors import ImagineError
 from core.settings import DiscordSettings, ModelSettings, RedisSettings, WorkerSettings
-from worker import runtime
+from worker.context import Context, default_worker_name, register_stats
 
 log = logging.getLogger("worker")
 
@@ -44,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("WORKER_MODEL=%r is not in the registry (%s)", settings.model, ", ".join(registry.all_names()))
         return 2
 
-    # Imported here: the engine pulls in torch, which `--help` does not need.
+    # Imported here: the engine (and the job function, which uses it) pulls in torch, which `--help` does not need.
     from model import loading
     from worker.delivery import Poster
     from worker.discord_http import DiscordHTTP
     from worker.engine import Engine
+    from worker.rq_worker import ImagineWorker
     from worker.safety import SafetySettings, describe, load, report
 
     started = time.monotonic()
@@ -69,25 +73,24 @@ def main(argv: list[str] | None = None) -> int:
              f"upscaler {settings.upscaler}" if settings.upscaler else "Lanczos resize and img2img")
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
-    name = args.name or runtime.default_worker_name()
+    name = args.name or default_worker_name()
     poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token))
     if not poster.http.has_bot_token:
         log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
-    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,
-                         classifier=classifier, safety_threshold=safety_settings.threshold)
+    ctx = Context(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,
+                  classifier=classifier, safety_threshold=safety_settings.threshold)
     lanes = queue.lane_names(info.name)
     try:
-        runtime.register_stats(rt, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s,
+        register_stats(ctx, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s,
                                upscaler_loads=loading.UPSCALER_LOADS)
         report(conn, name, classifier, now=time.time())  # for /admin moderation status
     except redis.RedisError as exc:
         log.error("cannot reach Redis at %s: %s", queue.redis_location(redis_settings.redis_url), exc)
         return 1
-    runtime.install(rt)
     log.info("worker %s: Redis at %s, queues %s", name, queue.redis_location(redis_settings.redis_url), lanes)
     log.info("worker %s: %s", name, describe(classifier))
 
-    rq_worker = runtime.ImagineWorker.for_model(conn, info.name, name, settings)
+    rq_worker = ImagineWorker.for_context(ctx)
     rq_worker.work(burst=args.burst, logging_level=args.log_level)
     with contextlib.suppress(redis.RedisError):
         conn.hdel(keys.safety_classifiers(), name)  # a stopped worker checks nothing: status must not count it

@@ -96,17 +96,13 @@ def result_components(record: jobs.JobRecord) -> list[dict[str, Any]]:
     return buttons.grid_components(record.job_id)
 
 
-
-
 class Poster:
-    """The worker's one way to show jobs in Discord; registered as a `core.jobs` final hook, it posts outcomes."""
+    """The worker's one way to show jobs in Discord: live progress edits, then the outcome (`worker.jobs.conclude`
+    calls `deliver_outcome`)."""
 
     def __init__(self, http: DiscordHTTP, *, min_edit_interval_s: float = MIN_EDIT_INTERVAL_S) -> None:
         self.http = http
         self.min_edit_interval_s = min_edit_interval_s
-
-    def __call__(self, conn: redis.Redis, record: jobs.JobRecord) -> None:
-        self.deliver_outcome(conn, record)
 
     def live(self, conn: redis.Redis, job_id: str, *, min_interval_s: float) -> LiveMessage | None:
         """Progress edits for a running job, or None when the job has no Discord side (looked up first: one round

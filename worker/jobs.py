@@ -1,27 +1,44 @@
-"""The job function: a JSON payload in, calls on the warm engine, images and an outcome in Redis out.
+"""The job function and everything that follows a job's outcome, in the order it happens.
 
-Failures are sorted here. A transient one (out of memory) or an unexpected exception is re-raised so that RQ runs
-the job once more (`core.queue.on_failure` records the retry, or the final failure once RQ gives up). A permanent
-one (`GenerationFailed`, a malformed payload) is final at once and not retried. A cancelled job ends `cancelled`.
-Discord sees it through `worker.delivery`: progress edits while it runs, then its outcome from the final hook.
+`python -m worker` builds one `Context` (the warm engine, Redis, Discord delivery) and runs jobs through
+`ImagineJob`, the RQ job class at the bottom of this file: it runs only the functions named in
+`core.queue.JOB_FUNCTIONS` (any other job is refused unrun, counted, and not retried) and calls them as
+`func(ctx, payload)`. `imagine` then: reads the payload, marks the job running, renders it (`worker.kinds`),
+stores the images and makes the job final (`core.jobs.finish`, the one transition), and concludes it: `conclude`
+settles the job's quota (`quotas.apply_outcome`), then delivers the outcome to Discord (`ctx.poster`).
+
+Failures end in the same `conclude`. A permanent one (`GenerationFailed`, a malformed payload) is final at once and
+not retried; a cancelled job ends `cancelled`. Any other failed attempt (out of memory, an unexpected exception, the
+worker's time limit, or a worker killed mid-job, which RQ's registry cleanup finds in some worker's maintenance)
+reaches `attempt_failed` through `ImagineJob.failure_callback`: queued again for RQ's one retry, or failed for good
+and concluded. An outcome whose process died before concluding it is concluded by `worker.relax` (the quota
+reconcile backstop). Each step happens once however often it is reached: the transition is a Lua script, the
+quota is applied once, and a delivered job is not delivered again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar
 
 import redis
 from PIL import Image
 from rq import get_current_job
+from rq.job import Job
+from rq.registry import AbandonedJobError
+from rq.timeouts import JobTimeoutException
+from rq.utils import import_attribute
 
+import quotas
 from core import jobs, keys, queue
-from core.errors import GenerationFailed, JobCancelled, TransientGenerationError
+from core.errors import GenerationFailed, ImagineError, JobCancelled, JobRefused, TransientGenerationError
 from core.safety import safety_of
 from core.spec import JobSpec
-from worker import kinds, output_check, runtime
+from worker import kinds, output_check
+from worker.context import Context, count_job_done
 from worker.delivery import LiveMessage
 from worker.grid import encode_pngs
 
@@ -31,10 +48,11 @@ PROGRESS_INTERVAL_S = 0.5
 """Least time between two progress records (the last step is always recorded)."""
 
 
-def imagine(payload: dict[str, Any]) -> dict[str, Any]:
-    """Make the images of one job and store them; RQ's job function (`worker.jobs.imagine`).
+def imagine(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    """Make the images of one job, store them, and conclude it; RQ's job function (`worker.jobs.imagine`).
 
     Args:
+        ctx: the worker's context (handed by `ImagineJob`).
         payload: `{"job_id", "spec": JobSpec.to_dict(), "owner", "kind", "source"}` as `core.queue.payload` wrote it.
 
     Returns:
@@ -42,47 +60,85 @@ def imagine(payload: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         TransientGenerationError: the device ran out of memory (RQ retries the job once).
-        GenerationFailed: a permanent failure, recorded as the job's outcome; RQ does not retry it.
+        GenerationFailed: a permanent failure, recorded and concluded as the job's outcome; RQ does not retry it.
     """
-    rt = runtime.current()
-    conn = rt.conn
-    job_id, spec, kind, source = _read(conn, payload, rt.model.name)
-    if not jobs.mark_running(conn, job_id, rt.worker_name):
+    conn = ctx.conn
+    # 1. Read the payload.
+    job_id, spec, kind, source = _read(ctx, payload)
+    # 2. Mark it running (unless it is final already).
+    if not jobs.mark_running(conn, job_id, ctx.worker_name):
         record = jobs.get(conn, job_id)
         state = record.state if record else "unknown"
         log.info("job %s is %s already: skipped", job_id, state)
-        if record is not None and record.state == jobs.DONE and rt.poster is not None:
-            rt.poster.deliver_outcome(conn, record)  # an attempt that died between its outcome and its delivery
+        if record is not None and record.state == jobs.DONE:
+            conclude(ctx, record)  # an attempt that died between its outcome and its delivery
         return {"job_id": job_id, "state": state}
-    live = _live_message(rt, job_id)
+    # 3. Render it, showing progress on its Discord message.
+    live = _live_message(ctx, job_id)
     try:
         # No previews of images the safety check has not seen yet.
-        previews = not (safety_of(spec).check_outputs and rt.classifier is not None)
-        progress = _Progress(conn, job_id, live, step_delay_s=rt.settings.test_step_delay_s, previews=previews)
-        hooks = kinds.Hooks(progress, lambda: jobs.cancel_requested(conn, job_id), rt.settings.preview_interval_s)
-        output = kinds.make(rt, job_id, kind, spec, source, hooks)
+        previews = not (safety_of(spec).check_outputs and ctx.classifier is not None)
+        progress = _Progress(conn, job_id, live, step_delay_s=ctx.settings.test_step_delay_s, previews=previews)
+        hooks = kinds.Hooks(progress, lambda: jobs.cancel_requested(conn, job_id), ctx.settings.preview_interval_s)
+        output = kinds.make(ctx, job_id, kind, spec, source, hooks)
     except JobCancelled:
         _close(live)
-        jobs.finish(conn, job_id, jobs.CANCELLED, reason=jobs.cancel_reason(conn, job_id))
+        _end(ctx, job_id, jobs.CANCELLED, jobs.cancel_reason(conn, job_id))
         return {"job_id": job_id, "state": jobs.CANCELLED}
     except GenerationFailed as exc:
         _close(live)
         if not isinstance(exc, TransientGenerationError):
-            _fail_without_retry(conn, job_id, str(exc))
+            _fail_without_retry(ctx, job_id, str(exc))
         raise
     finally:
-        _close(live)  # before any outcome: no progress edit may follow it (the final hook, `rt.poster`, posts it)
-    ttl_s = rt.settings.image_ttl_s
-    # The shown PNG is written in the round trip that publishes the outcome; a grid's four images right after it,
-    # before the final hooks post the grid with its buttons to Discord.
+        _close(live)  # before the outcome: no progress edit may follow it
+    # 4. Store the images and make the job done: the shown PNG is written in the round trip that publishes the
+    # outcome; a grid's four images right after it, before the grid is delivered with its buttons.
+    ttl_s = ctx.settings.image_ttl_s
     if not jobs.finish(conn, job_id, jobs.DONE, stage=lambda pipe: stage_output(pipe, job_id, output, ttl_s=ttl_s),
                        after_outcome=lambda: store_images(conn, job_id, output.later, ttl_s=ttl_s)):
         record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
         return {"job_id": job_id, "state": record.state if record else "unknown"}
-    runtime.count_job_done(rt)
+    count_job_done(ctx)
+    # 5. Settle its quota, then deliver it.
+    record = jobs.get(conn, job_id)
+    if record is not None:
+        conclude(ctx, record)
     if output.report:
-        output_check.report(rt, job_id, spec, output.report)
+        output_check.report(conn, ctx.poster.http if ctx.poster else None, job_id, spec, output.report)
     return {"job_id": job_id, "state": jobs.DONE}
+
+
+def conclude(ctx: Context, record: jobs.JobRecord) -> None:
+    """What follows a job's final record, in order: settle its quota (charge its GPU time when done, refund it
+    otherwise), then show its outcome in Discord. Each happens once however often this is called."""
+    quotas.apply_outcome(ctx.conn, record.job_id)
+    if ctx.poster is not None:
+        ctx.poster.deliver_outcome(ctx.conn, record)
+
+
+def attempt_failed(ctx: Context, job_id: str, exc: BaseException | None, *, retries_left: int) -> None:
+    """After an attempt raised, ran out of time, or was abandoned by a killed worker: with retries left the job is
+    queued again (RQ re-runs it); without, it fails with a reason for the user and is concluded. A job the attempt
+    made final already (a permanent failure) keeps its own reason."""
+    reason = failure_reason(exc)
+    if retries_left > 0:
+        if jobs.mark_retrying(ctx.conn, job_id, reason):
+            log.info("job %s: attempt failed (%s); RQ retries it", job_id, reason)
+    elif _end(ctx, job_id, jobs.FAILED, reason):
+        log.warning("job %s failed: %s", job_id, reason)
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """Words for the user about why an attempt failed."""
+    if isinstance(exc, AbandonedJobError):
+        return "the worker running it stopped responding"
+    if isinstance(exc, JobTimeoutException):
+        return "it took longer than the worker's time limit"
+    if isinstance(exc, ImagineError) and str(exc):
+        return str(exc)
+    name = type(exc).__name__ if exc is not None else "unknown error"
+    return f"the worker hit an unexpected error ({name})"
 
 
 def stage_output(pipe: redis.client.Pipeline, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
@@ -107,11 +163,21 @@ def store_images(conn: redis.Redis, job_id: str, images: Sequence[Image.Image], 
         pipe.execute()
 
 
-def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, JobSpec, str, dict[str, Any]]:
+def _end(ctx: Context, job_id: str, state: jobs.State, reason: str) -> bool:
+    """Make the job final in `state` and conclude it; False (and nothing else) when it was final already."""
+    if not jobs.finish(ctx.conn, job_id, state, reason=reason):
+        return False
+    record = jobs.get(ctx.conn, job_id)
+    if record is not None:
+        conclude(ctx, record)
+    return True
+
+
+def _read(ctx: Context, payload: dict[str, Any]) -> tuple[str, JobSpec, str, dict[str, Any]]:
     """Job id, spec, kind and source of a payload; a malformed one, or one for another model, fails without retry."""
     job_id = payload.get("job_id") if isinstance(payload, dict) else None
     if not isinstance(job_id, str) or not job_id:
-        _fail_without_retry(conn, None, "malformed job payload: no job_id")
+        _fail_without_retry(ctx, None, "malformed job payload: no job_id")
         raise GenerationFailed("malformed job payload: no job_id")
     kind, source = payload.get("kind") or "grid", payload.get("source") or {}
     try:
@@ -120,20 +186,20 @@ def _read(conn: redis.Redis, payload: dict[str, Any], model: str) -> tuple[str, 
             raise ValueError(f"unknown kind {kind!r}")
     except (KeyError, TypeError, ValueError) as exc:
         reason = f"malformed job payload: {exc}"
-        _fail_without_retry(conn, job_id, reason)
+        _fail_without_retry(ctx, job_id, reason)
         raise GenerationFailed(reason) from None
-    if spec.model != model:
-        reason = f"this worker serves model {model!r}, not {spec.model!r}"
-        _fail_without_retry(conn, job_id, reason)
+    if spec.model != ctx.model.name:
+        reason = f"this worker serves model {ctx.model.name!r}, not {spec.model!r}"
+        _fail_without_retry(ctx, job_id, reason)
         raise GenerationFailed(reason)
     return job_id, spec, kind, source
 
 
-def _live_message(rt: runtime.Runtime, job_id: str) -> LiveMessage | None:
+def _live_message(ctx: Context, job_id: str) -> LiveMessage | None:
     """Progress edits of the job's Discord message, when it has one; starts with `(Waiting to start)`."""
-    if rt.poster is None:
+    if ctx.poster is None:
         return None
-    live = rt.poster.live(rt.conn, job_id, min_interval_s=rt.settings.preview_interval_s)
+    live = ctx.poster.live(ctx.conn, job_id, min_interval_s=ctx.settings.preview_interval_s)
     if live is not None:
         live.started()
     return live
@@ -144,10 +210,11 @@ def _close(live: LiveMessage | None) -> None:
         live.close()
 
 
-def _fail_without_retry(conn: redis.Redis, job_id: str | None, reason: str) -> None:
-    """Record the final failure and tell RQ not to retry this attempt (its failure is not going to go away)."""
+def _fail_without_retry(ctx: Context, job_id: str | None, reason: str) -> None:
+    """Fail the job for good and conclude it, and tell RQ not to retry this attempt (its failure is not going to go
+    away)."""
     if job_id is not None:
-        jobs.finish(conn, job_id, jobs.FAILED, reason=reason)
+        _end(ctx, job_id, jobs.FAILED, reason)
     rq_job = get_current_job()
     if rq_job is not None:
         rq_job.retries_left = 0
@@ -182,3 +249,90 @@ class _Progress:
             self.live.progress(step, total, preview if self.previews else None)
         if self.step_delay_s:
             time.sleep(self.step_delay_s)  # WORKER_TEST_STEP_DELAY_S: makes a job slow enough to kill mid-job
+
+
+class ImagineJob(Job):
+    """RQ's job as this project's worker runs it: only a function of `core.queue.JOB_FUNCTIONS`, called as
+    `func(ctx, *args)`; a failed attempt handled by `attempt_failed`; no callback a job names is ever imported.
+
+    The context is a class attribute of a per-worker subclass made once at start, `ImagineJob.bound_to(ctx)`, which
+    the worker uses as its `job_class`. RQ builds jobs from that class alone (`job_class.fetch`), both the ones the
+    worker dequeues and the abandoned ones its maintenance finds in the started registries, so both see `ctx`.
+
+    A job naming any other function (a hand-made `os.system` job, say) is refused before anything is imported: it
+    fails without retry with a `JobRefused` reason in RQ's FailedJobRegistry, its id and function name (never its
+    arguments) are logged, and it is counted in `keys.refused_jobs`. No job record is touched: it is not ours.
+    """
+
+    context: ClassVar[Context | None] = None
+
+    @classmethod
+    def bound_to(cls, ctx: Context) -> type[ImagineJob]:
+        """A subclass whose jobs are handed `ctx`."""
+        return type(cls.__name__, (cls,), {"context": ctx})
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """The job function, imported only when it is one of `core.queue.JOB_FUNCTIONS`.
+
+        Raises:
+            JobRefused: it is not.
+        """
+        name = self.func_name
+        if name not in queue.JOB_FUNCTIONS or self.instance is not None:
+            raise JobRefused(f"job function {_shown(name)!r} is not one of this project's job functions; not run")
+        return import_attribute(name)
+
+    def _execute(self) -> Any:
+        ctx = self.context
+        if ctx is None:
+            raise RuntimeError("ImagineJob runs only as ImagineJob.bound_to(ctx), inside `python -m worker`")
+        try:
+            func = self.func
+        except JobRefused:
+            self.retries_left = 0  # it would be refused again
+            _count_refused(ctx.conn, self.id, self.func_name)
+            raise
+        return func(ctx, *self.args, **self.kwargs)
+
+    @property
+    def failure_callback(self) -> Callable[..., None]:
+        """What RQ calls after a failed attempt (also for an abandoned one, from its registry cleanup)."""
+        return self._attempt_failed
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def _attempt_failed(
+        self,
+        job: Job,
+        connection: redis.Redis,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.context is None or isinstance(exc, JobRefused):
+            return
+        attempt_failed(self.context, self.id, exc, retries_left=self.retries_left or 0)
+
+
+def _shown(name: str | None) -> str:
+    """A job's function name as logged and counted: it is the sender's choice, so cut to a bounded length."""
+    return (name or "")[: keys.REFUSED_NAME_MAX_CHARS]
+
+
+def _count_refused(conn: redis.Redis, job_id: str, name: str | None) -> None:
+    """Log a refused job by id and function name (never its arguments) and count it for admins."""
+    log.warning("job %s refused: its function %r is not one of this project's job functions", job_id, _shown(name))
+    try:
+        with conn.pipeline() as pipe:
+            pipe.hincrby(keys.refused_jobs(), _shown(name), 1)
+            pipe.incr(keys.refused_jobs_total())
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("job %s: refusal not counted: %s", job_id, exc)

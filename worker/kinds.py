@@ -21,7 +21,8 @@ from core import jobs, keys
 from core.errors import GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
-from worker import output_check, runtime
+from worker import output_check
+from worker.context import Context
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
 
@@ -65,7 +66,8 @@ class Output:
 
 @dataclass(frozen=True)
 class Hooks:
-    """The job's progress and cancel callbacks, passed to every engine call."""
+    """The arguments every engine call of a job takes per sampling step: report progress, ask whether to stop, and
+    how often to decode a preview. Nothing in it reacts to the job's outcome (that is `worker.jobs.conclude`)."""
 
     on_progress: ProgressCallback
     should_cancel: Callable[[], bool]
@@ -79,7 +81,7 @@ class _Meter:
         self.seconds = 0.0
 
 
-def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks) -> Output:
+def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks) -> Output:
     """Make the job's images. Their GPU time is `Output.gpu_s`, which the caller stores with the outcome; when making
     them fails, it goes to the job's `gpu_s` here.
 
@@ -89,22 +91,22 @@ def make(rt: runtime.Runtime, job_id: str, kind: str, spec: JobSpec, source: dic
     """
     meter = _Meter()
     try:
-        output = _make(rt, kind, spec, source, hooks, meter)
+        output = _make(ctx, kind, spec, source, hooks, meter)
     except BaseException:
-        jobs.add_gpu_seconds(rt.conn, job_id, meter.seconds)
+        jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
         raise
     return dataclasses.replace(output, gpu_s=meter.seconds)
 
 
-def _make(rt: runtime.Runtime, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
+def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
           ) -> Output:
     if kind == "grid":
-        images = _gpu(meter, lambda: rt.engine.render(spec, on_progress=hooks.on_progress,
+        images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
                                                       preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(output_check.check(rt, spec, images))
+        return _grid_output(_check(ctx, spec, images))
     parent, index = _parse_source(source)
-    start = source_image(rt, meter, parent, index, hooks.should_cancel)
+    start = source_image(ctx, meter, parent, index, hooks.should_cancel)
     if kind == "upscale":
         # The parent's own (already checked) bytes: no regeneration, no re-encoding; still a spoiler if it was.
         flagged = (0,) if start.flagged_action else ()
@@ -114,26 +116,26 @@ def _make(rt: runtime.Runtime, kind: str, spec: JobSpec, source: dict[str, Any],
         strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
         if strength is None:
             raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
-        images = _gpu(meter, lambda: rt.engine.image_to_image(
+        images = _gpu(meter, lambda: ctx.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s))
-        return _grid_output(output_check.check(rt, spec, images))
+        return _grid_output(_check(ctx, spec, images))
     if kind == "upscale2x":
-        refined = _gpu(meter, lambda: _upscale2x(rt, spec, image, hooks))
-        checked = output_check.check(rt, spec, refined)
+        refined = _gpu(meter, lambda: _upscale2x(ctx, spec, image, hooks))
+        checked = _check(ctx, spec, refined)
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
 
 
-def _upscale2x(rt: runtime.Runtime, spec: JobSpec, image: Image.Image, hooks: Hooks) -> list[Image.Image]:
+def _upscale2x(ctx: Context, spec: JobSpec, image: Image.Image, hooks: Hooks) -> list[Image.Image]:
     """The diffusers 2x upscaler when the worker has one (WORKER_UPSCALER); else a high-quality resize, then a light
     img2img pass at the new size to redraw the detail it blurred."""
-    if rt.engine.upscaler is not None:
-        return rt.engine.upscale(spec, image, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel)
+    if ctx.engine.upscaler is not None:
+        return ctx.engine.upscale(spec, image, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel)
     size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
     big = image.resize(size, Image.Resampling.LANCZOS)
-    return rt.engine.image_to_image(spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
+    return ctx.engine.image_to_image(spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
                                     should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s)
 
 
@@ -146,7 +148,7 @@ class Source:
 
 
 def source_image(
-    rt: runtime.Runtime, meter: _Meter, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
+    ctx: Context, meter: _Meter, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
 ) -> Source:
     """Image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
 
@@ -157,7 +159,7 @@ def source_image(
     Raises:
         GenerationFailed: it expired and cannot be recreated.
     """
-    conn = rt.conn
+    conn = ctx.conn
     record = jobs.get(conn, parent)
     single = _is_single(conn, parent, record)
     position = 0 if single else index - 1
@@ -171,13 +173,13 @@ def source_image(
     if record is None or depth >= MAX_SOURCE_DEPTH:
         raise expired
     if record.kind == "grid":
-        images = _gpu(meter, lambda: rt.engine.render(record.spec, indices=(index - 1,),
+        images = _gpu(meter, lambda: ctx.engine.render(record.spec, indices=(index - 1,),
                                                       should_cancel=should_cancel))
-        checked = output_check.check(rt, record.spec, images)  # as checked as the stored one was
+        checked = _check(ctx, record.spec, images)  # as checked as the stored one was
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
-        return source_image(rt, meter, grandparent, grand_index, should_cancel, depth + 1)
+        return source_image(ctx, meter, grandparent, grand_index, should_cancel, depth + 1)
     raise expired
 
 
@@ -208,6 +210,11 @@ def _parse_source(source: dict[str, Any]) -> tuple[str, int]:
     if not isinstance(index, int) or not 1 <= index <= 4:
         raise GenerationFailed(f"malformed job payload: source index {index!r} is not 1-4")
     return parent, index
+
+
+def _check(ctx: Context, spec: JobSpec, images: list[Image.Image]) -> output_check.Checked:
+    """The worker's safety check of new images (`output_check.check` with the worker's classifier)."""
+    return output_check.check(ctx.classifier, ctx.safety_threshold, spec, images)
 
 
 def _grid_output(checked: output_check.Checked) -> Output:

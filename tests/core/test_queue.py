@@ -1,4 +1,4 @@
-"""Enqueueing on RQ lanes with the JSON serializer, queue positions, cancel, and the failure callback (real Redis)."""
+"""Enqueueing on RQ lanes with the JSON serializer, queue positions, cancel (real Redis)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import zlib
 import pytest
 import redis
 from rq.job import Job, JobStatus
-from rq.registry import AbandonedJobError
-from rq.timeouts import JobTimeoutException
 
 from core import jobs, queue
-from core.errors import TransientGenerationError
 from tests.core.test_jobs import make_spec
 
 
 def test_enqueue_puts_json_payload_on_the_lane(redis_conn: redis.Redis):
-    """The RQ job has our id, the dotted job function, one JSON payload (no pickle), one retry and our callback."""
+    """The RQ job has our id, the dotted job function (one the workers run), one JSON payload (no pickle), one retry
+    and no callback (failures are the worker's job class's business)."""
     spec = make_spec()
     job_id = queue.enqueue(redis_conn, spec, "discord:42")
     raw = redis_conn.hget(f"rq:job:{job_id}", "data")
@@ -26,7 +24,8 @@ def test_enqueue_puts_json_payload_on_the_lane(redis_conn: redis.Redis):
     assert job.func_name == "worker.jobs.imagine"
     assert job.args == [{"job_id": job_id, "spec": spec.to_dict(), "owner": "discord:42", "kind": "grid", "source": {}}]
     assert (job.origin, job.retries_left, job.description) == ("fast:tiny", 1, f"imagine {job_id}")
-    assert job.failure_callback is queue.on_failure
+    assert job.func_name in queue.JOB_FUNCTIONS
+    assert job.failure_callback is None
     assert jobs.get(redis_conn, job_id).state == "queued"  # type: ignore[union-attr]
 
 
@@ -82,44 +81,9 @@ def test_cancel_final_or_unknown_job(redis_conn):
         queue.cancel(redis_conn, "0" * 32)
 
 
-@pytest.mark.parametrize(
-    ("retries_left", "state"),
-    [(1, "queued"), (0, "failed")],
-)
-def test_failure_callback_is_final_only_without_retries(redis_conn, retries_left, state):
-    """The failure callback records a retry while RQ has retries left, and the final failure only after."""
-    job_id = queue.enqueue(redis_conn, make_spec(), "o")
-    jobs.mark_running(redis_conn, job_id, "w1")
-    job = Job.fetch(job_id, connection=redis_conn, serializer=queue.SERIALIZER)
-    job.retries_left = retries_left
-    error = TransientGenerationError("out of GPU memory")
-    queue.on_failure(job, redis_conn, type(error), error, None)
-    rec = jobs.get(redis_conn, job_id)
-    assert (rec.state, rec.reason) == (state, "out of GPU memory")  # type: ignore[union-attr]
-
-
-def test_failure_callback_after_final_state_changes_nothing(redis_conn):
-    """A job the job function already failed (permanent error) keeps its own reason when the callback runs."""
-    job_id = queue.enqueue(redis_conn, make_spec(), "o")
-    jobs.finish(redis_conn, job_id, jobs.FAILED, reason="NaN")
-    job = Job.fetch(job_id, connection=redis_conn, serializer=queue.SERIALIZER)
-    job.retries_left = 0
-    queue.on_failure(job, redis_conn, ValueError, ValueError("x"), None)
-    assert jobs.get(redis_conn, job_id).reason == "NaN"  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize(
-    ("error", "reason"),
-    [
-        (AbandonedJobError(), "the worker running it stopped responding"),
-        (JobTimeoutException("x"), "it took longer than the worker's time limit"),
-        (TransientGenerationError("out of GPU memory"), "out of GPU memory"),
-        (KeyError("k"), "the worker hit an unexpected error (KeyError)"),
-    ],
-)
-def test_failure_reasons_are_words_for_users(error, reason):
-    """Each kind of failed attempt gets a reason a user can read (no traceback)."""
-    assert queue.failure_reason(error) == reason
+def test_only_the_imagine_function_is_a_job_function():
+    """The allow-list the workers check names exactly the function the bot enqueues."""
+    assert queue.JOB_FUNCTIONS == frozenset({queue.JOB_FUNCTION}) == frozenset({"worker.jobs.imagine"})
 
 
 def test_redis_location_never_shows_the_password():

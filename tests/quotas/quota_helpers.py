@@ -7,6 +7,7 @@ import time
 
 import redis
 
+import quotas
 from core import jobs
 from quotas import admission
 from quotas.tiers import Tier, load_config
@@ -40,8 +41,11 @@ def create_jobs(conn: redis.Redis, admitted: admission.Admission, owner: str = "
         jobs.create(conn, job_id, make_spec(mode=admitted.mode), owner)
 
 
-def run(conn: redis.Redis, job_id: str, gpu_s: float, state: jobs.State = jobs.DONE) -> None:
-    """One attempt as the worker makes it: running, GPU time measured, final state."""
+def run(conn: redis.Redis, job_id: str, gpu_s: float, state: jobs.State = jobs.DONE, *, apply: bool = True) -> None:
+    """One attempt as the worker makes it: running, GPU time measured, final state, then (unless `apply` is False:
+    the worker died right after the transition) its outcome applied to the quota."""
     assert jobs.mark_running(conn, job_id, "w1")
     jobs.add_gpu_seconds(conn, job_id, gpu_s)
     assert jobs.finish(conn, job_id, state)
+    if apply:
+        quotas.apply_outcome(conn, job_id)

@@ -52,7 +52,7 @@ def test_waiting_cap_counts_both_lanes_and_frees_on_outcome(redis_conn):
     with pytest.raises(TooManyJobs, match="3 jobs queued or running.*allows 3"):
         admission.admit(redis_conn, MEMBER, small, request(mode="relax"))
     create_jobs(redis_conn, first)
-    run(redis_conn, first.job_ids[0], 1.0)  # no hook installed here: admission reconciles the member's jobs
+    run(redis_conn, first.job_ids[0], 1.0, apply=False)  # its outcome left unapplied: admission reconciles it
     admission.admit(redis_conn, MEMBER, small, request(mode="relax"))
 
 

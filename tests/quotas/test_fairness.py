@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 from rq import Queue
 
@@ -16,14 +14,6 @@ from tests.quotas.quota_helpers import request, tier
 
 RELAX = keys.queue_name("tiny", "relax")
 FAST = keys.queue_name("tiny", "fast")
-
-
-@pytest.fixture(autouse=True)
-def hook() -> Iterator[None]:
-    """Outcomes settle in this process, as in the worker."""
-    ledger.install_outcome_hook()
-    yield
-    jobs.remove_final_hook(ledger._on_final)
 
 
 def submit(conn: redis.Redis, member: str, n: int = 1, *, mode: str = "relax", now: float) -> list[str]:
@@ -43,7 +33,8 @@ def take(conn: redis.Redis, *, now: float, gpu_s: float = 10.0, fair: bool = Tru
     job_id = result[0].id
     assert jobs.mark_running(conn, job_id, "w1")
     jobs.add_gpu_seconds(conn, job_id, gpu_s)
-    jobs.finish(conn, job_id, jobs.DONE)
+    assert jobs.finish(conn, job_id, jobs.DONE)
+    ledger.apply_outcome(conn, job_id)  # settled, as the worker's `conclude` does
     return job_id
 
 

@@ -1,9 +1,9 @@
-"""The ledger: settle charges measured time once, refund releases in full, the outcome hook and its backstop."""
+"""The ledger: settle charges measured time once, refund releases in full, apply_outcome by a job's final state, and
+its backstop `reconcile`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,14 +14,6 @@ from tests.quotas.quota_helpers import create_jobs, request, run, tier
 
 MEMBER = "g:1"
 POLICY = PeriodPolicy()
-
-
-@pytest.fixture(autouse=True)
-def hook() -> Iterator[None]:
-    """The ledger's final hook installed in this process, as the bot and worker install it."""
-    ledger.install_outcome_hook()
-    yield
-    jobs.remove_final_hook(ledger._on_final)
 
 
 def usage(conn, now=None):
@@ -64,10 +56,13 @@ def test_final_failure_or_cancel_refunds_in_full(redis_conn, state):
 
 
 def test_cancel_while_queued_refunds(redis_conn):
-    """Cancelling a queued job (the owner's or an admin's cancel) refunds its hold."""
+    """Cancelling a queued job (the owner's or an admin's cancel) and applying its outcome, as the canceller does,
+    refunds its hold."""
     got = admission.admit(redis_conn, MEMBER, tier(), request())
     create_jobs(redis_conn, got)
     assert jobs.finish(redis_conn, got.job_ids[0], jobs.CANCELLED)
+    assert usage(redis_conn).reserved_s > 0  # nothing reacts to the transition by itself
+    assert ledger.apply_outcome(redis_conn, got.job_ids[0])
     assert usage(redis_conn).reserved_s == pytest.approx(0.0)
 
 
@@ -88,19 +83,16 @@ def test_retried_attempt_then_success_is_charged_once(redis_conn):
     assert (u.used_s, u.reserved_s) == (pytest.approx(5.0), pytest.approx(0.0))
 
 
-def test_backstop_applies_outcomes_the_hook_missed(redis_conn):
-    """A job finalised by a process without the hook (it died right after) is settled by `reconcile`."""
-    jobs.remove_final_hook(ledger._on_final)
-    try:
-        got = admission.admit(redis_conn, MEMBER, tier(), request(2))
-        create_jobs(redis_conn, got)
-        run(redis_conn, got.job_ids[0], 6.0)
-        run(redis_conn, got.job_ids[1], 6.0, jobs.FAILED)
-        assert usage(redis_conn).used_s == 0
-    finally:
-        ledger.install_outcome_hook()
-    assert ledger.reconcile(redis_conn, now=time.time()) == 2
-    assert ledger.reconcile(redis_conn, now=time.time()) == 0
+def test_backstop_applies_outcomes_left_unapplied(redis_conn):
+    """Jobs made final by a process that died before applying their outcome are settled or refunded by `reconcile`,
+    which names them (so the worker can deliver them too); a second sweep finds nothing."""
+    got = admission.admit(redis_conn, MEMBER, tier(), request(2))
+    create_jobs(redis_conn, got)
+    run(redis_conn, got.job_ids[0], 6.0, apply=False)
+    run(redis_conn, got.job_ids[1], 6.0, jobs.FAILED, apply=False)
+    assert usage(redis_conn).used_s == 0
+    assert sorted(ledger.reconcile(redis_conn, now=time.time())) == sorted(got.job_ids)
+    assert ledger.reconcile(redis_conn, now=time.time()) == []
     u = usage(redis_conn)
     assert (u.used_s, u.reserved_s, u.active_fast) == (pytest.approx(6.0), pytest.approx(0.0), 0)
     assert redis_conn.zcard(keys.quota_reservations()) == 0
@@ -109,8 +101,8 @@ def test_backstop_applies_outcomes_the_hook_missed(redis_conn):
 def test_reservation_without_a_job_record_is_refunded_after_grace(redis_conn):
     """Admitted but never enqueued (the bot died in between): refunded once the grace period has passed."""
     got = admission.admit(redis_conn, MEMBER, tier(), request())
-    assert ledger.reconcile(redis_conn, now=time.time()) == 0
-    assert ledger.reconcile(redis_conn, now=time.time() + ledger.RESERVATION_GRACE_S + 1) == 1
+    assert ledger.reconcile(redis_conn, now=time.time()) == []
+    assert ledger.reconcile(redis_conn, now=time.time() + ledger.RESERVATION_GRACE_S + 1) == [got.job_ids[0]]
     assert usage(redis_conn).reserved_s == pytest.approx(0.0)
     assert not redis_conn.exists(keys.quota_reservation(got.job_ids[0]))
 

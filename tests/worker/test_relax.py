@@ -1,16 +1,22 @@
-"""The worker's pre-dequeue hook: an RQ worker takes relax jobs in fair order and applies missed outcomes."""
+"""What the worker does before each dequeue: an RQ worker takes relax jobs in fair order, and applies and delivers
+outcomes their process left unsettled."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
 from core import jobs, keys, queue
+from core.models import tiny_model
+from core.settings import WorkerSettings
 from quotas import admission, ledger
 from quotas.tiers import load_config
+from tests.worker.test_jobs import SeenAtDelivery
 from worker import relax
-from worker.runtime import ImagineWorker
+from worker.context import Context
+from worker.rq_worker import ImagineWorker
 
 TIER = load_config().tiers["pro"]
 
@@ -27,10 +33,16 @@ def submit(conn: redis.Redis, spec, member: str, n: int, now: float) -> list[str
     return list(got.job_ids)
 
 
+def context(conn: redis.Redis, poster: Any = None) -> Context:
+    """A worker context without an engine: nothing here renders."""
+    return Context(conn=conn, engine=None, model=tiny_model(), settings=WorkerSettings(device="cpu"),
+                   worker_name="w", poster=poster)
+
+
 def worker(conn: redis.Redis) -> ImagineWorker:
     return ImagineWorker(
-        queue.lane_names("tiny"), connection=conn, serializer=queue.SERIALIZER, job_heartbeat_ttl_s=30,
-        job_timeout_s=60,
+        queue.lane_names("tiny"), connection=conn, serializer=queue.SERIALIZER, context=context(conn),
+        job_heartbeat_ttl_s=30, job_timeout_s=60,
     )
 
 
@@ -52,24 +64,27 @@ def test_rq_worker_dequeues_relax_in_fair_order(redis_conn, tiny_spec):
     assert taken == [burst[0], single, burst[1]]
 
 
-def test_hook_reconciles_outcomes_left_unapplied(redis_conn, tiny_spec):
-    """A job finished by a process that died before settling is settled by the next worker's hook."""
+def test_before_dequeue_settles_and_delivers_outcomes_left_unsettled(redis_conn, tiny_spec):
+    """A job made final by a process that died before concluding it is settled and then delivered, once, by the next
+    worker's sweep; a later sweep does neither again."""
     now = time.time()
     (job_id,) = submit(redis_conn, tiny_spec, "g:a", 1, now)
     jobs.mark_running(redis_conn, job_id, "gone")
     jobs.add_gpu_seconds(redis_conn, job_id, 3.0)
-    hooks, jobs._final_hooks[:] = list(jobs._final_hooks), []  # the dead process had no hook run
-    try:
-        jobs.finish(redis_conn, job_id, jobs.DONE)
-    finally:
-        jobs._final_hooks[:] = hooks
+    assert jobs.finish(redis_conn, job_id, jobs.DONE)  # and its process died here
     assert redis_conn.exists(keys.quota_reservation(job_id))
-    relax.BeforeDequeue(redis_conn, queue.lane_names("tiny"), clock=lambda: now)()
+    poster = SeenAtDelivery()
+    before = relax.BeforeDequeue(context(redis_conn, poster), queue.lane_names("tiny"), clock=lambda: now)
+    before()
     assert not redis_conn.exists(keys.quota_reservation(job_id))
     assert ledger.top_users(redis_conn, "g", now=now, policy=load_config().period) == [("g:a", 3.0)]
+    assert [(d["job_id"], d["state"], d["reserved"]) for d in poster.delivered] == [(job_id, "done", False)]
+    before.clock = lambda: now + relax.RECONCILE_INTERVAL_S
+    before()
+    assert len(poster.delivered) == 1
 
 
-def test_hook_survives_redis_errors(tiny_spec):
-    """With Redis unreachable the hook logs and returns: RQ's own dequeue then reports the outage."""
+def test_before_dequeue_survives_redis_errors(tiny_spec):
+    """With Redis unreachable the sweep logs and returns: RQ's own dequeue then reports the outage."""
     conn = redis.Redis(port=1, socket_connect_timeout=0.2)
-    relax.BeforeDequeue(conn, queue.lane_names("tiny"))()
+    relax.BeforeDequeue(context(conn), queue.lane_names("tiny"))()

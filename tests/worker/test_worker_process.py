@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Queue
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from core import jobs, keys, queue
 from core.spec import JobSpec
@@ -156,6 +159,32 @@ def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_c
     assert (odd.state, odd.attempt, odd.reason) == ("failed", 2, "the worker hit an unexpected error (ValueError)")
     failed = FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
     assert nan_id in failed and odd_id in failed
+
+
+def test_hand_made_os_system_job_is_refused_unrun(redis_url, redis_conn, tmp_path):
+    """The hardening probe: an `os.system("touch <file>")` job put on `fast:tiny` by hand is refused by a burst
+    worker: no file, the RQ job failed with the reason and not retried, counted once, logged by id and function
+    name but never with its argument."""
+    target = tmp_path / "x"
+    probe = Queue("fast:tiny", connection=redis_conn, serializer=JSONSerializer).enqueue_call(
+        "os.system", args=(f"touch {target}",)
+    )
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "guarded", burst=True))
+        assert worker.wait(timeout_s=180) == 0, worker.log()
+    assert not target.exists()
+    job = Job.fetch(probe.id, connection=redis_conn, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert probe.id in FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=JSONSerializer)
+    failure = job.latest_result()
+    assert failure is not None and "JobRefused" in failure.exc_string and "os.system" in failure.exc_string
+    assert [r.type for r in job.results()] == [failure.type]  # one attempt: its retry (none asked) not used either
+    assert queue.rq_queue(redis_conn, "fast:tiny").count == 0
+    assert redis_conn.hgetall(keys.refused_jobs()) == {b"os.system": b"1"}
+    assert redis_conn.get(keys.refused_jobs_total()) == b"1"
+    log = worker.log()
+    assert probe.id in log and "os.system" in log
+    assert str(target) not in log and "touch" not in log
 
 
 def test_cancel_running_job_in_worker_process(redis_url, redis_conn: redis.Redis, tiny_spec, tmp_path):

@@ -19,7 +19,9 @@ from rq import Worker
 from core import jobs, keys
 from core.models import tiny_model
 from core.settings import WorkerSettings
-from worker import runtime, safety
+from worker import safety
+from worker.context import Context, register_stats
+from worker.rq_worker import ImagineWorker
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_START_TIMEOUT_S = 90.0
@@ -64,6 +66,33 @@ class Events:
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["type"] == kind]
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+class Outcomes:
+    """The outcome events of every job (`keys.job_events`), subscribed to before the jobs run: one event per final
+    transition, so what a test reads here is what each job ended as, once."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.pubsub = conn.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(keys.job_events("*"))
+
+    def take(self, count: int, timeout_s: float = 10.0) -> list[tuple[str, str]]:
+        """The next `count` outcomes as (job id, state), in the order they happened; fails after `timeout_s`."""
+        found: list[tuple[str, str]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"only {found} of {count} outcomes within {timeout_s:g} s")
+            message = self.pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "pmessage":
+                event = json.loads(message["data"])
+                if event["type"] == "outcome":
+                    found.append((event["job_id"], event["state"]))
+        return found
 
     def close(self) -> None:
         self.pubsub.close()
@@ -141,17 +170,14 @@ def run_in_process(
     `python -m worker` with WORKER_SAFETY_CLASSIFIER), and is reported for /admin moderation status."""
     worker_settings = WorkerSettings(device="cpu", **settings)
     info = tiny_model()
-    rt = runtime.Runtime(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name,
-                         poster=poster, classifier=classifier, safety_threshold=safety_threshold)
-    runtime.register_stats(rt, pipeline_loads=1, load_s=0.0)
+    ctx = Context(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name, poster=poster,
+                  classifier=classifier, safety_threshold=safety_threshold)
+    register_stats(ctx, pipeline_loads=1, load_s=0.0)
     safety.report(conn, name, classifier, now=time.time())
-    runtime.install(rt)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
-        rq_worker = runtime.ImagineWorker.for_model(conn, info.name, name, worker_settings)
-        rq_worker.work(burst=True, logging_level="WARNING")
+        ImagineWorker.for_context(ctx).work(burst=True, logging_level="WARNING")
     finally:
-        runtime.install(None)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
 

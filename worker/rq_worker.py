@@ -1,17 +1,15 @@
-"""What a worker process holds for as long as it lives: the warm engine, handed to each job; and the RQ worker class.
+"""The RQ worker of `python -m worker`: jobs run in its own process, each handed the worker's `Context`.
 
-`python -m worker` builds one `Runtime` before it takes the first job and installs it here; the job function
-`worker.jobs.imagine` reads it with `current()`. Nothing is loaded per job.
+`ImagineWorker.for_context(ctx)` listens on the context's model lanes, runs jobs through `worker.jobs.ImagineJob`
+bound to `ctx` (only the project's job functions, each called as `func(ctx, payload)`, failed attempts handled in
+`worker.jobs`), orders the relax lanes and applies missed outcomes before each dequeue (`worker.relax`), and keeps a
+running job's heartbeat short so that a killed worker's job is re-run soon.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -20,96 +18,15 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import WorkerStatus
 
-from core import jobs, keys, queue
-from core.models import ModelInfo
-from core.settings import WorkerSettings
+from core import keys, queue
+from worker.context import STATS_TTL_S, Context
+from worker.jobs import ImagineJob
 from worker.relax import BeforeDequeue
 
 if TYPE_CHECKING:
     from rq.executions import Execution
 
-    from worker.delivery import Poster
-    from worker.engine import Engine
-    from worker.safety import SafetyClassifier
-
 log = logging.getLogger(__name__)
-
-STATS_TTL_S = 24 * 3600
-"""How long a worker's stats hash outlives its last job."""
-
-
-@dataclass
-class Runtime:
-    """The process-wide state a job function needs."""
-
-    conn: redis.Redis
-    engine: Engine
-    model: ModelInfo
-    settings: WorkerSettings
-    worker_name: str
-    poster: Poster | None = None  # shows jobs in Discord; None: jobs have no Discord side (CLI, tests)
-    classifier: SafetyClassifier | None = None  # the image safety check (`worker.safety.load`); None: none
-    safety_threshold: float = 0.5  # an image scoring at least this is flagged (WORKER_SAFETY_THRESHOLD)
-
-
-_current: Runtime | None = None
-
-
-def install(runtime: Runtime | None) -> None:
-    """Make `runtime` the one the job function uses (None removes it); its poster delivers every outcome that this
-    process makes final (`core.jobs.add_final_hook`), also those of RQ's failure callback."""
-    global _current
-    if _current is not None and _current.poster is not None:
-        jobs.remove_final_hook(_current.poster)
-    _current = runtime
-    if runtime is not None and runtime.poster is not None:
-        jobs.add_final_hook(runtime.poster)
-
-
-def current() -> Runtime:
-    """The installed runtime.
-
-    Raises:
-        RuntimeError: none is installed (the job function runs only inside `python -m worker`).
-    """
-    if _current is None:
-        raise RuntimeError("no worker runtime installed: worker.jobs.imagine runs inside `python -m worker`")
-    return _current
-
-
-def default_worker_name() -> str:
-    """`host.pid`: readable in `rq info`, unique per process."""
-    return f"{socket.gethostname()}.{os.getpid()}"
-
-
-def register_stats(runtime: Runtime, *, pipeline_loads: int, load_s: float, upscaler_loads: int = 0) -> None:
-    """Write the worker's stats hash (`keys.worker_stats`): model, pipeline and upscaler loads, jobs done."""
-    key = keys.worker_stats(runtime.worker_name)
-    with runtime.conn.pipeline() as pipe:
-        pipe.hset(
-            key,
-            mapping={
-                "model": runtime.model.name,
-                "pipeline_loads": pipeline_loads,
-                "upscaler": runtime.settings.upscaler,
-                "upscaler_loads": upscaler_loads,
-                "load_s": round(load_s, 3),
-                "pid": os.getpid(),
-                "started_at": time.time(),
-                "jobs_done": 0,
-            },
-        )
-        pipe.expire(key, STATS_TTL_S)
-        pipe.execute()
-
-
-def count_job_done(runtime: Runtime) -> None:
-    """One more job done by this worker, in its stats hash."""
-    key = keys.worker_stats(runtime.worker_name)
-    with runtime.conn.pipeline() as pipe:
-        pipe.hincrby(key, "jobs_done", 1)
-        pipe.expire(key, STATS_TTL_S)
-        pipe.execute()
 
 
 class ImagineWorker(SimpleWorker):
@@ -119,32 +36,42 @@ class ImagineWorker(SimpleWorker):
     RQ's SimpleWorker sends no heartbeat while a job runs and registers the job for its whole timeout plus 60 s,
     so a killed worker's job would wait that long; here a thread renews the job's registry entry every
     `job_monitoring_interval` seconds with a TTL of `job_heartbeat_ttl_s`.
+
+    Its job class is `ImagineJob.bound_to(context)`: the jobs it runs, and the abandoned ones its maintenance finds
+    in the started registries (RQ builds those with the worker's job class), all see `context`. RQ's log lines name
+    a job by its id, never by its description (which would show a refused job's arguments).
     """
 
-    def __init__(self, *args: Any, job_heartbeat_ttl_s: int, job_timeout_s: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, queues: Any, *, context: Context, job_heartbeat_ttl_s: int, job_timeout_s: int, **kwargs: Any
+    ) -> None:
+        super().__init__(queues, job_class=ImagineJob.bound_to(context), log_job_description=False, **kwargs)
+        self.context = context
         self.job_heartbeat_ttl_s = job_heartbeat_ttl_s
         self.job_timeout_s = job_timeout_s
-        self.before_dequeue = BeforeDequeue(self.connection, self.queue_names())
+        self.before_dequeue = BeforeDequeue(context, self.queue_names())
         self._job_heartbeat: _JobHeartbeat | None = None
 
     @classmethod
-    def for_model(cls, conn: redis.Redis, model: str, name: str, settings: WorkerSettings) -> ImagineWorker:
-        """A worker on `model`'s lanes (fast first), tuned by `settings` so abandoned jobs are re-run quickly."""
+    def for_context(cls, ctx: Context) -> ImagineWorker:
+        """A worker named `ctx.worker_name` on the lanes of `ctx.model` (fast first), tuned by `ctx.settings` so
+        abandoned jobs are re-run quickly."""
+        settings = ctx.settings
         return cls(
-            queue.lane_names(model),
-            name=name,
-            connection=conn,
+            queue.lane_names(ctx.model.name),
+            name=ctx.worker_name,
+            connection=ctx.conn,
             serializer=queue.SERIALIZER,
             worker_ttl=settings.worker_ttl_s,
             job_monitoring_interval=settings.job_monitoring_interval_s,
             maintenance_interval=settings.maintenance_interval_s,
+            context=ctx,
             job_heartbeat_ttl_s=settings.job_heartbeat_ttl_s,
             job_timeout_s=settings.job_timeout_s,
         )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        self.before_dequeue()  # relax lanes in fair order; unapplied quota outcomes applied
+        self.before_dequeue()  # relax lanes in fair order; outcomes left unsettled applied and delivered
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def register_birth(self) -> None:
