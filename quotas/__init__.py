@@ -20,7 +20,17 @@ Behind this module (private to the package): `tiers` (the pure rules: tiers file
 outside `quotas/` imports only `quotas` (a test keeps it so).
 """
 
-from quotas.admission import ADMIT_SCRIPT, Admission, AdmitCall, ban, ban_reason, moved_to_relax_text, unban
+from quotas.admission import (
+    ADMIT_SCRIPT,
+    Admission,
+    AdmissionRequest,
+    AdmitCall,
+    admit,
+    ban,
+    ban_reason,
+    moved_to_relax_text,
+    unban,
+)
 from quotas.fairness import order as order_relax
 from quotas.ledger import (
     Usage,
@@ -63,10 +73,10 @@ from quotas.tiers import (
 from quotas.tierstore import clear_grant, effective_config, load_policy, set_grant, update_policy
 
 __all__ = [
-    "ADMIT_SCRIPT", "DM_GUILD", "AdmitCall", "Admission", "Assignment", "GuildPolicy", "PeriodPolicy", "Tier",
-    "TierSettings", "TiersConfig", "Usage", "Who", "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason",
-    "check_mode", "clear_grant", "date", "effective_config", "grant", "load_config", "load_policy", "member_id",
-    "minutes", "moved_to_relax_text", "order_relax", "plan_reserve", "reconcile", "reconcile_member", "refund",
-    "release_unqueued", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text", "subscribe_text",
-    "tier_lines", "top_users", "unban", "update_policy", "usage",
+    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "GuildPolicy",
+    "PeriodPolicy", "Tier", "TierSettings", "TiersConfig", "Usage", "Who", "admit", "apply_outcome", "apply_policy",
+    "assignment", "ban", "ban_reason", "check_mode", "clear_grant", "date", "effective_config", "grant",
+    "load_config", "load_policy", "member_id", "minutes", "moved_to_relax_text", "order_relax", "plan_reserve",
+    "reconcile", "reconcile_member", "refund", "release_unqueued", "reserve", "reserve_reads", "reset", "set_grant",
+    "settle", "source_text", "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
 ]

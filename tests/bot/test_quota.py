@@ -129,11 +129,10 @@ async def test_rate_limit_and_ban_refuse_politely(
 
 
 async def test_cancel_refunds_the_reservation_at_once(
-    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User, monkeypatch
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
 ) -> None:
     """/imagine reserves fast time; /cancel of the queued job gives it all back in the same call (the bot applies
     the outcome itself: no core.jobs final hook runs)."""
-    monkeypatch.setattr(jobs, "_final_hooks", [], raising=False)
     pending = await imagine(discord_emulator, alice)
     await pending.wait_original(lambda m: "Waiting to start" in m.content)
     (job_id,) = await eventually(lambda: rq_jobs(redis_conn))
