@@ -16,12 +16,12 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
+from bench.redis_server import redis_server
 from bot.client import ImagineBot
 from core.models import ModelRegistry, tiny_model
 from core.settings import DiscordSettings, JobSettings
-from tests.discord_emulator import DiscordEmulator, PendingInteraction
-from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, running_client
-from tests.redis_server import redis_server
+from discord_emulator import DiscordEmulator, PendingInteraction
+from discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, running_client
 
 
 async def burst(emu: DiscordEmulator, count: int, prompt: str = "a lighthouse at dusk --ar 16:9") -> list[float]:

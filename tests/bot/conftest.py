@@ -17,9 +17,9 @@ from core import jobs, prompt
 from core.models import ModelRegistry, tiny_model
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from core.spec import JobSpec
+from discord_emulator import DiscordEmulator, Message, PendingInteraction, User
+from discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
 from quotas.tiers import MAX_FAST_GPU_S, Tier, TiersConfig, load_config
-from tests.discord_emulator import DiscordEmulator, Message, PendingInteraction, User
-from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
 
 REGISTRY = ModelRegistry((tiny_model(), tiny_model("other")))
 

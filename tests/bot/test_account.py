@@ -6,8 +6,8 @@ import redis
 
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
+from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import REGISTRY, choose, done_job, eventually, running_bot
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
 
 MANAGE_GUILD = 1 << 5
 

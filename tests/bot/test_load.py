@@ -7,8 +7,8 @@ import redis
 from bench.interactions import burst, summary
 from bot.client import ImagineBot
 from core import queue
+from discord_emulator import INTERACTION_ACK_DEADLINE_S, DiscordEmulator
 from tests.bot.conftest import eventually
-from tests.discord_emulator import INTERACTION_ACK_DEADLINE_S, DiscordEmulator
 
 
 async def test_200_interactions_at_once_are_all_acknowledged_in_time(

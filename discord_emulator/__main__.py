@@ -1,4 +1,4 @@
-"""Run the emulator by hand: `python -m tests.discord_emulator --port 8765`, then point a bot at the printed URLs."""
+"""Run the emulator by hand: `python -m discord_emulator --port 8765`, then point a bot at the printed URLs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from tests.discord_emulator.server import DiscordEmulator
+from discord_emulator.server import DiscordEmulator
 
 
 async def serve(host: str, port: int) -> None:

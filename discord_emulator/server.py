@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
-from tests.discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
-from tests.discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
-from tests.discord_emulator.webhooks import InteractionRoutes
+from discord_emulator import payloads
+from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
+from discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
+from discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
+from discord_emulator.webhooks import InteractionRoutes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.state import ATTACHMENT_SIZE_LIMIT_BYTES, EPHEMERAL, Attachment, Message
+from discord_emulator import payloads
+from discord_emulator.state import ATTACHMENT_SIZE_LIMIT_BYTES, EPHEMERAL, Attachment, Message
 
 if TYPE_CHECKING:
-    from tests.discord_emulator.server import DiscordEmulator
+    from discord_emulator.server import DiscordEmulator
 
 MESSAGE_CONTENT_MAX_CHARS = 2000
 CUSTOM_ID_MAX_CHARS = 100

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.rest import (
+from discord_emulator import payloads
+from discord_emulator.rest import (
     DiscordError,
     apply_message_body,
     invalid_form,
@@ -15,7 +15,7 @@ from tests.discord_emulator.rest import (
     no_content,
     read_body,
 )
-from tests.discord_emulator.state import (
+from discord_emulator.state import (
     EPHEMERAL,
     INTERACTION_ACK_DEADLINE_S,
     LOADING,
@@ -25,7 +25,7 @@ from tests.discord_emulator.state import (
 )
 
 if TYPE_CHECKING:
-    from tests.discord_emulator.server import DiscordEmulator
+    from discord_emulator.server import DiscordEmulator
 
 REPLY, DEFERRED_REPLY, DEFERRED_UPDATE, UPDATE_MESSAGE, MODAL = 4, 5, 6, 7, 9
 APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
