@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from discord_emulator import payloads
+from discord_emulator.control import ControlRoutes
 from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
 from discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
 from discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
@@ -131,6 +132,7 @@ class DiscordEmulator:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         BotRoutes(self).add_to(app.router, API_PREFIX)
         InteractionRoutes(self).add_to(app.router, API_PREFIX)
+        ControlRoutes(self).add_to(app.router)
         app.router.add_get(GATEWAY_PATH, self.gateway.handle)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._attachment)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
