@@ -21,7 +21,7 @@ from discord_emulator.rest import json_response
 from discord_emulator.state import INTERACTION_ACK_DEADLINE_S
 
 if TYPE_CHECKING:
-    from discord_emulator.server import DiscordEmulator
+    from discord_emulator.server import DiscordEmulator, PendingInteraction
 
 CONTROL_PREFIX = "/_emulator"
 DEFAULT_SESSION_WAIT_S = 60.0
@@ -29,9 +29,9 @@ DEFAULT_SESSION_WAIT_S = 60.0
 
 async def burst(
     emu: DiscordEmulator, count: int, command: str = "imagine", options: dict[str, Any] | None = None
-) -> list[float | None]:
-    """Dispatch `count` slash commands at once, one new member each; the seconds each took to be acknowledged, or
-    None where the bot had not acknowledged it within INTERACTION_ACK_DEADLINE_S (Discord forgets it then)."""
+) -> list[PendingInteraction]:
+    """Dispatch `count` slash commands at once, one new member each; returns once each was acknowledged or its
+    INTERACTION_ACK_DEADLINE_S has passed (Discord forgets it then)."""
     users = [emu.add_user(f"member{i}") for i in range(count)]
     pending = await asyncio.gather(*(emu.send_slash_command(user=u, name=command, options=options) for u in users))
     latest = max(p.record.created_at for p in pending)
@@ -39,6 +39,11 @@ async def burst(
     remaining_s = latest + INTERACTION_ACK_DEADLINE_S - emu.state.now()
     with contextlib.suppress(TimeoutError):
         await emu.wait_until(lambda: all(p.record.callback for p in pending), max(remaining_s, 0.0))
+    return list(pending)
+
+
+def ack_latencies(pending: list[PendingInteraction]) -> list[float | None]:
+    """Each interaction's seconds from INTERACTION_CREATE to its callback; None where none came within 3 s."""
     return [p.record.callback.elapsed_s if p.record.callback else None for p in pending]
 
 
@@ -65,7 +70,7 @@ class ControlRoutes:
     async def burst(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            latencies = await burst(self.emu, int(body["count"]), body.get("command", "imagine"), body.get("options"))
+            pending = await burst(self.emu, int(body["count"]), body.get("command", "imagine"), body.get("options"))
         except (LookupError, RuntimeError, ValueError) as exc:  # no such command synced, no bot connected
             return json_response({"error": str(exc)}, 409)
-        return json_response({"latencies_s": latencies})
+        return json_response({"latencies_s": ack_latencies(pending)})
