@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.redis_server import redis_server
+from bench.redis_server import redis_server
 
 # Every process the tests start (workers, bots, the CLI) serves the tiny random pipeline unless a test asks for
 # another model: it renders a grid in ~0.1 s. Tests of the embedded model set MODEL=builtin:embedded themselves.

@@ -114,7 +114,10 @@ FORBIDDEN = {
     "core": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "quotas", "moderation"),
     "quotas": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "moderation"),
     "moderation": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "quotas"),
-    "bot": ("torch", "diffusers", "transformers", "worker", "model"),
+    "bot": ("torch", "diffusers", "transformers", "worker", "model", "tests"),
+    "worker": ("bot", "tests"),
+    "bench": ("tests",),
+    "discord_emulator": ("core", "quotas", "moderation", "bot", "worker", "model", "bench", "tests"),
 }
 """Package -> top-level names its modules must not import."""
 
@@ -122,7 +125,7 @@ FORBIDDEN = {
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_packages_import_only_what_their_layer_allows(package: str) -> None:
     """The contract package is only a contract; the subsystems need no Discord or GPU; the bot never imports the
-    GPU stack or the worker."""
+    GPU stack or the worker; no package imports the tests; the Discord emulator knows nothing of this project."""
     _, names = _graph()
     wrong = sorted(
         f"{module} imports {name}"

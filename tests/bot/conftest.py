@@ -20,9 +20,9 @@ from core.models import ModelRegistry, tiny_model
 from core.safety import Safety, with_safety
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from core.spec import JobSpec
+from discord_emulator import DiscordEmulator, Message, PendingInteraction, User
+from discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
 from quotas.tiers import MAX_FAST_GPU_S, Tier, TiersConfig, load_config
-from tests.discord_emulator import DiscordEmulator, Message, PendingInteraction, User
-from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S, discord_emulator, running_client  # noqa: F401
 
 REGISTRY = ModelRegistry((tiny_model(), tiny_model("other")))
 

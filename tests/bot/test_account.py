@@ -6,6 +6,7 @@ import redis
 
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
+from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import (
     REGISTRY,
     choose,
@@ -16,7 +17,6 @@ from tests.bot.conftest import (
     rq_job_keys,
     running_bot,
 )
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
 
 MANAGE_GUILD = 1 << 5
 

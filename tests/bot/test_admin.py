@@ -11,10 +11,10 @@ import redis
 from bot.client import ImagineBot
 from core import audit, keys
 from core.settings import AdminSettings
+from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from quotas import ledger, tierstore
 from quotas.tiers import period_bounds
 from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, running_bot
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, User
 
 
 async def run(emu: DiscordEmulator, user: User, command: str, **options) -> str:

@@ -10,10 +10,10 @@ from rq import Worker
 from bot import admin_ops
 from bot.client import ImagineBot
 from core import audit, jobs, keys, queue
+from discord_emulator import DiscordEmulator, User
 from quotas import admission, tierstore
 from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, eventually
 from tests.bot.test_admin import member, run
-from tests.discord_emulator import DiscordEmulator, User
 
 
 async def test_ban_refuses_imagine_and_unban_lifts_it(

@@ -8,8 +8,8 @@ import redis
 from bot import buttons as bot_buttons
 from bot.client import ImagineBot
 from core import buttons, delivery, jobs, queue, usersettings
+from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 from tests.bot.conftest import done_job, eventually, job_ids, post_result, running_bot
-from tests.discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 
 CASES = [
     # (action, index, components, kind, strength, new seed)

@@ -10,8 +10,8 @@ import redis
 
 from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
 from core.errors import QUEUE_UNREACHABLE
+from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 from tests.bot.conftest import running_bot
-from tests.discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 
 
 def closed_port() -> int:

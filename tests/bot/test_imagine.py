@@ -9,8 +9,8 @@ from rq.job import Job
 
 from bot.client import ImagineBot
 from core import delivery, jobs, keys, queue
+from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 from tests.bot.conftest import eventually, job_ids, rq_job_keys
-from tests.discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 
 
 def rq_job(conn: redis.Redis, job_id: str) -> Job:

@@ -7,8 +7,8 @@ import redis
 from bench.interactions import burst, summary
 from bot.client import ImagineBot
 from core import queue
+from discord_emulator import DiscordEmulator
 from tests.bot.conftest import eventually
-from tests.discord_emulator import DiscordEmulator
 
 
 async def test_200_interactions_at_once_are_all_acknowledged_and_queued(
@@ -16,6 +16,7 @@ async def test_200_interactions_at_once_are_all_acknowledged_and_queued(
 ) -> None:
     """200 /imagine delivered at once: each one acknowledged (deferred), and all 200 jobs end up queued."""
     latencies = await burst(discord_emulator, 200)
-    print(summary(latencies))
-    assert len(latencies) == 200
+    figures = summary(latencies)
+    print(figures)
+    assert len(latencies) == 200 and None not in latencies, figures  # None: Discord's window closed first
     await eventually(lambda: queue.rq_queue(redis_conn, "fast:tiny").count == 200, timeout=30)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.discord_emulator import DiscordEmulator, User
+from discord_emulator import DiscordEmulator, User
 
 START_TIMEOUT_S = 60.0
 

@@ -14,11 +14,11 @@ import moderation
 from bot.client import ImagineBot
 from core import audit, buttons, jobs, keys, queue, usersettings
 from core.safety import Safety, safety_of
+from discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
+from discord_emulator.state import Channel
 from moderation.store import BLOCKED_DEFAULT
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, rq_job_keys, running_bot
 from tests.bot.test_admin import run
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
-from tests.discord_emulator.state import Channel
 
 SEND_MESSAGES = 1 << 11
 

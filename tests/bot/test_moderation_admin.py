@@ -7,12 +7,12 @@ import redis
 
 from bot.client import ImagineBot
 from core import audit, buttons, keys
+from discord_emulator import DiscordEmulator, User
 from moderation import store as modstore
 from moderation.promptfilter import MAX_ENTRY_CHARS
 from tests.bot.conftest import MANAGE_GUILD, done_job, post_result, running_bot
 from tests.bot.test_admin import run
 from tests.bot.test_moderation import SEND_MESSAGES, imagine, refusal
-from tests.discord_emulator import DiscordEmulator, User
 from worker import safety
 
 

@@ -11,10 +11,10 @@ import redis
 
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, queue
+from discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 from quotas import admission, ledger, tierstore
 from quotas.tiers import GuildPolicy, period_bounds
 from tests.bot.conftest import OPEN, OPEN_TIERS, done_job, eventually, running_bot
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 
 
 def tiers_with(**changes: object):

@@ -7,10 +7,10 @@ from typing import Any
 
 import redis
 
+from bench.redis_server import free_port, redis_server
+from discord_emulator import DiscordEmulator, User
 from tests.bot.conftest import eventually, running_bot
 from tests.bot.test_admin import run
-from tests.discord_emulator import DiscordEmulator, User
-from tests.redis_server import free_port, redis_server
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, Any]:

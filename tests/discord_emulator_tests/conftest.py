@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.fixtures import discord_emulator, running_client  # noqa: F401
+from discord_emulator import DiscordEmulator
+from discord_emulator.fixtures import discord_emulator, running_client  # noqa: F401
 from tests.discord_emulator_tests.tiny_bot import TinyBot
 
 

@@ -6,8 +6,8 @@ import aiohttp
 import discord
 import pytest
 
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.fixtures import route_discord_py, running_client
+from discord_emulator import DiscordEmulator
+from discord_emulator.fixtures import route_discord_py, running_client
 from tests.discord_emulator_tests.tiny_bot import TinyBot
 
 

@@ -6,8 +6,8 @@ import aiohttp
 import discord
 import pytest
 
-from tests.discord_emulator import INTERACTION_ACK_DEADLINE_S, LOADING, DiscordEmulator
-from tests.discord_emulator.leaks import leaks
+from discord_emulator import INTERACTION_ACK_DEADLINE_S, LOADING, DiscordEmulator
+from discord_emulator.leaks import leaks
 from tests.discord_emulator_tests.tiny_bot import GRID_PNG, JOB_ID, TinyBot
 
 

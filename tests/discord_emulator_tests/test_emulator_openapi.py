@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.openapi import find_spec, load_checker
-from tests.discord_emulator.state import RequestRecord
+from discord_emulator import DiscordEmulator
+from discord_emulator.openapi import find_spec, load_checker
+from discord_emulator.state import RequestRecord
 from tests.discord_emulator_tests.tiny_bot import JOB_ID, TinyBot
 
 pytestmark = pytest.mark.skipif(find_spec() is None, reason="Discord's openapi.json is not in shared/reference")

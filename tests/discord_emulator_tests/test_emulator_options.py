@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.state import State
+from discord_emulator import payloads
+from discord_emulator.state import State
 
 COMMAND = {
     "name": "admin",

@@ -8,7 +8,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from tests.discord_emulator.fixtures import GUILD_READY_TIMEOUT_S
+from discord_emulator.fixtures import GUILD_READY_TIMEOUT_S
 
 GRID_PNG = b"\x89PNG\r\n\x1a\n" + b"emulated-grid" * 8
 """Bytes the bot uploads as its grid (the emulator stores and serves them; it does not decode images)."""

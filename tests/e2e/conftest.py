@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.redis_server import free_port
 from core import keys
-from tests.discord_emulator import DiscordEmulator
-from tests.discord_emulator.state import make_token
+from discord_emulator import DiscordEmulator
+from discord_emulator.state import make_token
 from tests.e2e.helpers import LANES, RESULT_TIMEOUT_S, BotProcess, eventually, quiet
-from tests.redis_server import free_port
 from tests.worker.worker_helpers import WORKER_START_TIMEOUT_S, WorkerProcess, wait_until
 
 WORKER_NAME = "e2e-worker"

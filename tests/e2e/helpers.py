@@ -21,8 +21,8 @@ from PIL import Image
 
 from core import buttons, jobs, keys, queue
 from core.models import tiny_model
-from tests.discord_emulator import DiscordEmulator, Message, PendingInteraction, User
-from tests.discord_emulator.gateway import Session
+from discord_emulator import DiscordEmulator, Message, PendingInteraction, User
+from discord_emulator.gateway import Session
 
 REPO = Path(__file__).resolve().parents[2]
 

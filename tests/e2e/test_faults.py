@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from core import keys
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, Injection, Message
+from discord_emulator import EPHEMERAL, DiscordEmulator, Injection, Message
 from tests.e2e.conftest import MAINTENANCE_KEYS, WORKER_KEYS, WORKER_NAME
 from tests.e2e.helpers import BotProcess, grid_ids, imagine, job_of, on_edit, png, png_revisions, result, settled
 

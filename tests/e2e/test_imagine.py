@@ -10,7 +10,7 @@ import numpy as np
 import redis
 
 from core import jobs
-from tests.discord_emulator import LOADING, DiscordEmulator
+from discord_emulator import LOADING, DiscordEmulator
 from tests.e2e.conftest import WORKER_NAME
 from tests.e2e.helpers import (
     BotProcess,

@@ -10,8 +10,8 @@ import redis
 from rq.job import Job
 
 from core import delivery, keys, queue
-from tests.discord_emulator import DiscordEmulator, Message
-from tests.discord_emulator.leaks import leaks
+from discord_emulator import DiscordEmulator, Message
+from discord_emulator.leaks import leaks
 from tests.e2e.conftest import WORKER_NAME, SharedWorker
 from tests.e2e.helpers import BotProcess, click, has_png, imagine, job_of, on_edit, result, settled, stored
 

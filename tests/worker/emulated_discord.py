@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from core import delivery, jobs, queue
 from core.delivery import Delivery
 from core.spec import JobSpec
-from tests.discord_emulator import DiscordEmulator, Message, User
-from tests.discord_emulator.state import Interaction
+from discord_emulator import DiscordEmulator, Message, User
+from discord_emulator.state import Interaction
 from worker.delivery import Poster
 from worker.discord_http import DiscordHTTP
 

@@ -14,8 +14,8 @@ import pytest
 import redis
 from PIL import Image
 
+from bench.redis_server import free_port
 from core import jobs, keys, queue
-from tests.redis_server import free_port
 from tests.worker.worker_helpers import REPO, WorkerProcess, wait_until, worker_processes
 from worker import cli
 

@@ -15,9 +15,9 @@ from rq.job import Job
 from core import buttons, jobs, keys, queue
 from core.errors import GenerationFailed
 from core.spec import JobSpec
-from tests.discord_emulator import LOADING, Message
-from tests.discord_emulator.leaks import leaks
-from tests.discord_emulator.openapi import find_spec, load_checker
+from discord_emulator import LOADING, Message
+from discord_emulator.leaks import leaks
+from discord_emulator.openapi import find_spec, load_checker
 from tests.worker.emulated_discord import ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.test_jobs import ScriptedEngine
 from tests.worker.worker_helpers import record, run_in_process

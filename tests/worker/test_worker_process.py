@@ -17,11 +17,11 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from bench.redis_server import free_port
 from core import jobs, keys, queue
 from core.spec import JobSpec
 from quotas import admission, ledger
 from quotas.tiers import load_config
-from tests.redis_server import free_port
 from tests.worker.worker_helpers import Events, WorkerProcess, record, wait_until, worker_processes
 
 ABANDONED_JOB_DEADLINE_S = 120.0

@@ -7,8 +7,8 @@
 See `fixtures.py` for the pytest fixtures and `openapi.py` for the check against Discord's OpenAPI description.
 """
 
-from tests.discord_emulator.server import DiscordEmulator, Injection, PendingInteraction
-from tests.discord_emulator.state import (
+from discord_emulator.server import DiscordEmulator, Injection, PendingInteraction
+from discord_emulator.state import (
     ATTACHMENT_SIZE_LIMIT_BYTES,
     EPHEMERAL,
     INTERACTION_ACK_DEADLINE_S,

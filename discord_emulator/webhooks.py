@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.rest import (
+import discord_emulator.payloads as payloads
+from discord_emulator.rest import (
     DiscordError,
+    Host,
     apply_message_body,
     invalid_form,
     json_response,
     no_content,
     read_body,
 )
-from tests.discord_emulator.state import (
+from discord_emulator.state import (
     EPHEMERAL,
     INTERACTION_ACK_DEADLINE_S,
     LOADING,
@@ -23,9 +24,6 @@ from tests.discord_emulator.state import (
     Interaction,
     Message,
 )
-
-if TYPE_CHECKING:
-    from tests.discord_emulator.server import DiscordEmulator
 
 REPLY, DEFERRED_REPLY, DEFERRED_UPDATE, UPDATE_MESSAGE, MODAL = 4, 5, 6, 7, 9
 APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
@@ -44,7 +42,7 @@ def invalid_token() -> DiscordError:
 class InteractionRoutes:
     """Handlers for `/interactions/{id}/{token}/callback` and `/webhooks/{application}/{token}/...`."""
 
-    def __init__(self, emu: DiscordEmulator) -> None:
+    def __init__(self, emu: Host) -> None:
         self.emu = emu
         self.state = emu.state
 

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.discord_emulator.server import DiscordEmulator
+    from discord_emulator.server import DiscordEmulator
 
 
 def leaks(emu: DiscordEmulator, secret: str) -> list[str]:

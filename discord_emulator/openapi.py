@@ -29,12 +29,12 @@ from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.discord_emulator.state import RequestRecord
+from discord_emulator.state import RequestRecord
 
 SPEC_ENV = "DISCORD_OPENAPI_SPEC"
 SPEC_RELATIVE = Path("shared/reference/discord-api-spec/openapi.json")
 SPEC_URI = "urn:discord:openapi"
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def find_spec() -> Path | None:

@@ -1,6 +1,6 @@
 """Pytest fixtures and helpers that run the real discord.py client against the emulator.
 
-Use them from a conftest.py: `from tests.discord_emulator.fixtures import discord_emulator  # noqa: F401`.
+Use them from a conftest.py: `from discord_emulator.fixtures import discord_emulator  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import discord.http
 import pytest
 import yarl
 
-from tests.discord_emulator.server import DiscordEmulator
+from discord_emulator.control import ControlledEmulator
+from discord_emulator.server import DiscordEmulator
 
 READY_TIMEOUT_S = 5.0
 GUILD_READY_TIMEOUT_S = 0.05
@@ -60,6 +61,6 @@ async def running_client(
 
 @pytest.fixture
 async def discord_emulator() -> AsyncIterator[DiscordEmulator]:
-    """A fresh emulator on a free port for one test."""
-    async with DiscordEmulator() as emu:
+    """A fresh emulator (with its control endpoint) on a free port for one test."""
+    async with ControlledEmulator() as emu:
         yield emu

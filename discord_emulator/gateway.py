@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from tests.discord_emulator import payloads
+import discord_emulator.payloads as payloads
 
 if TYPE_CHECKING:
-    from tests.discord_emulator.state import State
+    from discord_emulator.state import State
 
 log = logging.getLogger(__name__)
 

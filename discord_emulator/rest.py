@@ -7,15 +7,27 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.state import ATTACHMENT_SIZE_LIMIT_BYTES, EPHEMERAL, Attachment, Message
+import discord_emulator.payloads as payloads
+from discord_emulator.state import ATTACHMENT_SIZE_LIMIT_BYTES, EPHEMERAL, Attachment, Message, State
 
-if TYPE_CHECKING:
-    from tests.discord_emulator.server import DiscordEmulator
+
+class Host(Protocol):
+    """What the route handlers need of the emulator that serves them (`server.DiscordEmulator` is one)."""
+
+    state: State
+    url: str
+    ws_url: str
+
+    async def store_message(self, message: Message) -> web.Response: ...
+
+    async def edit_message(
+        self, message: Message, body: dict[str, Any], files: dict[int, Attachment]
+    ) -> web.Response: ...
+
 
 MESSAGE_CONTENT_MAX_CHARS = 2000
 CUSTOM_ID_MAX_CHARS = 100
@@ -105,7 +117,7 @@ def check_components(components: list[dict[str, Any]]) -> None:
 
 
 def apply_message_body(
-    emu: DiscordEmulator, message: Message, body: dict[str, Any], files: dict[int, Attachment], *, editing: bool
+    emu: Host, message: Message, body: dict[str, Any], files: dict[int, Attachment], *, editing: bool
 ) -> None:
     """Set a message's content, embeds, components and attachments from a create or edit body."""
     if "content" in body:
@@ -147,7 +159,7 @@ def apply_message_body(
 class BotRoutes:
     """Handlers for routes authenticated with the bot token."""
 
-    def __init__(self, emu: DiscordEmulator) -> None:
+    def __init__(self, emu: Host) -> None:
         self.emu = emu
         self.state = emu.state
 

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tests.discord_emulator import payloads
-from tests.discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
-from tests.discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
-from tests.discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
-from tests.discord_emulator.webhooks import InteractionRoutes
+import discord_emulator.payloads as payloads
+from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
+from discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
+from discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
+from discord_emulator.webhooks import InteractionRoutes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,8 +129,7 @@ class DiscordEmulator:
 
     async def start(self) -> DiscordEmulator:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
-        BotRoutes(self).add_to(app.router, API_PREFIX)
-        InteractionRoutes(self).add_to(app.router, API_PREFIX)
+        self.add_routes(app.router)
         app.router.add_get(GATEWAY_PATH, self.gateway.handle)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._attachment)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -141,6 +140,11 @@ class DiscordEmulator:
         self.url = f"http://{self.host}:{self.port}"
         self.ws_url = self.gateway.ws_url = f"ws://{self.host}:{self.port}{GATEWAY_PATH}"
         return self
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Discord's REST routes: the bot's and the interaction webhooks' (a subclass may add its own)."""
+        BotRoutes(self).add_to(router, API_PREFIX)
+        InteractionRoutes(self).add_to(router, API_PREFIX)
 
     async def stop(self) -> None:
         await self.gateway.close_all()

@@ -1,4 +1,4 @@
-"""A real redis-server started on a free port for the tests (and stopped after them)."""
+"""A real redis-server started on a free port (and stopped after): for the tests, and the benchmarks that need one."""
 
 from __future__ import annotations
 

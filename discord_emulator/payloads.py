@@ -6,7 +6,7 @@ import copy
 import time
 from typing import Any
 
-from tests.discord_emulator.state import (
+from discord_emulator.state import (
     ATTACHMENT_SIZE_LIMIT_BYTES,
     Attachment,
     Channel,
