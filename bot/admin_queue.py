@@ -25,7 +25,9 @@ def overview(conn: redis.Redis) -> str:
     for rq_queue in sorted(Queue.all(connection=conn, serializer=queue.SERIALIZER), key=lambda q: q.name):
         if rq_queue.name.split(":", 1)[0] not in queue.LANES:
             continue
-        started = StartedJobRegistry(queue=rq_queue).get_job_ids()
+        # Read only: RQ's cleanup of abandoned jobs belongs to the workers, whose job class fails or retries them
+        # and concludes their outcome (`worker.jobs`); run from here it would leave their records `running`.
+        started = StartedJobRegistry(queue=rq_queue).get_job_ids(cleanup=False)
         lanes.append(f"`{rq_queue.name}`: {rq_queue.count} waiting, {len(started)} running")
         running += started
     lines = ["**Lanes**", *(lanes or ["none yet"]), f"**Running jobs** ({len(running)})"]

@@ -6,13 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from rq import Worker
+from rq.registry import StartedJobRegistry
 
-from bot import admin_ops
+from bot import admin_ops, admin_queue
 from bot.client import ImagineBot
-from core import audit, jobs, keys, queue
+from core import audit, jobs, keys, prompt, queue
 from discord_emulator import DiscordEmulator, User
 from quotas import admission, tierstore
-from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, eventually
+from tests.bot.conftest import MANAGE_GUILD, OPEN_TIERS, REGISTRY, eventually
 from tests.bot.test_admin import member, run
 
 
@@ -164,3 +165,16 @@ def test_policy_edits_by_admins_at_once_all_survive(redis_conn: redis.Redis, red
     assert policy.roles == {str(500 + k): "pro" for k in range(5)}
     assert (policy.default_tier, policy.subscribe_text) == ("basic", "Boost us (4)")
     assert len(audit.latest(redis_conn, guild, 50)) == 20
+
+
+def test_queue_overview_leaves_abandoned_jobs_to_the_workers(redis_conn: redis.Redis) -> None:
+    """/admin queue reads RQ's started registry without running its cleanup: an abandoned job stays there for a
+    worker's maintenance, whose job class retries or fails it and concludes its outcome."""
+    (spec,) = prompt.parse("a cat", REGISTRY)
+    job_id = queue.enqueue(redis_conn, spec, "discord:1")
+    rq_queue = queue.rq_queue(redis_conn, "fast:tiny")
+    registry = StartedJobRegistry(queue=rq_queue)
+    redis_conn.zadd(registry.key, {f"{job_id}:execution": 1})  # a heartbeat that expired long ago
+    assert "1 running" in admin_queue.overview(redis_conn)
+    assert registry.get_job_ids(cleanup=False) == [job_id]
+    assert jobs.get(redis_conn, job_id).state == jobs.QUEUED
