@@ -29,8 +29,10 @@ from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
 from core.buttons import ButtonRef
-from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TooManyJobs
-from core.spec import MAX_SEED, JobSpec, Mode
+from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TierLimit, TooManyJobs
+from core.models import ModelRegistry
+from core.queue import SINGLE_IMAGE_KINDS
+from core.spec import MAX_SEED, VARY_STRENGTH, JobSpec, Mode
 from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ async def admit_prompt(
             nothing queued or charged. redis.RedisError: Redis is unreachable (nothing reserved).
     """
     who, now = members.who(interaction), time.time()
+    quotas.check_place(who)  # image commands only in a server: a DM is no way around a server's ban or tier
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
     replies = await bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
     saved = usersettings.from_hash(replies[0])
@@ -64,18 +67,26 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
     """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
     from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
 
+    The job is admitted for what it renders: an Upscale (2x) at twice its source's sides (refused past the tier's
+    or the model's pixel limit), a variation for the steps its strength runs, U1-U4 free while the image is stored
+    and charged like a render of it once it expired.
+
     Raises:
         JobExpired: the clicked job's record is gone.
         RepostRefused: its image may not be re-sent here (another server, an age-restricted origin).
+        TierLimit: also an Upscale (2x) past the model's largest upscale.
         Otherwise as `admit_prompt`.
     """
     who, now = members.who(interaction), time.time()
+    quotas.check_place(who)
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    (parent, origin), replies = await asyncio.gather(
-        bot.redis_call(parent_and_origin, ref.job_id),  # core.jobs reads with the sync client: in a thread, meanwhile
+    (parent, origin, stored), replies = await asyncio.gather(
+        bot.redis_call(parent_and_origin, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
         bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
     job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
+    if job.kind == "upscale2x":
+        check_upscale2x(bot.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:
         reposting.check_place(parent.spec, origin, members.place(interaction, bot.admins))
     if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
@@ -83,16 +94,18 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
         spec = job.spec
     else:
         (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
-    admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now)
+    strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
+    admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now, strength=strength, stored=stored)
     return admitted, dataclasses.replace(job, spec=spec)
 
 
 async def reserve(
-    bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float
+    bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float,
+    strength: float = 1.0, stored: bool = True,
 ) -> Admission:
     """`quotas.reserve` on the asyncio client: one round trip. A refusal for places or fast time is checked once
     more after settling the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
-    call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now)
+    call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now, strength=strength, stored=stored)
     try:
         return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
     except (TooManyJobs, QuotaExceeded):
@@ -129,9 +142,49 @@ FROM_STORED_IMAGE = frozenset({"upscale", "vary", "upscale2x"})
 starts from its prompt only."""
 
 
-def parent_and_origin(conn: redis.Redis, job_id: str) -> tuple[jobs.JobRecord | None, deliveries.Delivery | None]:
-    """The clicked job's record and where it was made (its delivery record)."""
-    return jobs.get(conn, job_id), deliveries.load(conn, job_id)
+def parent_and_origin(
+    conn: redis.Redis, ref: ButtonRef
+) -> tuple[jobs.JobRecord | None, deliveries.Delivery | None, bool]:
+    """The clicked job's record, where it was made (its delivery record), and whether the image the button starts
+    from is still stored (after WORKER_IMAGE_TTL_S it is not, and a U button renders it again)."""
+    parent = jobs.get(conn, ref.job_id)
+    single = parent is None or parent.kind in SINGLE_IMAGE_KINDS
+    position = 0 if single else max(ref.index, 1) - 1
+    stored = bool(conn.exists(keys.job_image(ref.job_id, position)))
+    return parent, deliveries.load(conn, ref.job_id), stored
+
+
+def check_upscale2x(registry: ModelRegistry, spec: JobSpec) -> None:
+    """Refuse an Upscale (2x) whose result is larger than its model's upscales go (the tier's limit is admission's).
+
+    Raises:
+        TierLimit: it is.
+    """
+    model = registry.get(spec.model)
+    if model is not None and spec.width * spec.height > model.max_upscaled_pixels:
+        raise TierLimit(f"Upscale (2x) would make a {spec.width}x{spec.height} image, larger than model "
+                        f"{model.name} makes ({model.max_upscaled_pixels} pixels): this image is as large as it gets.")
+
+
+BASE_SIZE = "base_size"
+"""`JobSpec.extras` key of an Upscale (2x) job: `[width, height]` of the grid its image came from (variations and
+re-rolls of an upscaled image render at that size, not the upscale's)."""
+
+
+def upscaled(spec: JobSpec) -> JobSpec:
+    """The spec of an Upscale (2x) of an image of `spec`'s size: twice its sides, remembering the grid's size."""
+    base = spec.extras.get(BASE_SIZE) or [spec.width, spec.height]
+    extras = {**spec.extras, BASE_SIZE: list(base)}
+    return dataclasses.replace(spec, width=spec.width * 2, height=spec.height * 2, extras=extras)
+
+
+def at_base_size(spec: JobSpec) -> JobSpec:
+    """`spec` at the size of the grid its image came from (itself, unless it is an Upscale (2x)'s)."""
+    base = spec.extras.get(BASE_SIZE)
+    if not base:
+        return spec
+    extras = {k: v for k, v in spec.extras.items() if k != BASE_SIZE}
+    return dataclasses.replace(spec, width=int(base[0]), height=int(base[1]), extras=extras)
 
 
 def button_job(
@@ -145,8 +198,9 @@ def button_job(
     if parent is None:
         raise JobExpired(f"This job is too old: job {ref.job_id} has expired, so its buttons no longer work.")
     rng = rng or random.SystemRandom()
-    same = dataclasses.replace(parent.spec, mode=mode)
-    reseeded = dataclasses.replace(same, seed=rng.randint(0, MAX_SEED), seed_random=True)
+    same = dataclasses.replace(parent.spec, mode=mode)  # the parent's image size: what an upscale copies
+    base = at_base_size(same)  # what variations and re-rolls render (an Upscale (2x)'s grid size)
+    reseeded = dataclasses.replace(base, seed=rng.randint(0, MAX_SEED), seed_random=True)
     source: dict[str, Any] = {"job_id": ref.job_id, "index": ref.index}
     if ref.action == "u":
         return ButtonJob(same, "upscale", source, f"Image #{ref.index}")
@@ -156,7 +210,7 @@ def button_job(
         label = f"Variations ({ref.action.capitalize()})"
         return ButtonJob(reseeded, "vary", {**source, "strength": ref.action}, label)
     if ref.action == "up2x":
-        return ButtonJob(same, "upscale2x", source, "Upscaled (2x)")
+        return ButtonJob(upscaled(same), "upscale2x", source, "Upscaled (2x)")
     if ref.action == "reroll":
         return ButtonJob(reseeded, "grid", {"job_id": ref.job_id}, "Re-roll")
     raise ValueError(f"no job for button action {ref.action!r}")

@@ -77,13 +77,15 @@ def grid_components(job_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def single_components(job_id: str) -> list[dict[str, Any]]:
-    """Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll under one upscaled image."""
+def single_components(job_id: str, *, upscale2x: bool = True) -> list[dict[str, Any]]:
+    """Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll under one upscaled image; without Upscale (2x) under
+    an image already as large as the model's upscales go (`core.models.ModelInfo.may_upscale2x`)."""
+    up = [_button("Upscale (2x)", "up2x", job_id, 1)] if upscale2x else []
     return [
         _row(
             _button("Vary (Strong)", "strong", job_id, 1, "🪄"),
             _button("Vary (Subtle)", "subtle", job_id, 1, "🪄"),
-            _button("Upscale (2x)", "up2x", job_id, 1),
+            *up,
             _button("", "reroll", job_id, 0, "🔄"),
         )
     ]

@@ -129,6 +129,16 @@ def quota_reservations() -> str:
     return f"{PREFIX}:reservations"
 
 
+def quota_reconcile_cursor() -> str:
+    """String: `<score> <job id>` of the last reservation the backstop read; it walks on from there, then wraps."""
+    return f"{PREFIX}:reservations:cursor"
+
+
+def job_work(job_id: str) -> str:
+    """String: megapixel-steps the worker actually rendered for a job (its speed sample), for its image TTL."""
+    return f"{PREFIX}:job:{job_id}:work"
+
+
 def model_speed() -> str:
     """Hash: model name -> measured GPU-seconds per megapixel-step (moving average over settled jobs)."""
     return f"{PREFIX}:model-speed"

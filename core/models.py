@@ -23,6 +23,11 @@ EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "model" / "embedded"
 """Where the embedded model's diffusers folder lives (`python -m model.train` writes it)."""
 
 
+UPSCALE_PIXELS_FACTOR = 4
+"""Upscale (2x) makes images of at most this many times a model's pixel budget: one 2x of its largest render, as
+Midjourney upscales a grid's image once, not an upscale again and again."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """One servable model."""
@@ -37,6 +42,15 @@ class ModelInfo:
 
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def max_upscaled_pixels(self) -> int:
+        """The most pixels an Upscale (2x) of this model may make (UPSCALE_PIXELS_FACTOR times its budget)."""
+        return self.pixels * UPSCALE_PIXELS_FACTOR
+
+    def may_upscale2x(self, width: int, height: int) -> bool:
+        """Whether an image of `width` x `height` may be upscaled 2x (its result within `max_upscaled_pixels`)."""
+        return 4 * width * height <= self.max_upscaled_pixels
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,18 @@ MAX_SEED = 4_294_967_295
 """Largest `--seed` value, as in Midjourney (2**32 - 1)."""
 
 
+VARY_STRENGTH = {
+    "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
+    "subtle": 0.4,  # fraction redone: details change, the composition stays
+}
+"""img2img strength of Vary (Strong) / Vary (Subtle) and of V1-V4 (strong unless the source says otherwise): the
+worker renders with it and admission estimates the steps it runs."""
+
+UPSCALE2X_STRENGTH = 0.25
+"""Fraction of the noise schedule Upscale (2x) redoes after its Lanczos resize (when the worker has no 2x upscaler):
+sharpens detail without changing content."""
+
+
 @dataclass(frozen=True)
 class PromptPart:
     """One part of a multi-prompt (`cat::2 dog::1`); a plain prompt is one part of weight 1."""

@@ -2,6 +2,7 @@
 
     member = quotas.Who(guild, user, role_ids)
     admitted = quotas.reserve(conn, config, member, specs)   # before enqueueing: all of a command's jobs, or none
+    quotas.record_work(conn, job_id, mpx_steps, ttl_s=...)   # the worker: what the job actually rendered
     quotas.apply_outcome(conn, job_id)                       # by whoever made the job final: settle or refund
     quotas.release_unqueued(conn, job_ids)                   # jobs admitted but never queued
 
@@ -25,6 +26,7 @@ from quotas.admission import (
     Admission,
     AdmissionRequest,
     AdmitCall,
+    Render,
     admit,
     ban,
     ban_reason,
@@ -39,6 +41,7 @@ from quotas.ledger import (
     member_id,
     reconcile,
     reconcile_member,
+    record_work,
     refund,
     reset,
     settle,
@@ -47,13 +50,16 @@ from quotas.ledger import (
 )
 from quotas.members import (
     DM_GUILD,
+    DM_REFUSAL,
     Who,
     assignment,
     check_mode,
+    check_place,
     date,
     minutes,
     plan_reserve,
     release_unqueued,
+    render_of,
     reserve,
     reserve_reads,
     source_text,
@@ -73,10 +79,11 @@ from quotas.tiers import (
 from quotas.tierstore import clear_grant, effective_config, load_policy, set_grant, update_policy
 
 __all__ = [
-    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "GuildPolicy",
-    "PeriodPolicy", "Tier", "TierSettings", "TiersConfig", "Usage", "Who", "admit", "apply_outcome", "apply_policy",
-    "assignment", "ban", "ban_reason", "check_mode", "clear_grant", "date", "effective_config", "grant",
-    "load_config", "load_policy", "member_id", "minutes", "moved_to_relax_text", "order_relax", "plan_reserve",
-    "reconcile", "reconcile_member", "refund", "release_unqueued", "reserve", "reserve_reads", "reset", "set_grant",
-    "settle", "source_text", "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
+    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "DM_REFUSAL",
+    "GuildPolicy", "PeriodPolicy", "Render", "Tier", "TierSettings", "TiersConfig", "Usage", "Who", "admit",
+    "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "check_mode", "check_place", "clear_grant",
+    "date", "effective_config", "grant", "load_config", "load_policy", "member_id", "minutes", "moved_to_relax_text",
+    "order_relax", "plan_reserve", "reconcile", "reconcile_member", "record_work", "refund", "release_unqueued",
+    "render_of", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text", "subscribe_text",
+    "tier_lines", "top_users", "unban", "update_policy", "usage",
 ]

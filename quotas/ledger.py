@@ -15,6 +15,7 @@ restarts: the reservation and the job record are both in Redis. So `core.jobs`' 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import redis
@@ -45,15 +46,26 @@ BALANCE_RETENTION_S = 90 * 24 * 3600
 MAX_GRANT_S = 31 * 24 * 3600
 """Largest single grant: more GPU time than a month has is a typo."""
 
+REFUND = -1.0
+"""The GPU time `_apply` is given for a refund."""
+
 # KEYS: reservation, reservations index, balance, usage, active, model speed.
-# ARGV: job id, GPU-seconds to charge (-1: refund), EMA alpha, default speed, per-job overhead seconds.
+# ARGV: job id, GPU-seconds to charge (-1: refund), EMA alpha, default speed, per-job overhead seconds,
+#       megapixel-steps the job actually rendered (-1: the reservation's estimate of them).
 # Returns 1 when it applied the reservation, 0 when there was none (applied already, or never admitted).
+# Every value is checked before the first write, so an error changes nothing.
 _APPLY = """
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
+local gpu, work = tonumber(ARGV[2]), tonumber(ARGV[6])
+if not finite(gpu) or (gpu < 0 and gpu ~= -1) then return redis.error_reply('invalid GPU time ' .. ARGV[2]) end
+if not finite(work) or (work < 0 and work ~= -1) then return redis.error_reply('invalid work ' .. ARGV[6]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local r = redis.call('HMGET', KEYS[1], 'member', 'lane', 'reserved_s', 'free', 'model', 'mpx_steps')
 local member, lane, reserved, free, model, mpx = r[1], r[2], tonumber(r[3]) or 0, r[4], r[5], tonumber(r[6]) or 0
+if not finite(reserved) then reserved = 0 end
+if not finite(mpx) then mpx = 0 end
+if work >= 0 then mpx = work end
 if reserved > 0 then redis.call('HINCRBYFLOAT', KEYS[3], 'reserved_s', -reserved) end
-local gpu = tonumber(ARGV[2])
 if gpu > 0 and free ~= '1' then
   redis.call('HINCRBYFLOAT', KEYS[3], lane == 'fast' and 'used_s' or 'relax_s', gpu)
   redis.call('ZINCRBY', KEYS[4], gpu, member)
@@ -112,25 +124,47 @@ def estimate_s(conn: redis.Redis, model: str, width: int, height: int, steps: in
     return JOB_OVERHEAD_S + speed(conn, model) * mpx_steps(width, height, steps)
 
 
-def settle(conn: redis.Redis, job_id: str, gpu_s: float) -> bool:
+def settle(conn: redis.Redis, job_id: str, gpu_s: float, *, work: float | None = None) -> bool:
     """Charge a finished job's measured GPU time and release its reservation. Idempotent and atomic.
 
     Fast jobs are charged to the fast balance of the period they were admitted in; relax jobs to relax usage;
-    upscale-only jobs to nothing. Every charge counts in the member's usage (relax's fair order) and updates the
-    model's measured speed.
+    free upscale copies to nothing. Every charge counts in the member's usage (relax's fair order) and updates the
+    model's measured speed with this job's seconds per megapixel-step.
 
     Args:
         conn: Redis client.
         job_id: the job.
         gpu_s: GPU-seconds the job held the device (the record's `gpu_s`).
+        work: megapixel-steps the job actually rendered (`record_work`); None: the reservation's estimate of them.
 
     Returns:
         True when this call settled it; False when there was nothing to settle (settled or refunded already).
 
     Raises:
+        ValueError: `gpu_s` or `work` is negative or not finite (nothing changed).
         redis.RedisError: Redis is unreachable (nothing changed; call again).
     """
-    return _apply(conn, job_id, max(0.0, gpu_s))
+    if not (math.isfinite(gpu_s) and gpu_s >= 0):
+        raise ValueError(f"job {job_id}: cannot settle a GPU time of {gpu_s!r} s")
+    if work is not None and not (math.isfinite(work) and work >= 0):
+        raise ValueError(f"job {job_id}: cannot settle a work of {work!r} megapixel-steps")
+    return _apply(conn, job_id, gpu_s, REFUND if work is None else work)
+
+
+def record_work(conn: redis.Redis | redis.client.Pipeline, job_id: str, mpx_steps: float, *, ttl_s: int) -> None:
+    """Note the megapixel-steps a job actually rendered (the worker, with its outcome): `settle` learns the model's
+    speed from it rather than from admission's estimate."""
+    if math.isfinite(mpx_steps) and mpx_steps >= 0:
+        conn.set(keys.job_work(job_id), repr(float(mpx_steps)), ex=ttl_s)
+
+
+def _recorded_work(conn: redis.Redis, job_id: str) -> float | None:
+    value = conn.get(keys.job_work(job_id))
+    try:
+        work = float(_text(value)) if value is not None else None
+    except ValueError:
+        return None
+    return work if work is not None and math.isfinite(work) and work >= 0 else None
 
 
 def refund(conn: redis.Redis, job_id: str) -> bool:
@@ -142,7 +176,7 @@ def refund(conn: redis.Redis, job_id: str) -> bool:
     Raises:
         redis.RedisError: Redis is unreachable (nothing changed; call again).
     """
-    return _apply(conn, job_id, -1.0)
+    return _apply(conn, job_id, REFUND)
 
 
 def apply_outcome(conn: redis.Redis, job_id: str, *, now: float | None = None) -> bool:
@@ -162,21 +196,58 @@ def apply_outcome(conn: redis.Redis, job_id: str, *, now: float | None = None) -
             return False
         return refund(conn, job_id)
     if record.state == jobs.DONE:
-        return settle(conn, job_id, record.gpu_s)
+        gpu_s = record.gpu_s
+        if not (math.isfinite(gpu_s) and gpu_s >= 0):  # a corrupt measurement: charge what was reserved
+            log.warning("job %s: measured GPU time %r is not a time; charging its estimate", job_id, gpu_s)
+            estimate = conn.hget(keys.quota_reservation(job_id), "estimate_s")
+            return settle(conn, job_id, float(estimate or 0.0))
+        return settle(conn, job_id, gpu_s, work=_recorded_work(conn, job_id))
     if record.state in jobs.FINAL_STATES:
         return refund(conn, job_id)
     return False
 
 
 def reconcile(conn: redis.Redis, *, now: float, limit: int = 500) -> list[str]:
-    """Apply the outcome of every reserved job that is final (or long gone): the backstop for a process that died
+    """Apply the outcome of reserved jobs that are final (or long gone): the backstop for a process that died
     between a job's final transition and its `apply_outcome`.
+
+    Each call reads the next `limit` reservations by admission time, after the last one the previous call read (a
+    cursor in Redis, `keys.quota_reconcile_cursor`), and starts over from the oldest once it reached the newest: every
+    reservation is read within one walk, however many older ones wait before it (a relax backlog).
 
     Returns:
         The ids of the jobs whose reservation this call applied (their outcome may not have been delivered either).
     """
-    ids = [_text(i) for i in conn.zrange(keys.quota_reservations(), 0, limit - 1)]
+    index = keys.quota_reservations()
+    cursor = conn.get(keys.quota_reconcile_cursor())
+    score, last = _cursor(cursor)
+    rows: list[tuple[bytes, float]] = []
+    if last:  # the rest of the ties at the cursor's score (equal scores are ordered by id), then the later ones
+        ties: list[bytes] = conn.zrangebyscore(index, score, score)  # type: ignore[assignment]
+        rows = [(t, score) for t in ties if _text(t) > last][:limit]
+    if len(rows) < limit:
+        low = f"({score!r}" if last else "-inf"
+        later: list[tuple[bytes, float]] = conn.zrangebyscore(  # type: ignore[assignment]
+            index, low, "+inf", start=0, num=limit - len(rows), withscores=True)
+        rows += later
+    if len(rows) < limit:
+        conn.delete(keys.quota_reconcile_cursor())  # the walk reached the newest: the next one starts over
+    else:
+        conn.set(keys.quota_reconcile_cursor(), f"{float(rows[-1][1])!r} {_text(rows[-1][0])}")
+    ids = [_text(member) for member, _ in rows]
     return [job_id for job_id in ids if apply_outcome(conn, job_id, now=now)]
+
+
+def _cursor(value: object) -> tuple[float, str]:
+    """`(score, job id)` of a stored cursor; `(-inf, "")` for none (or a malformed one)."""
+    if value is None:
+        return float("-inf"), ""
+    score, _, last = _text(value).partition(" ")
+    try:
+        parsed = float(score)
+    except ValueError:
+        return float("-inf"), ""
+    return (parsed, last) if math.isfinite(parsed) and last else (float("-inf"), "")
 
 
 def reconcile_member(conn: redis.Redis, member: str, *, now: float) -> int:
@@ -246,7 +317,7 @@ def top_users(
     return [(_text(member), float(score)) for member, score in rows]
 
 
-def _apply(conn: redis.Redis, job_id: str, gpu_s: float) -> bool:
+def _apply(conn: redis.Redis, job_id: str, gpu_s: float, work: float = REFUND) -> bool:
     """Run the apply script with the keys the reservation names (they never change once written)."""
     fields = conn.hmget(keys.quota_reservation(job_id), "balance_key", "usage_key", "active_key")
     if fields[0] is None:
@@ -266,6 +337,7 @@ def _apply(conn: redis.Redis, job_id: str, gpu_s: float) -> bool:
         SPEED_EMA_ALPHA,
         DEFAULT_S_PER_MPX_STEP,
         JOB_OVERHEAD_S,
+        repr(float(work)),
     )
     if applied:
         log.debug("job %s: reservation %s", job_id, "refunded" if gpu_s < 0 else f"settled at {gpu_s:.2f} s")

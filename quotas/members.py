@@ -18,14 +18,17 @@ import quotas.ledger as ledger
 import quotas.tierstore as tierstore
 from core import jobs, keys
 from core.errors import TierLimit
-from core.spec import JobSpec
-from quotas.admission import Admission, AdmissionRequest
+from core.spec import GRID_SIZE, JobSpec
+from quotas.admission import Admission, AdmissionRequest, Render
 from quotas.tiers import Assignment, TiersConfig, apply_policy, resolve
 
 log = logging.getLogger(__name__)
 
 DM_GUILD = "dm"
-"""The guild name of commands run outside a server: the deployment's default tier, no roles."""
+"""The guild name of commands run outside a server. Image commands are refused there (`check_place`): bans, tiers and
+usage are a server's, so a DM would be a way around them."""
+
+DM_REFUSAL = "Image commands work only in a server: use me in a channel of a server I am in."
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,28 @@ class Who:
         return ledger.member_id(self.guild, self.user)
 
 
-def steps_run(spec: JobSpec) -> int:
-    """Sampling steps the job actually runs: its steps, cut short by `--stop`."""
-    return max(1, math.ceil(spec.steps * spec.stop / 100))
+def steps_run(spec: JobSpec, strength: float = 1.0) -> int:
+    """Sampling steps the job actually runs: its steps, cut short by `--stop`, and for an image-to-image job the
+    last `strength` fraction of them."""
+    return max(1, math.ceil(spec.steps * spec.stop / 100 * strength))
+
+
+def render_of(spec: JobSpec, kind: str = "grid", *, strength: float = 1.0) -> Render:
+    """What a job of `kind` renders from `spec`: a grid or variations render four images of the spec's size
+    (variations only the last `strength` of the steps); an upscale, Upscale (2x) or the re-render of an expired image
+    one. The spec of an Upscale (2x) job has the output's size (twice its source's sides)."""
+    images = GRID_SIZE if kind in ("grid", "vary") else 1
+    return Render(spec.model, spec.width, spec.height, steps_run(spec, strength), images)
+
+
+def check_place(member: Who) -> None:
+    """Refuse image commands outside a server.
+
+    Raises:
+        TierLimit: the member is in a DM.
+    """
+    if member.guild == DM_GUILD:
+        raise TierLimit(DM_REFUSAL)
 
 
 def assignment(conn: redis.Redis, config: TiersConfig, member: Who, *, now: float) -> Assignment:
@@ -52,23 +74,24 @@ def assignment(conn: redis.Redis, config: TiersConfig, member: Who, *, now: floa
 
 
 def reserve(
-    conn: redis.Redis, config: TiersConfig, member: Who, specs: list[JobSpec], *, kind: str = "grid"
+    conn: redis.Redis, config: TiersConfig, member: Who, specs: list[JobSpec], *, kind: str = "grid",
+    strength: float = 1.0, stored: bool = True,
 ) -> Admission:
     """Admit one command's jobs (all or none) in one atomic step; enqueue them with the returned ids and lane.
 
-    Every spec is checked against the tier (pixels, steps, model); the reservation uses the most expensive one's
-    estimate for each job, so a command mixing sizes never holds less than it may use.
+    Every job is checked against the tier (pixels, steps, model) and reserves the estimate of what it renders
+    (`render_of`). `strength`: the image-to-image strength of a variation. `stored`: for an upscale (U1-U4), whether
+    its source image is still stored: a copy is free, re-rendering an expired one is charged like any render.
 
     Raises:
-        TierLimit, Banned, RateLimited, TooManyJobs, QuotaExceeded: see `quotas.admission.admit` (nothing enqueued).
+        TierLimit, Banned, RateLimited, TooManyJobs, QuotaExceeded: see `quotas.admission.admit` (nothing enqueued);
+            TierLimit also outside a server (`check_place`).
     """
+    check_place(member)
     now = time.time()
     tier = assignment(conn, config, member, now=now).tier
-    for spec in specs:
-        admission.check_request(tier, _request(spec, (spec.prompt,), kind, now))
-    biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
-    ids = tuple(jobs.new_job_id() for _ in specs)
-    return admission.admit(conn, member.member, tier, _request(biggest, ids, kind, now), policy=config.period)
+    request = _request(specs, kind, now, strength=strength, stored=stored)
+    return admission.admit(conn, member.member, tier, request, policy=config.period)
 
 
 ADMISSION_READS = 3
@@ -87,28 +110,24 @@ def reserve_reads(member: Who) -> list[tuple[str, ...]]:
 
 def plan_reserve(
     config: TiersConfig, member: Who, specs: list[JobSpec], replies: list[Any], *, kind: str = "grid",
-    now: float | None = None,
+    now: float | None = None, strength: float = 1.0, stored: bool = True,
 ) -> admission.AdmitCall:
     """`reserve` without I/O: from the replies to `reserve_reads`, the admission script's call (run it with
     `admission.ADMIT_SCRIPT`, read its answer with `AdmitCall.result`).
 
     Raises:
-        TierLimit: a spec is beyond the member's tier (nothing counted).
+        TierLimit: a spec is beyond the member's tier, or the member is outside a server (nothing counted).
     """
+    check_place(member)
     now = time.time() if now is None else now
     policy = tierstore.parse_policy(replies[0])
     effective = apply_policy(config, policy)
     grant = tierstore.parse_grant(replies[1] or {})
     tier = resolve(effective, policy, role_ids=member.role_ids, grant=grant, now=now).tier
-    for spec in specs:
-        admission.check_request(tier, _request(spec, (spec.prompt,), kind, now))
-    biggest = max(specs, key=lambda s: s.width * s.height * steps_run(s))
-    ids = tuple(jobs.new_job_id() for _ in specs)
-    request = _request(biggest, ids, kind, now)
-    admission.check_request(tier, request)  # all of them together: jobs per command
-    speeds = {_text(k): _text(v) for k, v in (replies[2] or {}).items()}
-    speed = float(speeds.get(biggest.model) or ledger.DEFAULT_S_PER_MPX_STEP)
-    return admission.admit_call(member.member, tier, request, s_per_mpx_step=speed, policy=config.period)
+    request = _request(specs, kind, now, strength=strength, stored=stored)
+    admission.check_request(tier, request)
+    speeds = {_text(k): float(_text(v)) for k, v in (replies[2] or {}).items()}
+    return admission.admit_call(member.member, tier, request, s_per_mpx_step=speeds, policy=config.period)
 
 
 def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
@@ -124,8 +143,16 @@ def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
             ledger.apply_outcome(conn, job_id)
 
 
-def _request(spec: JobSpec, ids: tuple[str, ...], kind: str, now: float) -> AdmissionRequest:
-    return AdmissionRequest(ids, spec.mode, spec.model, spec.width, spec.height, steps_run(spec), kind, now)
+def _request(specs: list[JobSpec], kind: str, now: float, *, strength: float, stored: bool) -> AdmissionRequest:
+    """One command's jobs, each with its own render (model, size, steps), so each reserves its own estimate."""
+    if not specs:
+        raise TierLimit("this command creates no jobs")
+    renders = tuple(render_of(spec, kind, strength=strength) for spec in specs)
+    first = renders[0]
+    free = kind in admission.FREE_KINDS and stored
+    ids = tuple(jobs.new_job_id() for _ in specs)
+    return AdmissionRequest(ids, specs[0].mode, first.model, first.width, first.height, first.steps, kind, now,
+                            images=first.images, renders=renders, free=free)
 
 
 def check_mode(conn: redis.Redis, config: TiersConfig, member: Who, mode: str) -> None:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
     name = args.name or default_worker_name()
-    poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token))
+    poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token), models=(info,))
     if not poster.http.has_bot_token:
         log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
     ctx = Context(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,

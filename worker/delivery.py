@@ -15,6 +15,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from PIL import Image
 
 from core import buttons, delivery, jobs, keys
 from core.delivery import Delivery
+from core.models import ModelInfo
 from core.prompt import canonical
 from core.queue import SINGLE_IMAGE_KINDS
 from worker.discord_http import Attachment, DiscordAPIError, DiscordHTTP
@@ -89,10 +91,14 @@ def flagged_note(action: str, flagged: tuple[int, ...], single: bool) -> str:
     return f"\n{which} {done}."
 
 
-def result_components(record: jobs.JobRecord) -> list[dict[str, Any]]:
-    """Grid buttons under a grid; single-image buttons under one image."""
+def result_components(record: jobs.JobRecord, models: Sequence[ModelInfo] = ()) -> list[dict[str, Any]]:
+    """Grid buttons under a grid; single-image buttons under one image, without Upscale (2x) when the image is
+    already as large as its model's upscales go (a model not in `models`: offered; the click is checked anyway)."""
     if record.kind in SINGLE_IMAGE_KINDS:
-        return buttons.single_components(record.job_id)
+        spec = record.spec
+        model = next((m for m in models if m.name == spec.model), None)
+        upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
+        return buttons.single_components(record.job_id, upscale2x=upscale2x)
     return buttons.grid_components(record.job_id)
 
 
@@ -100,9 +106,12 @@ class Poster:
     """The worker's one way to show jobs in Discord: live progress edits, then the outcome (`worker.jobs.conclude`
     calls `deliver_outcome`)."""
 
-    def __init__(self, http: DiscordHTTP, *, min_edit_interval_s: float = MIN_EDIT_INTERVAL_S) -> None:
+    def __init__(
+        self, http: DiscordHTTP, *, min_edit_interval_s: float = MIN_EDIT_INTERVAL_S, models: Sequence[ModelInfo] = ()
+    ) -> None:
         self.http = http
         self.min_edit_interval_s = min_edit_interval_s
+        self.models = tuple(models)  # whose upscale limits decide where Upscale (2x) is offered
 
     def live(self, conn: redis.Redis, job_id: str, *, min_interval_s: float) -> LiveMessage | None:
         """Progress edits for a running job, or None when the job has no Discord side (looked up first: one round
@@ -135,7 +144,7 @@ class Poster:
                 name = f"imagine_{job_id[:8]}.png"
                 file = Attachment(spoiler_name(name) if action == "blur" else name, data)
             body = {"content": result_text(record, target.user_id) + flagged_note(action, flagged, single),
-                    "components": result_components(record)}
+                    "components": result_components(record, self.models)}
         elif record.state == jobs.FAILED:
             reason = record.reason or "unknown error"
             body = {"content": headline(record, target.user_id, f"failed: {reason}"),

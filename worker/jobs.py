@@ -144,13 +144,14 @@ def failure_reason(exc: BaseException | None) -> str:
 def stage_output(pipe: redis.client.Pipeline, job_id: str, output: kinds.Output, *, ttl_s: int) -> None:
     """Queue on `pipe` the writes of each image's PNG (`keys.job_image`), the PNG the job is shown as
     (`keys.job_grid`) and which images the safety check replaced (`keys.job_flagged`), for `ttl_s`; and the GPU
-    time that made them (the job's `gpu_s`)."""
+    time that made them (the job's `gpu_s`) and the work it rendered (`quotas.record_work`)."""
     for index, png in enumerate(output.images):
         pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
     pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
     output_check.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
     if output.gpu_s > 0:
         pipe.hincrbyfloat(keys.job(job_id), "gpu_s", output.gpu_s)
+    quotas.record_work(pipe, job_id, output.work, ttl_s=ttl_s)
 
 
 def store_images(conn: redis.Redis, job_id: str, images: Sequence[Image.Image], *, ttl_s: int) -> None:

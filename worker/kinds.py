@@ -17,26 +17,18 @@ from typing import Any
 import redis
 from PIL import Image
 
+import quotas
 from core import jobs, keys
 from core.errors import GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
-from core.spec import JobSpec
+from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
 from worker import output_check
 from worker.context import Context
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
 
-VARY_STRENGTH = {
-    "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
-    "subtle": 0.4,  # fraction redone: details change, the composition stays
-}
-"""img2img strength of Vary (Strong) / Vary (Subtle) and of V1-V4 (strong unless the source says otherwise)."""
-
-UPSCALE2X_STRENGTH = 0.25
-"""Fraction of the noise schedule redone after the 2x Lanczos resize: sharpens detail without changing content."""
-
 UPSCALE_FACTOR = 2
-"""Upscale (2x): output sides are this many times the source's."""
+"""Upscale (2x): output sides are this many times the source's (the job's spec has the output's size)."""
 
 
 MAX_SOURCE_DEPTH = 4
@@ -62,6 +54,7 @@ class Output:
     report: str = ""  # what to record in the moderation log; "" when nothing new was flagged (a U copy)
     later: tuple[Image.Image, ...] = ()  # images stored after the outcome, as `keys.job_image` 0..n-1
     gpu_s: float = 0.0  # device time spent making it, added to the job's `gpu_s` with the outcome
+    work: float = 0.0  # megapixel-steps rendered to make it (`quotas.record_work`: the model's speed sample)
 
 
 @dataclass(frozen=True)
@@ -75,10 +68,11 @@ class Hooks:
 
 
 class _Meter:
-    """Seconds the job's engine calls held the device so far."""
+    """Seconds the job's engine calls held the device so far, and the megapixel-steps they rendered."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.work = 0.0
 
 
 def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks) -> Output:
@@ -95,7 +89,7 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
     except BaseException:
         jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
         raise
-    return dataclasses.replace(output, gpu_s=meter.seconds)
+    return dataclasses.replace(output, gpu_s=meter.seconds, work=meter.work)
 
 
 def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
@@ -103,7 +97,8 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
     if kind == "grid":
         images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
-                                                      preview_interval_s=hooks.preview_interval_s))
+                                                      preview_interval_s=hooks.preview_interval_s),
+                      quotas.render_of(spec, "grid"))
         return _grid_output(_check(ctx, spec, images))
     parent, index = _parse_source(source)
     start = source_image(ctx, meter, parent, index, hooks.should_cancel)
@@ -118,22 +113,39 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
             raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
         images = _gpu(meter, lambda: ctx.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
-            preview_interval_s=hooks.preview_interval_s))
+            preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, "vary", strength=strength))
         return _grid_output(_check(ctx, spec, images))
     if kind == "upscale2x":
-        refined = _gpu(meter, lambda: _upscale2x(ctx, spec, image, hooks))
+        size = _upscaled_size(spec, image)
+        if size[0] * size[1] > ctx.model.max_upscaled_pixels:  # admission refuses it; a payload from elsewhere
+            raise GenerationFailed(f"Upscale (2x) to {size[0]}x{size[1]} is larger than model {ctx.model.name!r} "
+                                   f"makes ({ctx.model.max_upscaled_pixels} pixels)")
+        strength = 1.0 if ctx.engine.upscaler is not None else UPSCALE2X_STRENGTH  # the upscaler runs every step
+        steps = quotas.render_of(spec, kind, strength=strength).steps
+        work = quotas.Render(spec.model, size[0], size[1], steps, images=1)
+        refined = _gpu(meter, lambda: _upscale2x(ctx, spec, image, size, hooks), work)
         checked = _check(ctx, spec, refined)
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
 
 
-def _upscale2x(ctx: Context, spec: JobSpec, image: Image.Image, hooks: Hooks) -> list[Image.Image]:
-    """The diffusers 2x upscaler when the worker has one (WORKER_UPSCALER); else a high-quality resize, then a light
-    img2img pass at the new size to redraw the detail it blurred."""
+def _upscaled_size(spec: JobSpec, image: Image.Image) -> tuple[int, int]:
+    """The size an Upscale (2x) job makes: its spec's (what admission checked and charged). A job queued before
+    specs carried the output's size has its source's size there: twice the source, as then."""
+    if (spec.width, spec.height) == image.size:
+        return image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR
+    return spec.width, spec.height
+
+
+def _upscale2x(ctx: Context, spec: JobSpec, image: Image.Image, size: tuple[int, int], hooks: Hooks
+               ) -> list[Image.Image]:
+    """`image` made `size` (twice its sides): the diffusers 2x upscaler when the worker has one (WORKER_UPSCALER);
+    else a high-quality resize, then a light img2img pass at the new size to redraw the detail it blurred."""
     if ctx.engine.upscaler is not None:
-        return ctx.engine.upscale(spec, image, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel)
-    size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
+        half = (size[0] // UPSCALE_FACTOR, size[1] // UPSCALE_FACTOR)
+        small = image if image.size == half else image.resize(half, Image.Resampling.LANCZOS)
+        return ctx.engine.upscale(spec, small, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel)
     big = image.resize(size, Image.Resampling.LANCZOS)
     return ctx.engine.image_to_image(spec, big, UPSCALE2X_STRENGTH, count=1, size=size, on_progress=hooks.on_progress,
                                     should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s)
@@ -173,8 +185,9 @@ def source_image(
     if record is None or depth >= MAX_SOURCE_DEPTH:
         raise expired
     if record.kind == "grid":
+        one = dataclasses.replace(quotas.render_of(record.spec), images=1)
         images = _gpu(meter, lambda: ctx.engine.render(record.spec, indices=(index - 1,),
-                                                      should_cancel=should_cancel))
+                                                      should_cancel=should_cancel), one)
         checked = _check(ctx, record.spec, images)  # as checked as the stored one was
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
@@ -222,10 +235,13 @@ def _grid_output(checked: output_check.Checked) -> Output:
     return Output([], grid, checked.flagged, checked.action, checked.detail, later=tuple(checked.images))
 
 
-def _gpu(meter: _Meter, call: Callable[[], list[Image.Image]]) -> list[Image.Image]:
-    """Run one engine call, adding the time it held the device to `meter` (also when it fails)."""
+def _gpu(meter: _Meter, call: Callable[[], list[Image.Image]], render: quotas.Render) -> list[Image.Image]:
+    """Run one engine call that renders `render`, adding the time it held the device to `meter` (also when it
+    fails) and its work once it succeeded."""
     started = time.monotonic()
     try:
-        return call()
+        images = call()
     finally:
         meter.seconds += time.monotonic() - started
+    meter.work += render.mpx_steps
+    return images

@@ -167,8 +167,10 @@ async def test_a_job_that_cannot_be_enqueued_is_refunded(
 async def test_upscale_button_is_free_when_fast_time_is_used_up(
     discord_emulator: DiscordEmulator, redis_conn: redis.Redis, alice: User
 ) -> None:
-    """U2 with no fast time and no relax mode is still admitted (it costs no GPU time) and reserves nothing."""
+    """U2 with no fast time and no relax mode is still admitted (a copy of its stored image costs no GPU time) and
+    reserves nothing; once the image expired, U3 would render it again and is refused like any render."""
     job_id, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
+    redis_conn.set(keys.job_image(job_id, 1), b"png")  # image 2 is stored; image 3 expired
     grid = await _posted(discord_emulator, job_id)
     async with running_bot(discord_emulator, redis_conn, tiers=tiers_with(fast_gpu_s=1, relax=False)):
         click = await discord_emulator.click_button(user=alice, message=grid, custom_id=f"imagine:u:2:{job_id}")
@@ -176,6 +178,9 @@ async def test_upscale_button_is_free_when_fast_time_is_used_up(
         assert "refused" not in str(click.ephemeral_messages)
         (new_id,) = await eventually(lambda: rq_jobs(redis_conn))
         assert redis_conn.hget(keys.quota_reservation(new_id), "reserved_s") == b"0"
+        u3 = await discord_emulator.click_button(user=alice, message=grid, custom_id=f"imagine:u:3:{job_id}")
+        await u3.wait_acknowledged()
+        assert "used up" in u3.ephemeral_messages[0].content
         v2 = await discord_emulator.click_button(user=alice, message=grid, custom_id=f"imagine:v:2:{job_id}")
         await v2.wait_acknowledged()
         assert "used up" in v2.ephemeral_messages[0].content

@@ -6,13 +6,16 @@ import dataclasses
 import io
 
 import numpy as np
+import pytest
 import redis
 from PIL import Image
 
 from core import buttons, keys, queue
+from core.models import tiny_model
 from core.spec import JobSpec
 from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.worker_helpers import record, run_in_process
+from worker.delivery import Poster
 from worker.engine import Engine
 from worker.grid import DISCORD_MAX_ATTACHMENT_BYTES
 
@@ -140,3 +143,31 @@ def test_a_source_that_expired_entirely_fails_with_reroll(redis_conn, tiny_engin
     assert (rec.state, rec.attempt) == ("failed", 1)
     assert "expired" in discord.message(job.interaction.original_id).content
     assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x")
+
+
+def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x(
+        redis_conn, tiny_engine, tiny_spec, discord: ThreadedEmulator):  # noqa: F811
+    """A 2x job renders the size its spec says (twice its source's, as admission charged it) and records the work
+    it actually rendered (one image, the light pass's steps); at the model's limit the result has no 2x button,
+    and a 2x past that limit fails without rendering."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 1})
+    assert float(redis_conn.get(keys.job_work(up.job_id))) == 0  # a copy renders nothing
+    big_spec = dataclasses.replace(tiny_spec, width=128, height=128)
+    user = discord.call(lambda: discord.emu.add_user("kim"))
+    big = enqueue_from_discord(redis_conn, discord, user, big_spec, kind="upscale2x",
+                               source={"job_id": up.job_id, "index": 1})
+    poster = Poster(discord.poster().http, min_edit_interval_s=0.2, models=(tiny_model(),))
+    run_in_process(redis_conn, tiny_engine, poster=poster)
+    assert record(redis_conn, big.job_id).state == "done"
+    assert Image.open(io.BytesIO(image(redis_conn, big.job_id, 0))).size == (128, 128)
+    assert float(redis_conn.get(keys.job_work(big.job_id))) == pytest.approx(128 * 128 * 1 / 1e6)
+    message = discord.message(big.interaction.original_id)
+    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id, upscale2x=False))
+    assert not any(":up2x:" in c for c in message.custom_ids())
+    huge = enqueue_from_discord(redis_conn, discord, user, dataclasses.replace(tiny_spec, width=256, height=256),
+                                kind="upscale2x", source={"job_id": big.job_id, "index": 1})
+    run_in_process(redis_conn, tiny_engine, poster=poster)
+    failed = record(redis_conn, huge.job_id)
+    assert failed.state == "failed" and "larger than model" in failed.reason and failed.gpu_s == 0
