@@ -119,6 +119,12 @@ def quota_usage(guild: str, period: int) -> str:
     return f"{PREFIX}:guild:{guild}:usage:{period}"
 
 
+def user_usage(period: int | str) -> str:
+    """Sorted set: Discord user id -> GPU-seconds they used (both lanes) in the period, in every server together:
+    relax's fair order counts a member's use wherever they made it."""
+    return f"{PREFIX}:usage:{period}"
+
+
 def quota_reservation(job_id: str) -> str:
     """Hash: what admission reserved for one job (member, lane, seconds, keys to settle); gone once settled."""
     return f"{PREFIX}:job:{job_id}:reservation"

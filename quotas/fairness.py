@@ -5,9 +5,11 @@ head of that queue (one Lua script, so it is atomic against RQ's pops and pushes
 RQ: cancelling, positions, retries and a worker that skips `order` keep working, and an idle worker blocked on the
 queue still gets a new job at once. Fast before relax is unchanged: RQ's worker takes `fast:<model>` first.
 
-The order is a fair queue over members, by use. A member's score is
+The order is a fair queue over members, by use. A member is a Discord user, whichever servers their jobs come from
+(the lane is shared by every server the bot serves, so use in one server counts in all). A member's score is
 
-    score = usage this period + estimates of their relax jobs running now - WAIT_CREDIT * (now - admission of head)
+    score = usage this period (every server) + estimates of their relax jobs running now
+            - WAIT_CREDIT * (now - admission of head)
 
 and the member with the lowest score gives the next job (their oldest waiting one); that job's estimate is added to
 their score before the next pick, so a member's burst of 20 jobs runs interleaved with everybody else's: another
@@ -41,7 +43,8 @@ CAPPED_PENALTY_S = 1e12
 """Added to the score of a member at their running-relax cap: they go after everybody else."""
 
 # KEYS: the RQ queue list. ARGV: now, wait credit, max ordered, job key template, reservation key template,
-# default estimate, capped penalty. Returns 1 when it changed the order, else 0.
+# default estimate, capped penalty, the users' usage key template (`keys.user_usage`; the period comes from the
+# reservation's guild usage key). Returns 1 when it changed the order, else 0.
 _ORDER = """
 local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 if #ids < 2 then return 0 end
@@ -52,34 +55,38 @@ local members, names = {}, {}
 for index, id in ipairs(ids) do
   local r = redis.call('HMGET', res_key(id), 'member', 'estimate_s', 'admitted_at', 'usage_key', 'active_key',
     'relax_cap')
-  local name = r[1]
+  local name = r[1] and string.match(r[1], ':(.+)$')  -- the Discord user: one fair share across servers
   if not name then
     name = 'job:' .. id
     r = {name, ARGV[6], redis.call('HGET', job_key(id), 'created_at') or ARGV[1], false, false, false}
   end
   local m = members[name]
   if not m then
-    m = {jobs = {}, head = 1, usage_key = r[4], active_key = r[5], cap = tonumber(r[6])}
+    local period = r[4] and string.match(r[4], ':(%d+)$')
+    m = {jobs = {}, head = 1, usage_key = period and string.format(ARGV[8], period), actives = {}}
     members[name] = m
     table.insert(names, name)
   end
+  if r[5] then m.actives[r[5]] = tonumber(r[6]) or 0 end
   table.insert(m.jobs, {id = id, est = tonumber(r[2]) or tonumber(ARGV[6]), at = tonumber(r[3]) or now, index = index})
 end
 for _, name in ipairs(names) do
   local m = members[name]
   local base = 0
   if m.usage_key then base = tonumber(redis.call('ZSCORE', m.usage_key, name)) or 0 end
-  local running = 0
-  if m.active_key then
-    local active = redis.call('HGETALL', m.active_key)
+  local capped = false
+  for active_key, cap in pairs(m.actives) do
+    local running = 0
+    local active = redis.call('HGETALL', active_key)
     for i = 1, #active, 2 do
       if active[i + 1] == 'relax' and redis.call('HGET', job_key(active[i]), 'state') == 'running' then
         running = running + 1
         base = base + (tonumber(redis.call('HGET', res_key(active[i]), 'estimate_s')) or 0)
       end
     end
+    if cap > 0 and running >= cap then capped = true end
   end
-  if m.cap and m.cap > 0 and running >= m.cap then base = base + penalty end
+  if capped then base = base + penalty end
   m.score = base
 end
 local ordered, changed = {}, false
@@ -137,6 +144,7 @@ def order(conn: redis.Redis, queue_name: str, *, now: float) -> bool:
             keys.quota_reservation("%s"),
             ledger.JOB_OVERHEAD_S + ledger.DEFAULT_S_PER_MPX_STEP * ledger.mpx_steps(512, 512, 25),
             CAPPED_PENALTY_S,
+            keys.user_usage("%s"),
         )
     )
 

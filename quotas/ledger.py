@@ -51,7 +51,8 @@ REFUND = -1.0
 
 # KEYS: reservation, reservations index, balance, usage, active, model speed.
 # ARGV: job id, GPU-seconds to charge (-1: refund), EMA alpha, default speed, per-job overhead seconds,
-#       megapixel-steps the job actually rendered (-1: the reservation's estimate of them).
+#       megapixel-steps the job actually rendered (-1: the reservation's estimate of them), the key template of the
+#       users' usage across servers (`keys.user_usage`, its period read off the guild usage key's end).
 # Returns 1 when it applied the reservation, 0 when there was none (applied already, or never admitted).
 # Every value is checked before the first write, so an error changes nothing.
 _APPLY = """
@@ -69,6 +70,13 @@ if reserved > 0 then redis.call('HINCRBYFLOAT', KEYS[3], 'reserved_s', -reserved
 if gpu > 0 and free ~= '1' then
   redis.call('HINCRBYFLOAT', KEYS[3], lane == 'fast' and 'used_s' or 'relax_s', gpu)
   redis.call('ZINCRBY', KEYS[4], gpu, member)
+  local user, period = string.match(member, ':(.+)$'), string.match(KEYS[4], ':(%d+)$')
+  if user and period then
+    local across = string.format(ARGV[7], period)
+    redis.call('ZINCRBY', across, gpu, user)
+    local ttl = redis.call('TTL', KEYS[3])
+    if ttl > 0 then redis.call('EXPIRE', across, ttl) end
+  end
   if mpx > 0 then
     local old = tonumber(redis.call('HGET', KEYS[6], model)) or tonumber(ARGV[4])
     local alpha = tonumber(ARGV[3])
@@ -298,11 +306,16 @@ def grant(conn: redis.Redis, member: str, seconds: float, *, now: float, policy:
 
 
 def reset(conn: redis.Redis, member: str, *, now: float, policy: PeriodPolicy) -> None:
-    """Forget the member's fast and relax usage and grants this period (`/admin quota reset`); holds stay."""
+    """Forget the member's fast and relax usage and grants this period (`/admin quota reset`); holds stay. Their
+    use in this server also leaves their usage across servers (relax's fair order); use elsewhere stays."""
     start, _ = period_bounds(now, policy)
+    usage_key = keys.quota_usage(guild_of(member), int(start))
+    here = float(conn.zscore(usage_key, member) or 0.0)  # type: ignore[arg-type]
     with conn.pipeline() as pipe:
         pipe.hdel(keys.quota_balance(member, int(start)), "used_s", "relax_s", "granted_s")
-        pipe.zrem(keys.quota_usage(guild_of(member), int(start)), member)
+        pipe.zrem(usage_key, member)
+        if here > 0:
+            pipe.zincrby(keys.user_usage(int(start)), -here, member.split(":", 1)[1])
         pipe.delete(keys.quota_told(member, int(start)))
         pipe.execute()
 
@@ -338,6 +351,7 @@ def _apply(conn: redis.Redis, job_id: str, gpu_s: float, work: float = REFUND) -
         DEFAULT_S_PER_MPX_STEP,
         JOB_OVERHEAD_S,
         repr(float(work)),
+        keys.user_usage("%s"),
     )
     if applied:
         log.debug("job %s: reservation %s", job_id, "refunded" if gpu_s < 0 else f"settled at {gpu_s:.2f} s")

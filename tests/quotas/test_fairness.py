@@ -7,8 +7,10 @@ import time
 import redis
 from rq import Queue
 
+import quotas
 from core import jobs, keys, queue
 from quotas import admission, fairness, ledger
+from quotas.tiers import period_bounds
 from tests.core.test_jobs import make_spec
 from tests.quotas.quota_helpers import request, tier
 
@@ -110,3 +112,38 @@ def test_jobs_without_a_reservation_are_ordered_too(redis_conn):
     fairness.order(redis_conn, RELAX, now=now + 1)
     assert set(fairness.waiting(redis_conn, RELAX)) == {cli, *burst}
     assert queue.position(redis_conn, burst[0]) is not None
+
+
+def test_use_in_another_server_counts_in_the_relax_order(redis_conn):
+    """The relax lane is shared by every server: a user who used 100 s in server one waits behind a light user in
+    server two, though their job there came first (with per-server usage it would have gone first)."""
+    now = time.time()
+    used = admission.admit(redis_conn, "one:heavy", tier(), request(mode="relax", now=now))
+    ledger.settle(redis_conn, used.job_ids[0], 100.0)
+    (heavy,) = submit(redis_conn, "two:heavy", now=now)
+    (light,) = submit(redis_conn, "two:light", now=now + 5)
+    fairness.order(redis_conn, RELAX, now=now + 10)
+    assert fairness.waiting(redis_conn, RELAX) == [light, heavy]
+
+
+def test_one_users_jobs_from_two_servers_share_one_fair_turn(redis_conn):
+    """A user's burst split over two servers is one member's burst: another user's single job still goes within the
+    first two, not behind half of it."""
+    now = time.time()
+    burst = submit(redis_conn, "one:a", 5, now=now) + submit(redis_conn, "two:a", 5, now=now + 0.1)
+    (single,) = submit(redis_conn, "one:b", now=now + 1)
+    taken = [take(redis_conn, now=now + 2 + i * 10) for i in range(11)]
+    assert taken.index(single) <= 1 and [j for j in taken if j != single] == burst
+
+
+def test_a_reset_in_one_server_forgets_only_that_servers_use(redis_conn):
+    """/admin quota reset in server one takes that server's use out of the cross-server usage; use elsewhere stays."""
+    now = time.time()
+    policy = quotas.PeriodPolicy()
+    for member, seconds in (("one:a", 100.0), ("two:a", 30.0)):
+        got = admission.admit(redis_conn, member, tier(), request(mode="relax", now=now))
+        ledger.settle(redis_conn, got.job_ids[0], seconds)
+    start, _ = period_bounds(now, policy)
+    assert redis_conn.zscore(keys.user_usage(int(start)), "a") == 130.0
+    ledger.reset(redis_conn, "one:a", now=now, policy=policy)
+    assert redis_conn.zscore(keys.user_usage(int(start)), "a") == 30.0
