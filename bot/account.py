@@ -163,7 +163,7 @@ class Account(commands.Cog):
     @app_commands.command(name="show", description="Post a job's result again, with its buttons")
     @app_commands.describe(job_id="the job id (shown by /info)")
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
-        shown = await self.bot.redis_call(myjobs.show, job_id, place(interaction, self.bot.admins))
+        shown = await self.bot.redis_call(myjobs.show, job_id, place(interaction, self.bot.admins), self.bot.registry)
         await interaction.response.send_message(
             shown.content,
             file=discord.File(io.BytesIO(shown.image), shown.filename),

@@ -14,6 +14,7 @@ from bot.members import mention
 from core import buttons, jobs, keys, queue, reposting, userjobs, usersettings
 from core import delivery as deliveries
 from core.errors import ImagineError, JobExpired, NotYourJob
+from core.models import ModelRegistry
 from core.reposting import Place
 
 
@@ -82,7 +83,7 @@ class Shown:
     components: list[dict[str, Any]]
 
 
-def show(conn: redis.Redis, job_id: str, place: Place) -> Shown:
+def show(conn: redis.Redis, job_id: str, place: Place, registry: ModelRegistry) -> Shown:
     """A job's grid (or single image) with its buttons, for `/show` in `place` (`core.reposting.check_show`: the
     caller's own job or, for an admin, any job of this server; only in that server; a job made in an age-restricted
     channel only in an age-restricted channel).
@@ -109,7 +110,9 @@ def show(conn: redis.Redis, job_id: str, place: Place) -> Shown:
         return Shown(content, name, grid, buttons.grid_components(job_id))
     single = conn.get(keys.job_image(job_id, 0))
     if isinstance(single, bytes):
-        return Shown(content, name, single, buttons.single_components(job_id))
+        model = registry.get(spec.model)  # no Upscale (2x) under an image as large as its model's upscales go
+        upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
+        return Shown(content, name, single, buttons.single_components(job_id, upscale2x=upscale2x))
     raise JobExpired(f"The images of job {job_id} have expired.")
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import redis
 
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
+from core import delivery as deliveries
+from core.delivery import Delivery
+from core.safety import Safety, with_safety
 from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import (
     REGISTRY,
@@ -212,3 +217,25 @@ async def test_buttons_do_not_resend_an_age_restricted_image_in_an_ordinary_chan
     await click.wait_acknowledged()
     (reroll,) = await eventually(lambda: job_ids(redis_conn, f"discord:{bob.id}"))
     assert jobs.get(redis_conn, reroll).kind == "grid"
+
+
+async def test_show_of_an_image_at_its_models_limit_offers_no_upscale_2x(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/show of a 2x result as large as its model's upscales go posts Vary and re-roll but no Upscale (2x), as the
+    worker did; a smaller single image keeps it."""
+    shown: dict[int, list[str]] = {}
+    for side in (64, 128):  # the tiny model upscales to at most 128x128 (four times its 64x64 budget)
+        (spec,) = prompt.parse("a red cat", REGISTRY)
+        spec = with_safety(dataclasses.replace(spec, width=side, height=side), Safety(check_outputs=True))
+        job_id = jobs.new_job_id()
+        deliveries.save(redis_conn, job_id, Delivery("1", "1", str(alice.id), discord_emulator.state.guild_id),
+                        interaction_token=None)
+        jobs.create(redis_conn, job_id, spec, f"discord:{alice.id}", kind="upscale2x")
+        jobs.mark_running(redis_conn, job_id, "test-worker")
+        jobs.finish(redis_conn, job_id, jobs.DONE)
+        redis_conn.set(keys.job_image(job_id, 0), b"\x89PNG one image")
+        pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
+        shown[side] = (await pending.wait_original()).custom_ids()
+    assert buttons.custom_id("up2x", shown[64][0].rsplit(":", 1)[1], 1) in shown[64]
+    assert not any(":up2x:" in custom_id for custom_id in shown[128]) and len(shown[128]) == 3
