@@ -310,7 +310,7 @@ def reset(conn: redis.Redis, member: str, *, now: float, policy: PeriodPolicy) -
     use in this server also leaves their usage across servers (relax's fair order); use elsewhere stays."""
     start, _ = period_bounds(now, policy)
     usage_key = keys.quota_usage(guild_of(member), int(start))
-    here = float(conn.zscore(usage_key, member) or 0.0)  # type: ignore[arg-type]
+    here = float(conn.zscore(usage_key, member) or 0.0)
     with conn.pipeline() as pipe:
         pipe.hdel(keys.quota_balance(member, int(start)), "used_s", "relax_s", "granted_s")
         pipe.zrem(usage_key, member)
