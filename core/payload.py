@@ -49,10 +49,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Source:
-    """What a button job starts from: image `index` (1-4) of job `job_id`, and for a variation its strength."""
+    """What a button job starts from: image `index` (1-4) of job `job_id`, and for a variation its strength; a
+    re-roll (a grid) names only its parent job."""
 
     job_id: str
-    index: int
+    index: int | None = None
     strength: str | None = None
 
 
@@ -64,7 +65,7 @@ class JobPayload:
     spec: JobSpec
     owner: str
     kind: str
-    source: Source | None  # None for a grid; the parent image for the other kinds
+    source: Source | None  # the parent image for button kinds; a re-roll's parent, or None, for a grid
 
     @classmethod
     def from_json(cls, data: Any) -> JobPayload:
@@ -96,7 +97,9 @@ class JobPayload:
         """The source as the payload carries it (`{}` for a grid)."""
         if self.source is None:
             return {}
-        out: dict[str, Any] = {"job_id": self.source.job_id, "index": self.source.index}
+        out: dict[str, Any] = {"job_id": self.source.job_id}
+        if self.source.index is not None:
+            out["index"] = self.source.index
         if self.source.strength is not None:
             out["strength"] = self.source.strength
         return out
@@ -111,10 +114,10 @@ def _job_id(where: str, value: Any) -> str:
 def _source(kind: str, value: Any) -> Source | None:
     if not isinstance(value, dict):
         raise MalformedPayload("source must be an object")
-    if kind == "grid":
-        if value:
-            raise MalformedPayload("a grid job has no source")
-        return None
+    if kind == "grid":  # a new grid: no source, or a re-roll's parent job
+        if value.keys() - {"job_id"}:
+            raise MalformedPayload("a grid job's source names only the job it re-rolls")
+        return Source(_job_id("source.job_id", value["job_id"])) if value else None
     allowed = {"job_id", "index", "strength"} if kind == "vary" else {"job_id", "index"}
     unknown = value.keys() - allowed
     if unknown:

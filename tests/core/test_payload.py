@@ -56,7 +56,7 @@ def specs(draw: st.DrawFn) -> JobSpec:
 def payloads(draw: st.DrawFn) -> dict[str, Any]:
     """A payload as the bot writes it, through JSON as RQ stores it."""
     kind = draw(st.sampled_from(queue.KINDS))
-    source: dict[str, Any] = {}
+    source: dict[str, Any] = {"job_id": draw(job_ids)} if kind == "grid" and draw(st.booleans()) else {}  # re-roll
     if kind != "grid":
         source = {"job_id": draw(job_ids), "index": draw(st.integers(1, 4))}
         if kind == "vary":
@@ -144,8 +144,7 @@ def test_an_unknown_field_is_refused_at_any_level(
     data: dict[str, Any], draw: st.DataObject, key: str, value: Any
 ) -> None:
     """An extra key in the payload, its spec, a prompt part, the safety extras or the source is refused."""
-    objects = [p for p in _paths(data) if isinstance(_get(data, p), dict) and not (p and p[-1] == "source"
-                                                                                   and data["kind"] == "grid")]
+    objects = [p for p in _paths(data) if isinstance(_get(data, p), dict)]
     where = draw.draw(st.sampled_from(objects))
     target = _get(data, where)
     if key in target:
@@ -158,6 +157,8 @@ def test_an_unknown_field_is_refused_at_any_level(
 def test_a_missing_field_is_refused(data: dict[str, Any], draw: st.DataObject) -> None:
     """Dropping a required key (top level, spec, a part, source) is refused."""
     optional = {("spec", "seed_random"), ("spec", "extras"), ("source", "strength")}
+    if data["kind"] == "grid":
+        optional.add(("source", "job_id"))  # a grid without a parent is a new grid, not a re-roll
     keyed = [p for p in _paths(data) if p and isinstance(p[-1], str) and p[-2:] not in optional
              and not (len(p) >= 2 and p[-2] == "extras") and not (len(p) >= 3 and p[-3] == "extras")]
     path = draw.draw(st.sampled_from(keyed))
@@ -209,7 +210,8 @@ BAD_FIELDS = [
     (("spec", "extras"), {"unknown": 1}),
     (("spec", "extras"), {"safety": {"check_outputs": "yes"}}),
     (("spec", "extras"), {"safety": {"negative_prompt": 5}}),
-    (("source",), {"job_id": "a" * 32, "index": 1}),  # a grid has no source
+    (("source",), {"job_id": "a" * 32, "index": 1}),  # a grid (re-roll) names no image
+    (("source",), {"job_id": "not an id"}),
     (("spec",), "not an object"),
     (("spec",), None),
 ]
