@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from bench.redis_server import free_port
 from core import jobs, keys, queue
+from core.errors import MalformedPayload
 from core.spec import JobSpec
 from quotas import admission, ledger
 from quotas.tiers import load_config
@@ -145,20 +146,21 @@ def test_job_longer_than_its_heartbeat_ttl_is_kept_alive(redis_url, redis_conn, 
     assert (record(redis_conn, second).state, record(redis_conn, second).attempt) == ("done", 1)
 
 
-def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_conn, tiny_spec: JobSpec, tmp_path):
-    """NaN images fail the job at once with a clear reason; an unclassified error is retried once, then fails."""
-    nan_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, guidance_scale=math.inf), "test:owner")
+def test_specs_a_model_cannot_render_fail_at_the_door_without_retry(redis_url, redis_conn, tiny_spec: JobSpec,
+                                                                     tmp_path):
+    """A width that is not a multiple of the model's (which used to reach the pipeline: a ValueError, retried
+    once) is refused by the payload check: failed on no attempt, not retried, the reason naming it; an infinite
+    guidance scale (which used to give NaN images) cannot even be enqueued."""
+    with pytest.raises(MalformedPayload, match="spec.guidance_scale"):
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, guidance_scale=math.inf), "test:owner")
     odd_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, width=60), "test:owner")  # not a multiple of 8
     with worker_processes() as started:
         started.append(worker := WorkerProcess(redis_url, tmp_path, "failing", burst=True))
         assert worker.wait(timeout_s=180) == 0, worker.log()
-    nan = record(redis_conn, nan_id)
-    assert (nan.state, nan.attempt) == ("failed", 1)
-    assert "invalid image" in nan.reason
     odd = record(redis_conn, odd_id)
-    assert (odd.state, odd.attempt, odd.reason) == ("failed", 2, "the worker hit an unexpected error (ValueError)")
+    assert (odd.state, odd.attempt) == ("failed", 0) and "not a multiple of 8" in odd.reason
     failed = FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
-    assert nan_id in failed and odd_id in failed
+    assert odd_id in failed
 
 
 def test_hand_made_os_system_job_is_refused_unrun(redis_url, redis_conn, tmp_path):
