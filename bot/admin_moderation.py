@@ -25,11 +25,45 @@ from core.settings import AdminSettings
 LIST_SHOWN_CHARS = 1700
 """A list longer than this is cut in the answer (Discord messages hold 2000 characters)."""
 
-LOG_CHANNEL_TYPES = (discord.ChannelType.text, discord.ChannelType.news)
-"""Channels a moderation log may be: ones the bot can post plain messages in."""
+LOG_CHANNEL_TYPES = (
+    discord.ChannelType.text,
+    discord.ChannelType.news,
+    discord.ChannelType.news_thread,
+    discord.ChannelType.public_thread,
+    discord.ChannelType.private_thread,
+)
+"""Channels a moderation log may be: ones the bot can post plain messages in (text, announcement, threads). The
+`log` command offers only these; the check below still refuses any other a forged interaction names."""
 
 NEEDED = (("view_channel", "View Channel"), ("send_messages", "Send Messages"))
 """The permissions the bot needs in the moderation log channel, with Discord's names for them."""
+
+NEEDED_IN_THREAD = (("view_channel", "View Channel"), ("send_messages_in_threads", "Send Messages in Threads"))
+"""The same for a thread: Discord checks Send Messages in Threads there, not Send Messages."""
+
+
+
+class PostableChannel(app_commands.Transformer):
+    """A channel option that Discord's picker limits to LOG_CHANNEL_TYPES (`channel_types` of the synced option);
+    the value is the interaction's own channel object, resolved or not (no guild cache needed)."""
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        return list(LOG_CHANNEL_TYPES)
+
+    async def transform(
+        self, interaction: discord.Interaction, value: object
+    ) -> app_commands.AppCommandChannel | app_commands.AppCommandThread:
+        if not isinstance(value, app_commands.AppCommandChannel | app_commands.AppCommandThread):
+            raise app_commands.TransformerError(value, discord.AppCommandOptionType.channel, self)
+        return value
+
+
+LogChannel = app_commands.Transform[app_commands.AppCommandChannel | app_commands.AppCommandThread, PostableChannel]
 
 group = app_commands.Group(name="moderation", description="Prompt filter, NSFW policy, image checks, log")
 
@@ -145,7 +179,7 @@ def _plain(text: str) -> str:
 
 
 def bot_permissions(
-    interaction: discord.Interaction, channel: app_commands.AppCommandChannel
+    interaction: discord.Interaction, channel: app_commands.AppCommandChannel | app_commands.AppCommandThread
 ) -> discord.Permissions | None:
     """The bot's permissions in `channel`: Discord's own figure for the interaction's channel (`app_permissions`),
     else computed from the cached guild (roles and overwrites); None when neither is at hand."""
@@ -204,7 +238,7 @@ async def policy(
 @group.command(name="log", description="Show, choose or turn off the moderation log channel")
 @app_commands.describe(channel="where notices of blocked prompts and flagged images go", off="turn the log off")
 async def log(
-    interaction: discord.Interaction, channel: app_commands.AppCommandChannel | None = None, off: bool = False
+    interaction: discord.Interaction, channel: LogChannel | None = None, off: bool = False
 ) -> None:
     channel_id, problem, missing, checked = None, "", [], True
     if channel is not None:
@@ -214,7 +248,8 @@ async def log(
         permissions = bot_permissions(interaction, channel)
         checked = permissions is not None
         if permissions is not None:
-            missing = [name for attr, name in NEEDED if not getattr(permissions, attr)]
+            needed = NEEDED_IN_THREAD if isinstance(channel, app_commands.AppCommandThread) else NEEDED
+            missing = [name for attr, name in needed if not getattr(permissions, attr)]
     await answer(interaction, "moderation log", set_log, channel_id, problem, missing, checked, off)
 
 

@@ -27,6 +27,11 @@ class JobRefused(ImagineError):
     worker neither imports nor runs it, and does not retry it."""
 
 
+class MalformedPayload(ImagineError, ValueError):
+    """A job payload (or a spec in it) is not one this project writes: a missing, unknown, mistyped or out-of-range
+    field, a bad id, or too large. The message names the field; the worker fails such a job once, without retry."""
+
+
 class TierConfigError(ImagineError, ValueError):
     """A tiers file, a guild's override or an admin's change names an unknown tier or sets contradictory limits."""
 

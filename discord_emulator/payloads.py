@@ -246,7 +246,8 @@ def command(
         "id": existing["id"] if existing else state.ids.next(),
         "application_id": state.application_id,
         "version": state.ids.next(),
-        "default_member_permissions": sent.get("default_member_permissions"),
+        # Discord takes the bitfield as a number or a string and answers with a string (discord.py sends a number).
+        "default_member_permissions": _bitfield(sent.get("default_member_permissions")),
         "type": sent.get("type", 1),
         "name": sent["name"],
         "description": sent.get("description", ""),
@@ -356,3 +357,8 @@ def command_options(
     for sub in reversed(levels):
         options = [{"name": sub["name"], "type": sub["type"], "options": options}]
     return options, resolved
+
+
+def _bitfield(value: Any) -> str | None:
+    """A permissions bitfield as Discord returns it: a decimal string, or None."""
+    return None if value is None else str(value)

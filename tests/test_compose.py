@@ -1,4 +1,5 @@
-"""docker-compose.yml holds the self-hosting promises: persistent, private, password-protected Redis; GPU workers.
+"""docker-compose.yml holds the self-hosting promises: persistent, private Redis with least-privilege users; GPU
+workers.
 
 There is no Docker engine on this machine, so the file is parsed and checked, not run.
 """
@@ -34,11 +35,37 @@ def test_redis_persists_to_a_volume_with_append_only_file(compose: dict[str, Any
     assert redis["volumes"][0].split(":")[0] in compose["volumes"]
 
 
-def test_redis_requires_a_password_that_must_be_set(compose: dict[str, Any]) -> None:
-    """Redis starts with --requirepass from REDIS_PASSWORD, and compose refuses to start without it."""
+def test_redis_loads_the_acl_rendered_from_the_template_with_required_passwords(compose: dict[str, Any]) -> None:
+    """Redis starts from the ACL file render-acl.sh writes from the mounted template (no --requirepass, no plain
+    password in the command), and compose refuses to start without both users' passwords."""
     redis = compose["services"]["redis"]
-    assert "--requirepass" in _command(redis)
-    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?.+\}", redis["environment"]["REDIS_PASSWORD"])
+    command = _command(redis)
+    assert "--requirepass" not in command and "PASSWORD" not in command
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in redis["volumes"]}
+    template, script = mounts["/etc/redis/users.acl.template"], mounts["/etc/redis/render-acl.sh"]
+    assert (ROOT / template).is_file() and (ROOT / script).is_file()
+    assert all(v.endswith(":ro") for v in redis["volumes"] if v.startswith("./"))
+    render = re.search(r"sh /etc/redis/render-acl\.sh /etc/redis/users\.acl\.template (\S+)", command)
+    assert render and f"--aclfile {render.group(1)}" in command
+    for name in ("REDIS_BOT_PASSWORD", "REDIS_WORKER_PASSWORD"):
+        assert re.fullmatch(rf"\$\{{{name}:\?.+\}}", redis["environment"][name])
+
+
+def test_acl_template_has_a_bot_and_a_worker_user_and_the_default_user_off() -> None:
+    """The template defines exactly default (off), bot and worker; both are password-protected by hash, limited to
+    the project's keys and channels, and deny @admin and @dangerous after their grants."""
+    lines = [line.split() for line in (ROOT / "deploy/redis/users.acl.template").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    users = {words[1]: words[2:] for words in lines if words[0] == "user"}
+    assert set(users) == {"default", "bot", "worker"}
+    assert "off" in users["default"] and "on" not in users["default"]
+    for name in ("bot", "worker"):
+        rules = users[name]
+        assert "on" in rules and f"#@{name.upper()}_PASSWORD_SHA256@" in rules and "nopass" not in rules
+        assert {r for r in rules if r.startswith(("~", "%", "&"))} == {"~imagine:*", "~rq:*", "&imagine:*", "&rq:*"}
+        assert "+@all" not in rules and "allkeys" not in rules and "allchannels" not in rules
+        last_grant = max(i for i, r in enumerate(rules) if r.startswith("+"))
+        assert {"-@admin", "-@dangerous"} <= set(rules[last_grant:])
 
 
 def test_redis_is_not_published_beyond_localhost(compose: dict[str, Any]) -> None:
@@ -48,9 +75,9 @@ def test_redis_is_not_published_beyond_localhost(compose: dict[str, Any]) -> Non
 
 
 def test_redis_has_a_healthcheck_that_authenticates(compose: dict[str, Any]) -> None:
-    """The healthcheck pings with the password, so 'healthy' means reachable and authenticated."""
-    check = compose["services"]["redis"]["healthcheck"]
-    assert "ping" in " ".join(check["test"]) and "REDIS_PASSWORD" in " ".join(check["test"])
+    """The healthcheck pings as the worker user with its password, so 'healthy' means the ACL loaded."""
+    check = " ".join(compose["services"]["redis"]["healthcheck"]["test"])
+    assert "ping" in check and "--user worker" in check and "REDIS_WORKER_PASSWORD" in check
 
 
 @pytest.mark.parametrize("name", ["bot", "worker"])
@@ -60,11 +87,12 @@ def test_app_services_wait_for_a_healthy_redis(compose: dict[str, Any], name: st
 
 
 @pytest.mark.parametrize("name", ["bot", "worker"])
-def test_app_services_require_the_discord_token_and_use_the_password(compose: dict[str, Any], name: str) -> None:
-    """DISCORD_TOKEN is required (`:?`), and REDIS_URL carries the Redis password."""
+def test_app_services_require_the_discord_token_and_use_their_own_redis_user(compose: dict[str, Any], name: str
+                                                                           ) -> None:
+    """DISCORD_TOKEN is required (`:?`), and REDIS_URL logs in as the service's own ACL user with its password."""
     env = compose["services"][name]["environment"]
     assert re.fullmatch(r"\$\{DISCORD_TOKEN:\?.+\}", env["DISCORD_TOKEN"])
-    assert "${REDIS_PASSWORD" in env["REDIS_URL"] and env["REDIS_URL"].endswith("@redis:6379/0")
+    assert re.fullmatch(rf"redis://{name}:\$\{{REDIS_{name.upper()}_PASSWORD:\?.+\}}@redis:6379/0", env["REDIS_URL"])
 
 
 def test_worker_reserves_a_gpu_and_caches_models_on_a_volume(compose: dict[str, Any]) -> None:

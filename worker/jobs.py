@@ -34,7 +34,15 @@ from rq.utils import import_attribute
 
 import quotas
 from core import jobs, keys, queue
-from core.errors import GenerationFailed, ImagineError, JobCancelled, JobRefused, TransientGenerationError
+from core.errors import (
+    GenerationFailed,
+    ImagineError,
+    JobCancelled,
+    JobRefused,
+    MalformedPayload,
+    TransientGenerationError,
+)
+from core.payload import JOB_ID, JobPayload, check_fits
 from core.safety import safety_of
 from core.spec import JobSpec
 from worker import kinds, output_check
@@ -48,7 +56,7 @@ PROGRESS_INTERVAL_S = 0.5
 """Least time between two progress records (the last step is always recorded)."""
 
 
-def imagine(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+def imagine(ctx: Context, payload: Any) -> dict[str, Any]:
     """Make the images of one job, store them, and conclude it; RQ's job function (`worker.jobs.imagine`).
 
     Args:
@@ -61,6 +69,7 @@ def imagine(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     Raises:
         TransientGenerationError: the device ran out of memory (RQ retries the job once).
         GenerationFailed: a permanent failure, recorded and concluded as the job's outcome; RQ does not retry it.
+        MalformedPayload: the payload is not one this project writes (`core.payload`); failed, not retried.
     """
     conn = ctx.conn
     # 1. Read the payload.
@@ -174,26 +183,31 @@ def _end(ctx: Context, job_id: str, state: jobs.State, reason: str) -> bool:
     return True
 
 
-def _read(ctx: Context, payload: dict[str, Any]) -> tuple[str, JobSpec, str, dict[str, Any]]:
-    """Job id, spec, kind and source of a payload; a malformed one, or one for another model, fails without retry."""
-    job_id = payload.get("job_id") if isinstance(payload, dict) else None
-    if not isinstance(job_id, str) or not job_id:
-        _fail_without_retry(ctx, None, "malformed job payload: no job_id")
-        raise GenerationFailed("malformed job payload: no job_id")
-    kind, source = payload.get("kind") or "grid", payload.get("source") or {}
+def _read(ctx: Context, payload: Any) -> tuple[str, JobSpec, str, dict[str, Any]]:
+    """Job id, spec, kind and source of a payload, checked whole by `core.payload` before anything else; a malformed
+    one, or one for another model, fails without retry. Its job id must be the RQ job's own: a payload can fail
+    only the job it came in."""
+    rq_job = get_current_job()
     try:
-        spec = JobSpec.from_dict(payload["spec"])
-        if kind not in queue.KINDS or not isinstance(source, dict):
-            raise ValueError(f"unknown kind {kind!r}")
-    except (KeyError, TypeError, ValueError) as exc:
+        checked = JobPayload.from_json(payload)
+        if rq_job is not None and checked.job_id != rq_job.id:
+            raise MalformedPayload("job_id is not the id of the job that carries it")
+    except MalformedPayload as exc:
         reason = f"malformed job payload: {exc}"
+        log.warning("job %s refused: %s", _shown(rq_job.id if rq_job else None), reason)
+        ours = rq_job.id if rq_job is not None else payload.get("job_id") if isinstance(payload, dict) else None
+        _fail_without_retry(ctx, ours if isinstance(ours, str) and JOB_ID.fullmatch(ours) else None, reason)
+        raise MalformedPayload(reason) from None
+    job_id, spec = checked.job_id, checked.spec
+    try:
+        if spec.model != ctx.model.name:
+            raise GenerationFailed(f"this worker serves model {ctx.model.name!r}, not {spec.model!r}")
+        check_fits(spec, ctx.model)
+    except (GenerationFailed, MalformedPayload) as exc:
+        reason = str(exc) if isinstance(exc, GenerationFailed) else f"malformed job payload: {exc}"
         _fail_without_retry(ctx, job_id, reason)
         raise GenerationFailed(reason) from None
-    if spec.model != ctx.model.name:
-        reason = f"this worker serves model {ctx.model.name!r}, not {spec.model!r}"
-        _fail_without_retry(ctx, job_id, reason)
-        raise GenerationFailed(reason)
-    return job_id, spec, kind, source
+    return job_id, spec, checked.kind, checked.source_dict()
 
 
 def _live_message(ctx: Context, job_id: str) -> LiveMessage | None:

@@ -8,6 +8,7 @@ import redis
 from bot.client import ImagineBot
 from core import audit, buttons, keys
 from discord_emulator import DiscordEmulator, User
+from discord_emulator.openapi import load_checker
 from moderation import store as modstore
 from moderation.promptfilter import MAX_ENTRY_CHARS
 from tests.bot.conftest import MANAGE_GUILD, done_job, post_result, running_bot
@@ -151,3 +152,19 @@ async def test_status_says_when_no_worker_checks_images(
     safety.report(redis_conn, "gpu-2", safety.SkinToneClassifier(), now=1.0)
     assert "Image safety classifier: builtin:skin" in await run(discord_emulator, admin, "admin moderation status")
     assert redis_conn.hlen(keys.safety_classifiers()) == 2
+
+
+async def test_log_channel_option_offers_only_channels_the_bot_can_post_in(
+    discord_emulator: DiscordEmulator, bot: ImagineBot
+) -> None:
+    """The synced `log` channel option lists text, announcement and thread types only (no category, voice, forum
+    or media), and the sync request matches Discord's OpenAPI description."""
+    (command,) = [c for c in discord_emulator.state.global_commands if c["name"] == "admin"]
+    (group,) = [o for o in command["options"] if o["name"] == "moderation"]
+    (log,) = [o for o in group["options"] if o["name"] == "log"]
+    (channel,) = [o for o in log["options"] if o["name"] == "channel"]
+    assert sorted(channel["channel_types"]) == [0, 5, 10, 11, 12]  # text, announcement, the three thread types
+    checker = load_checker()
+    if checker is not None:
+        syncs = [r for r in discord_emulator.state.requests if r.method == "PUT" and "/commands" in r.path]
+        assert syncs and [str(v) for v in checker.check_all(syncs)] == []

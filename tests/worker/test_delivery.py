@@ -111,7 +111,7 @@ def test_expired_token_posts_channel_message_once_and_a_rerun_edits_it(redis_con
     # An attempt that ran again after dying before it recorded the delivery: it edits, it does not post.
     redis_conn.delete(keys.job_final_delivered(job.job_id))
     rq_queue = queue.rq_queue(redis_conn, keys.queue_name(tiny_spec.model, tiny_spec.mode))
-    rq_queue.enqueue_call(queue.JOB_FUNCTION, args=(queue.payload(job.job_id, tiny_spec, "x"),))
+    rq_queue.enqueue_call(queue.JOB_FUNCTION, args=(queue.payload(job.job_id, tiny_spec, "x"),), job_id=job.job_id)
     run_in_process(redis_conn, tiny_engine, poster=discord.poster())
     assert len(discord.emu.requests("POST", r"^/channels/\d+/messages$")) == 1
     assert [r.status for r in discord.emu.requests("PATCH", rf"^/channels/\d+/messages/{posted.id}$")] == [200]

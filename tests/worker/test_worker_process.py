@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.redis_server import free_port
 from core import jobs, keys, queue
+from core.errors import MalformedPayload
 from core.spec import JobSpec
 from quotas import admission, ledger
 from quotas.tiers import load_config
@@ -145,20 +146,21 @@ def test_job_longer_than_its_heartbeat_ttl_is_kept_alive(redis_url, redis_conn, 
     assert (record(redis_conn, second).state, record(redis_conn, second).attempt) == ("done", 1)
 
 
-def test_permanent_failure_final_and_unexpected_error_retried(redis_url, redis_conn, tiny_spec: JobSpec, tmp_path):
-    """NaN images fail the job at once with a clear reason; an unclassified error is retried once, then fails."""
-    nan_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, guidance_scale=math.inf), "test:owner")
+def test_specs_a_model_cannot_render_fail_at_the_door_without_retry(redis_url, redis_conn, tiny_spec: JobSpec,
+                                                                     tmp_path):
+    """A width that is not a multiple of the model's (which used to reach the pipeline: a ValueError, retried
+    once) is refused by the payload check: failed on no attempt, not retried, the reason naming it; an infinite
+    guidance scale (which used to give NaN images) cannot even be enqueued."""
+    with pytest.raises(MalformedPayload, match="spec.guidance_scale"):
+        queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, guidance_scale=math.inf), "test:owner")
     odd_id = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, width=60), "test:owner")  # not a multiple of 8
     with worker_processes() as started:
         started.append(worker := WorkerProcess(redis_url, tmp_path, "failing", burst=True))
         assert worker.wait(timeout_s=180) == 0, worker.log()
-    nan = record(redis_conn, nan_id)
-    assert (nan.state, nan.attempt) == ("failed", 1)
-    assert "invalid image" in nan.reason
     odd = record(redis_conn, odd_id)
-    assert (odd.state, odd.attempt, odd.reason) == ("failed", 2, "the worker hit an unexpected error (ValueError)")
+    assert (odd.state, odd.attempt) == ("failed", 0) and "not a multiple of 8" in odd.reason
     failed = FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
-    assert nan_id in failed and odd_id in failed
+    assert odd_id in failed
 
 
 def test_hand_made_os_system_job_is_refused_unrun(redis_url, redis_conn, tmp_path):
@@ -214,3 +216,45 @@ def test_unreachable_redis_exits_1_without_logging_the_password(redis_conn, tmp_
         assert worker.wait(timeout_s=120) == 1, worker.log()
     assert "cannot reach Redis at 127.0.0.1:" in worker.log()
     assert "hunter2" not in worker.log()
+
+
+def test_malformed_payloads_fail_once_without_retry_with_their_reason(redis_url, redis_conn, tiny_spec, tmp_path):
+    """`python -m worker` given forged payloads on its lane (an unknown field, NaN guidance, a negative width, a
+    huge prompt, a payload whose job id is not its job's): each job fails on its one attempt (RQ's retry unused),
+    its record says why, and a good job behind them renders."""
+    good = queue.payload("00" * 16, tiny_spec, "test:owner")
+    forged = {
+        "unknown field": {**good, "admin": True},
+        "NaN guidance": {**good, "spec": {**good["spec"], "guidance_scale": math.nan}},
+        "negative width": {**good, "spec": {**good["spec"], "width": -64}},
+        "huge prompt": {**good, "spec": {**good["spec"], "prompt": "x" * 100_000}},
+        "another job's id": {**good, "job_id": "ff" * 16},
+    }
+    lane = Queue("fast:tiny", connection=redis_conn, serializer=JSONSerializer)
+    ids = {}
+    for label, payload in forged.items():
+        ids[label] = job_id = jobs.new_job_id()
+        jobs.create(redis_conn, job_id, tiny_spec, "test:owner")
+        carried = payload if label == "another job's id" else {**payload, "job_id": job_id}
+        lane.enqueue_call(queue.JOB_FUNCTION, args=(carried,), job_id=job_id, retry=Retry(max=queue.RETRIES))
+    fine = queue.enqueue(redis_conn, tiny_spec, "test:owner")
+    with worker_processes() as started:
+        started.append(worker := WorkerProcess(redis_url, tmp_path, "door", burst=True))
+        assert worker.wait(timeout_s=180) == 0, worker.log()
+    failed = FailedJobRegistry("fast:tiny", connection=redis_conn, serializer=JSONSerializer)
+    expected = {
+        "unknown field": "unknown field(s) 'admin'",
+        "NaN guidance": "spec.guidance_scale is not a finite number",
+        "negative width": "spec.width must be a whole number",
+        "huge prompt": "spec.prompt is a string longer than",
+        "another job's id": "job_id is not the id of the job that carries it",
+    }
+    for label, job_id in ids.items():
+        rec = record(redis_conn, job_id)
+        assert (rec.state, rec.attempt) == ("failed", 0), label  # refused before it was marked running
+        assert rec.reason.startswith("malformed job payload: ") and expected[label] in rec.reason, rec.reason
+        assert job_id in failed.get_job_ids(), label
+        assert Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer).retries_left == 0, label
+    assert record(redis_conn, fine).state == "done"
+    assert not redis_conn.exists(keys.job("ff" * 16))  # the forged id named no job, and none was made for it
+    assert worker.log().count("malformed job payload") >= len(forged)
