@@ -32,7 +32,7 @@ from core.buttons import ButtonRef
 from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TierLimit, TooManyJobs
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
-from core.spec import MAX_SEED, VARY_STRENGTH, JobSpec, Mode
+from core.spec import BASE_SIZE, MAX_SEED, VARY_STRENGTH, JobSpec, Mode
 from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,6 @@ def check_upscale2x(registry: ModelRegistry, spec: JobSpec) -> None:
     if model is not None and spec.width * spec.height > model.max_upscaled_pixels:
         raise TierLimit(f"Upscale (2x) would make a {spec.width}x{spec.height} image, larger than model "
                         f"{model.name} makes ({model.max_upscaled_pixels} pixels): this image is as large as it gets.")
-
-
-BASE_SIZE = "base_size"
-"""`JobSpec.extras` key of an Upscale (2x) job: `[width, height]` of the grid its image came from (variations and
-re-rolls of an upscaled image render at that size, not the upscale's)."""
 
 
 def upscaled(spec: JobSpec) -> JobSpec:

@@ -46,8 +46,12 @@ ASPECT = re.compile(r"[0-9]{1,6}:[0-9]{1,6}")
 """An `--ar` as the spec records it, e.g. "16:9"."""
 
 SAFETY_FIELDS: dict[str, type] = {"negative_prompt": str, "check_outputs": bool, "action": str}
-"""The fields of `extras["safety"]` (`core.safety.Safety`), the one extra a spec carries today."""
+"""The fields of `extras["safety"]` (`core.safety.Safety`); the other extra a spec may carry is `BASE_SIZE`."""
 
+
+BASE_SIZE = "base_size"
+"""`JobSpec.extras` key of an Upscale (2x) job: `[width, height]` of the grid its image came from (variations and
+re-rolls of an upscaled image render at that size, not the upscale's)."""
 
 VARY_STRENGTH = {
     "strong": 0.75,  # fraction of the noise schedule redone: composition changes, subject and palette stay
@@ -170,7 +174,13 @@ def _part(data: Any) -> PromptPart:
 
 
 def _extras(value: Any) -> dict[str, Any]:
-    extras = _mapping(value, "spec.extras", frozenset(), frozenset({"safety"}))
+    extras = _mapping(value, "spec.extras", frozenset(), frozenset({"safety", BASE_SIZE}))
+    if BASE_SIZE in extras:
+        base = extras[BASE_SIZE]
+        if not isinstance(base, list) or len(base) != 2:
+            raise MalformedPayload(f"spec.extras.{BASE_SIZE} must be [width, height]")
+        for side in base:
+            _whole(f"spec.extras.{BASE_SIZE}[]", side, 1, MAX_SIDE_PX)
     if "safety" in extras:
         safety = _mapping(extras["safety"], "spec.extras.safety", frozenset(), frozenset(SAFETY_FIELDS))
         for name, kind in SAFETY_FIELDS.items():

@@ -4,6 +4,7 @@ negative sizes, bad ids, deep nesting) are refused with `MalformedPayload` and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -17,7 +18,8 @@ from core.errors import MalformedPayload
 from core.models import tiny_model
 from core.payload import MAX_LIST_ITEMS, MAX_PAYLOAD_CHARS, MAX_STRING_CHARS, JobPayload, check_fits
 from core.safety import Safety, with_safety
-from core.spec import MAX_PARTS, MAX_SEED, QUALITIES, JobSpec, PromptPart
+from core.spec import BASE_SIZE, MAX_PARTS, MAX_SEED, QUALITIES, JobSpec, PromptPart
+from tests.core.test_jobs import make_spec
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -275,3 +277,13 @@ def _spec() -> JobSpec:
     return JobSpec(prompt="a red cat", parts=(PromptPart("a red cat"),), negative_prompt="", width=64, height=64,
                    aspect="1:1", seed=7, chaos=0, stylize=100, guidance_scale=5.0, quality=1.0, steps=4, stop=100,
                    tile=False, mode="fast", model="tiny")
+
+
+def test_an_upscale_2x_spec_keeps_its_grids_size() -> None:
+    """An Upscale (2x) job's spec carries the size of the grid it came from (`BASE_SIZE`): accepted when it is two
+    whole sides, refused otherwise."""
+    spec = dataclasses.replace(make_spec(width=128, height=128), extras={BASE_SIZE: [64, 64]})
+    assert JobSpec.from_dict(spec.to_dict()).extras == {BASE_SIZE: [64, 64]}
+    for bad in ([64], [64, "64"], [0, 64], "64x64"):
+        with pytest.raises(MalformedPayload, match=BASE_SIZE):
+            JobSpec.from_dict({**spec.to_dict(), "extras": {BASE_SIZE: bad}})
