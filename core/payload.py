@@ -132,17 +132,19 @@ def _source(kind: str, value: Any) -> Source | None:
     return Source(parent, index, strength)
 
 
-def check_fits(spec: JobSpec, model: ModelInfo) -> None:
-    """The spec's size is one `core.prompt` could have made for `model`: multiples of its `multiple`, within its
-    pixel budget (the spec's model name is the caller's to compare first: another model is not a malformed job).
+def check_fits(spec: JobSpec, model: ModelInfo, kind: str = "grid") -> None:
+    """The spec's size is one the bot could have made for `model` and `kind`: multiples of its `multiple`, within its
+    pixel budget, or for an Upscale (2x) within its upscale limit (`ModelInfo.max_upscaled_pixels`). The spec's
+    model name is the caller's to compare first: another model is not a malformed job.
 
     Raises:
         MalformedPayload: it is not.
     """
     if spec.width % model.multiple or spec.height % model.multiple:
         raise MalformedPayload(f"spec size {spec.width}x{spec.height} is not a multiple of {model.multiple}")
-    if spec.width * spec.height > model.pixels:
-        raise MalformedPayload(f"spec size {spec.width}x{spec.height} is over the model's {model.pixels} pixels")
+    budget = model.max_upscaled_pixels if kind == "upscale2x" else model.pixels
+    if spec.width * spec.height > budget:
+        raise MalformedPayload(f"spec size {spec.width}x{spec.height} is over the model's {budget} pixels")
 
 
 def _bounded(data: Any) -> None:

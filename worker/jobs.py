@@ -202,7 +202,7 @@ def _read(ctx: Context, payload: Any) -> tuple[str, JobSpec, str, dict[str, Any]
     try:
         if spec.model != ctx.model.name:
             raise GenerationFailed(f"this worker serves model {ctx.model.name!r}, not {spec.model!r}")
-        check_fits(spec, ctx.model)
+        check_fits(spec, ctx.model, checked.kind)
     except (GenerationFailed, MalformedPayload) as exc:
         reason = str(exc) if isinstance(exc, GenerationFailed) else f"malformed job payload: {exc}"
         _fail_without_retry(ctx, job_id, reason)

@@ -287,3 +287,16 @@ def test_an_upscale_2x_spec_keeps_its_grids_size() -> None:
     for bad in ([64], [64, "64"], [0, 64], "64x64"):
         with pytest.raises(MalformedPayload, match=BASE_SIZE):
             JobSpec.from_dict({**spec.to_dict(), "extras": {BASE_SIZE: bad}})
+
+
+def test_an_upscale_2x_may_go_past_the_grid_budget_up_to_the_models_upscale_limit() -> None:
+    """A 2x job renders twice its source's sides: `check_fits` allows it up to `max_upscaled_pixels`, not past it,
+    and a grid of that size is still refused."""
+    model = tiny_model()  # 64x64 grids, 2x up to 128x128
+    big = JobSpec.from_dict({**_spec().to_dict(), "width": 128, "height": 128})
+    check_fits(big, model, "upscale2x")
+    with pytest.raises(MalformedPayload, match="over the model's"):
+        check_fits(big, model, "grid")
+    bigger = JobSpec.from_dict({**_spec().to_dict(), "width": 256, "height": 256})
+    with pytest.raises(MalformedPayload, match="over the model's"):
+        check_fits(bigger, model, "upscale2x")

@@ -170,4 +170,4 @@ def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x
                                 kind="upscale2x", source={"job_id": big.job_id, "index": 1})
     run_in_process(redis_conn, tiny_engine, poster=poster)
     failed = record(redis_conn, huge.job_id)
-    assert failed.state == "failed" and "larger than model" in failed.reason and failed.gpu_s == 0
+    assert failed.state == "failed" and "over the model's 16384 pixels" in failed.reason and failed.gpu_s == 0
