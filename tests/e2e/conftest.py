@@ -63,6 +63,9 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     emulators> with a bot token of its own; ready once its stats key and RQ registration are in Redis. Package
     scope: it is killed after the last e2e test, before other packages' tests share the session's Redis and lanes."""
     port, token = free_port(), make_token(str(secrets.randbits(60)))
+    # Earlier packages' tests flush Redis when they start, not when they end: jobs one of them left on the tiny
+    # lanes would be the new worker's first work, racing the per-test cleanup below.
+    redis.Redis.from_url(redis_url).flushall()
     process = WorkerProcess(
         redis_url, tmp_path_factory.mktemp("e2e-worker"), WORKER_NAME, log_level="DEBUG",
         DISCORD_API_BASE=f"http://127.0.0.1:{port}/api/v10", DISCORD_TOKEN=token,
