@@ -235,6 +235,23 @@ class DiscordEmulator:
         data = {"custom_id": custom_id, "component_type": button.get("type", 2)}
         return await self._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
 
+    async def send_raw_command(
+        self, *, user: User, name: str, options: list[Any], channel: str | None = None
+    ) -> PendingInteraction:
+        """Dispatch a synced command whose `options` go out exactly as given: no check of their names, types, values
+        or nesting (what a broken or hostile client might get through; for fuzzing the bot's handlers)."""
+        command, guild_id = self._synced_command(name)
+        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": options}
+        if guild_id:
+            data["guild_id"] = guild_id
+        return await self._dispatch_interaction(2, user, channel or self.state.default_channel.id, data)
+
+    async def send_component(self, *, user: User, message: Message | str, data: dict[str, Any]) -> PendingInteraction:
+        """Dispatch a component interaction on `message` with `data` as given: a custom_id the message may not carry,
+        select `values` of any shape (click_button sends only what a real click on the message would)."""
+        message = message if isinstance(message, Message) else self.state.messages[message]
+        return await self._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+
     async def _dispatch_interaction(
         self, kind: int, user: User, channel: str, data: dict[str, Any], message_id: str | None = None
     ) -> PendingInteraction:
