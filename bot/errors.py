@@ -18,6 +18,11 @@ from core.errors import QUEUE_UNREACHABLE, UNEXPECTED, ImagineError, PromptBlock
 
 log = logging.getLogger(__name__)
 
+REPLY_MAX_CHARS = 1000
+"""The longest error reply, in code points: half Discord's 2000-character limit on a message, so a reply that
+repeats what a member typed (a 6000-character job id, a forged select value) still fits, even in astral characters
+(two UTF-16 units each). Past it Discord refuses the reply and the member sees "This interaction failed"."""
+
 NoticePoster = Callable[[discord.Interaction, str], None]
 """Posts a moderation notice for an interaction in the background (`bot.screening.post_later`, bound to a bot)."""
 
@@ -42,6 +47,7 @@ async def report(
         text = UNEXPECTED
     elif isinstance(error, redis.RedisError):
         log.warning("redis unreachable handling %s: %s", _describe(interaction), type(error).__name__)
+    text = clip(text)
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
@@ -51,6 +57,11 @@ async def report(
         log.warning("could not tell the user about an error (%s %s)", exc.status, exc.code)
     if isinstance(error, PromptBlocked) and post_notice is not None:
         post_notice(interaction, error.notice)
+
+
+def clip(text: str, limit: int = REPLY_MAX_CHARS) -> str:
+    """`text`, cut to `limit` code points (ending in an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def unwrap(error: app_commands.AppCommandError) -> BaseException:
