@@ -24,6 +24,7 @@ from redis.retry import Retry
 
 from bot import aredis, errors, screening
 from bot.aredis import REDIS_CONNECT_TIMEOUT_S, REDIS_RETRIES, REDIS_RETRY_CAP_S, REDIS_SOCKET_TIMEOUT_S
+from bot.tree import CheckedTree
 from core.models import ModelRegistry
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from quotas import TiersConfig, TierSettings
@@ -77,7 +78,8 @@ class ImagineBot(commands.Bot):
         **options: Any,
     ) -> None:
         super().__init__(
-            command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None, **options
+            command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
+            tree_cls=CheckedTree, **options,
         )
         self.settings = settings
         self.redis = redis_conn

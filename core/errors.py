@@ -94,3 +94,8 @@ UNEXPECTED = "Something went wrong on our side; it has been logged. Try again in
 class RepostRefused(ImagineError):
     """A stored result may not be posted here (another member's job, another server, or an age-restricted origin);
     nothing was posted or charged. The message names the reason."""
+
+
+class MalformedInteraction(ImagineError):
+    """A command or component interaction the bot cannot have offered: an option missing, unknown or of the wrong type,
+    a command it no longer has, a custom_id in its namespace that no button or menu of it carries. Nothing was done."""
