@@ -17,6 +17,10 @@ from core.errors import ImagineError, JobExpired, NotYourJob
 from core.models import ModelRegistry
 from core.reposting import Place
 
+INFO_JOBS_MAX_CHARS = 1400
+"""The most characters `/info`'s job lines take: with its tier lines the reply stays under Discord's 2000-character
+limit on a message however many jobs a member has (past it Discord refuses the reply)."""
+
 
 def describe(conn: redis.Redis, record: jobs.JobRecord) -> str:
     """One line about a job for `/info`: id, prompt, state (with queue position or progress)."""
@@ -41,7 +45,7 @@ def info_text(conn: redis.Redis, owner: str, recent_count: int = 10) -> str:
     lines += [describe(conn, r) for r in active] or ["none"]
     lines += ["", "**Recent jobs**"]
     lines += [describe(conn, r) for r in records[:recent_count]] or ["none"]
-    return "\n".join(lines)
+    return _fit(lines, INFO_JOBS_MAX_CHARS)
 
 
 def cancel_job(conn: redis.Redis, owner: str, job_id: str | None, *, admin: bool) -> str:
@@ -114,6 +118,16 @@ def show(conn: redis.Redis, job_id: str, place: Place, registry: ModelRegistry) 
         upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
         return Shown(content, name, single, buttons.single_components(job_id, upscale2x=upscale2x))
     raise JobExpired(f"The images of job {job_id} have expired.")
+
+
+def _fit(lines: list[str], limit: int) -> str:
+    """The lines joined, the first of them only when all do not fit in `limit` characters (then ending in "…")."""
+    kept: list[str] = []
+    for line in lines:
+        if sum(len(k) + 1 for k in kept) + len(line) + 2 > limit:
+            return "\n".join([*kept, "…"])
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def _is_id(text: str) -> bool:

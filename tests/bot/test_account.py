@@ -102,6 +102,18 @@ async def test_info_lists_mode_and_jobs(
     )
 
 
+async def test_info_fits_in_a_message_however_many_jobs(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/info of a member with 30 queued jobs of long prompts is answered (Discord refuses content over 2000
+    characters): the newest jobs, then an ellipsis."""
+    owner = f"discord:{alice.id}"
+    for n in range(30):
+        queued(redis_conn, owner, f"{n} " + "a very long prompt about a cat " * 4)
+    text = await reply(discord_emulator, alice, "info")
+    assert len(text) <= 2000 and text.endswith("…") and "**Queued and running**" in text
+
+
 async def test_cancel_cancels_your_latest_queued_job(
     discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
 ) -> None:
