@@ -6,8 +6,10 @@ whoever reports it (`ImagineBot.report` hands its poster in), after the member h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import discord
@@ -17,6 +19,11 @@ from discord import app_commands
 from core.errors import QUEUE_UNREACHABLE, UNEXPECTED, ImagineError, PromptBlocked
 
 log = logging.getLogger(__name__)
+
+ANSWER_DEADLINE_S = 2.0
+"""What runs before an interaction's acknowledgement (reads and admission in Redis) gets this long: Discord's 3 s
+window less the time to send the answer. Redis's own timeouts and retries (`bot.aredis`) can take longer when a
+server hangs instead of refusing (a network cut, a stopped process)."""
 
 NoticePoster = Callable[[discord.Interaction, str], None]
 """Posts a moderation notice for an interaction in the background (`bot.screening.post_later`, bound to a bot)."""
@@ -51,6 +58,21 @@ async def report(
         log.warning("could not tell the user about an error (%s %s)", exc.status, exc.code)
     if isinstance(error, PromptBlocked) and post_notice is not None:
         post_notice(interaction, error.notice)
+
+
+@contextlib.asynccontextmanager
+async def answer_within(seconds: float = ANSWER_DEADLINE_S) -> AsyncIterator[None]:
+    """`async with answer_within():` around what must finish before the acknowledgement: past `seconds` it is
+    cancelled and reported as Redis not answering (the member is told to try again in time).
+
+    Raises:
+        redis.TimeoutError: the block ran out of time.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise redis.TimeoutError(f"no answer within {seconds:g} s") from exc
 
 
 def unwrap(error: app_commands.AppCommandError) -> BaseException:

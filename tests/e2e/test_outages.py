@@ -4,17 +4,23 @@ has one outcome shown once, and every member's ledger balances."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import redis
 
-from core import jobs, keys
-from discord_emulator import INTERACTION_TOKEN_TTL_S, DiscordEmulator, Injection, Message
+import quotas
+from core import buttons, jobs, keys
+from core.errors import QUEUE_UNREACHABLE
+from discord_emulator import INTERACTION_TOKEN_TTL_S, DiscordEmulator, Injection, Message, User
 from tests.e2e.conftest import WORKER_NAME
 from tests.e2e.helpers import (
     RESULT_TIMEOUT_S,
     BotProcess,
+    assert_ledger_balanced,
     eventually,
     grid_ids,
     imagine,
@@ -31,6 +37,12 @@ BOT_EDIT = 2
 
 WORKER_TRIES = 5
 """Attempts the worker makes of one request before it gives the delivery up (`worker.discord_http.MAX_TRIES`)."""
+
+REDIS_OUTAGE_S = 30.0
+"""How long the Redis outage test keeps redis-server stopped."""
+
+ANSWER_WITHIN_S = 3.0
+"""Discord's acknowledgement window: a member hears "try again" within it."""
 
 DOWN = 10**9
 """`times` of an injected fault that lasts until the test lifts it."""
@@ -118,3 +130,69 @@ async def test_discord_unreachable_from_the_worker_the_grid_arrives_once_it_is_b
 def has_png_and_not(message_id: str | None) -> Callable[[Message], bool]:
     """A message other than `message_id` showing a PNG."""
     return lambda m: m.id != message_id and bool(png_revisions(m))
+
+
+@contextlib.contextmanager
+def redis_paused(conn: redis.Redis) -> Iterator[float]:
+    """redis-server stopped with SIGSTOP (connections hang, as across a network cut) until the block ends; yields
+    the monotonic time it stopped."""
+    pid = int(conn.info("server")["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def told_to_try_again(discord: DiscordEmulator, user: User, send: Callable[[], object]) -> float:
+    """Run `send` (a command or click by `user`); returns the seconds until the member saw an ephemeral "try again"
+    message, which must be within ANSWER_WITHIN_S and show no traceback."""
+    before = {m.id for m in discord.state.messages.values()}
+    started = time.monotonic()
+    await send()  # type: ignore[misc]
+    answer = await discord.wait_until(
+        lambda: next((m for m in discord.state.messages.values() if m.id not in before and m.ephemeral
+                      and m.visible_to == user.id), None), timeout=ANSWER_WITHIN_S + 2)
+    elapsed = time.monotonic() - started
+    assert answer.content == QUEUE_UNREACHABLE and elapsed < ANSWER_WITHIN_S, (answer.content, elapsed)
+    return elapsed
+
+
+async def test_redis_unreachable_for_30_s_members_are_told_to_try_again_and_everything_recovers(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """redis-server is stopped for 30 s while a job renders. During it, /imagine and a U1 click are each answered
+    with an ephemeral "try again" within 3 s, no traceback shown. After it, with no restart of anything, the
+    running job's grid arrives once, a new /imagine gets its grid, and each member's ledger balances."""
+    alice, bob = discord.add_user("alice"), discord.add_user("bob")
+    first = await result(await imagine(discord, alice, "a quiet harbor --seed 1"))
+    await settled(redis_conn, WORKER_NAME, job_of(first))
+    running = await imagine(discord, alice, "a long road --seed 2 --q 2")
+    owner_jobs = keys.user_jobs(f"discord:{alice.id}")
+    job_id = await eventually(lambda: (j := redis_conn.lindex(owner_jobs, 0)) and j.decode() != job_of(first)
+                              and j.decode(), RESULT_TIMEOUT_S, "the second job to be queued")
+    await eventually(lambda: (r := jobs.get(redis_conn, job_id)) and r.state == jobs.RUNNING, RESULT_TIMEOUT_S,
+                     "the second job to start")
+
+    with redis_paused(redis_conn) as stopped_at:
+        async def run_imagine() -> None:
+            await discord.send_slash_command(user=bob, name="imagine", options={"prompt": "a storm"})
+
+        async def click_u1() -> None:
+            await discord.click_button(user=bob, message=first, custom_id=buttons.custom_id("u", job_of(first), 1))
+
+        figures = [await told_to_try_again(discord, bob, run_imagine), await told_to_try_again(discord, bob, click_u1)]
+        await eventually(lambda: time.monotonic() - stopped_at >= REDIS_OUTAGE_S, REDIS_OUTAGE_S + 5, "the outage")
+    back_at = time.monotonic()
+
+    grid = await result(running)
+    print(f"try again after {figures[0]:.2f} s (/imagine), {figures[1]:.2f} s (U1); running job's grid "
+          f"{time.monotonic() - back_at:.1f} s after Redis came back")
+    after = await result(await imagine(discord, bob, "a calm sea --seed 3"))
+    print(f"a new /imagine's grid {time.monotonic() - back_at:.1f} s after Redis came back")
+    await settled(redis_conn, WORKER_NAME, job_of(after))
+    assert job_of(grid) == job_id and len(png_revisions(grid)) == 1
+    assert [len(png_revisions(m)) for m in discord.messages() if png_revisions(m)] == [1, 1, 1]
+    assert all("Traceback" not in m.content for m in discord.state.messages.values())
+    for user, made in ((alice, [job_of(first), job_id]), (bob, [job_of(after)])):
+        assert_ledger_balanced(redis_conn, quotas.member_id(discord.state.guild_id, user.id), made)
