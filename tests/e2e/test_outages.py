@@ -9,13 +9,17 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import redis
 
 import quotas
-from core import buttons, jobs, keys
+from bench.redis_server import free_port, redis_server
+from core import buttons, jobs, keys, prompt, queue
 from core.errors import QUEUE_UNREACHABLE
+from core.settings import ModelSettings
 from discord_emulator import INTERACTION_TOKEN_TTL_S, DiscordEmulator, Injection, Message, User
+from quotas import TierSettings, Who
 from tests.e2e.conftest import WORKER_NAME
 from tests.e2e.helpers import (
     RESULT_TIMEOUT_S,
@@ -31,6 +35,7 @@ from tests.e2e.helpers import (
     result,
     settled,
 )
+from tests.worker.worker_helpers import WorkerProcess, wait_until
 
 BOT_EDIT = 2
 """A deferred /imagine's original has 2 revisions after the bot's waiting text: "thinking", then that text."""
@@ -43,6 +48,12 @@ REDIS_OUTAGE_S = 30.0
 
 ANSWER_WITHIN_S = 3.0
 """Discord's acknowledgement window: a member hears "try again" within it."""
+
+WAITING_JOBS = 100
+"""Jobs waiting in Redis when it restarts from its AOF: one each of as many members (the free tier's limit)."""
+
+DRAIN_TIMEOUT_S = 240.0
+"""How long one worker on the tiny model may take for WAITING_JOBS jobs on a busy 2-core machine."""
 
 DOWN = 10**9
 """`times` of an injected fault that lasts until the test lifts it."""
@@ -196,3 +207,40 @@ async def test_redis_unreachable_for_30_s_members_are_told_to_try_again_and_ever
     assert all("Traceback" not in m.content for m in discord.state.messages.values())
     for user, made in ((alice, [job_of(first), job_id]), (bob, [job_of(after)])):
         assert_ledger_balanced(redis_conn, quotas.member_id(discord.state.guild_id, user.id), made)
+
+
+def test_redis_restarted_from_its_aof_with_100_jobs_waiting_runs_each_once_and_charges_each_once(
+    tmp_path: Path,
+) -> None:
+    """100 admitted jobs wait in a redis-server with an append-only file; it restarts from that file, then a worker
+    (the tiny model, no step delay) starts: every job runs once, ends done, and every member's ledger balances."""
+    port, config = free_port(), TierSettings().config()
+    registry = ModelSettings().registry()  # MODEL=builtin:tiny (tests/conftest.py)
+    members = [Who("1000", str(2000 + n)) for n in range(WAITING_JOBS)]
+    made: dict[str, list[str]] = {}
+    with redis_server(tmp_path, appendonly=True, port=port) as url:
+        conn = redis.Redis.from_url(url)
+        for n, who in enumerate(members):
+            (spec,) = prompt.parse(f"a lantern --seed {n}", registry)
+            (job_id,) = quotas.reserve(conn, config, who, [spec]).job_ids
+            queue.enqueue(conn, spec, f"discord:{who.user}", job_id=job_id)
+            made.setdefault(who.member, []).append(job_id)
+        conn.close()
+    with redis_server(tmp_path, appendonly=True, port=port) as url:
+        conn = redis.Redis.from_url(url)
+        assert conn.llen("rq:queue:" + keys.queue_name("tiny", "fast")) == WAITING_JOBS
+        worker = WorkerProcess(url, tmp_path, "aof-worker", WORKER_TEST_STEP_DELAY_S="0")
+        try:
+            started = time.monotonic()
+            all_ids = [j for ids in made.values() for j in ids]
+            wait_until(lambda: all((r := jobs.get(conn, j)) is not None and r.final for j in all_ids),
+                       DRAIN_TIMEOUT_S, f"{WAITING_JOBS} jobs to end")
+            print(f"{WAITING_JOBS} jobs done {time.monotonic() - started:.1f} s after the worker started")
+        finally:
+            worker.stop()
+        records = [jobs.get(conn, j) for j in all_ids]
+        assert [r.state for r in records if r is not None] == [jobs.DONE] * WAITING_JOBS
+        assert {r.attempt for r in records if r is not None} == {1}
+        for member, ids in made.items():
+            assert assert_ledger_balanced(conn, member, ids) > 0
+        conn.close()
