@@ -11,14 +11,11 @@ once it has nowhere to go (its delivery record expired, its record is gone), or 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis
 
 from core import jobs, keys
-
-if TYPE_CHECKING:
-    from worker.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +30,12 @@ MAX_TRIES = 40
 
 BATCH = 20
 """Outcomes one maintenance run tries at most (each try is one request to Discord)."""
+
+class Deliverer(Protocol):
+    """What shows outcomes in Discord (`worker.delivery.Poster`)."""
+
+    def deliver_outcome(self, conn: redis.Redis, record: jobs.JobRecord, *, tries: int | None = None) -> bool: ...
+
 
 # KEYS: undelivered, tries. ARGV: now, batch, first retry s, max backoff s.
 # Returns the due job ids, each with its next attempt already pushed back: two workers never try one together.
@@ -66,18 +69,18 @@ def claim_due(conn: redis.Redis, *, now: float, batch: int = BATCH) -> list[str]
     return [d.decode() if isinstance(d, bytes) else str(d) for d in due]
 
 
-def redeliver_due(ctx: Context, *, now: float) -> int:
+def redeliver_due(conn: redis.Redis, poster: Deliverer | None, *, now: float) -> int:
     """Try once more to deliver each due outcome (one request each, no waiting inside: the backoff is the set's).
 
     Returns:
         How many were delivered now.
     """
-    if ctx.poster is None:
+    if poster is None:
         return 0
-    conn, delivered = ctx.conn, 0
+    delivered = 0
     for job_id in claim_due(conn, now=now):
         record = jobs.get(conn, job_id)
-        if record is not None and record.final and ctx.poster.deliver_outcome(conn, record, tries=1):
+        if record is not None and record.final and poster.deliver_outcome(conn, record, tries=1):
             delivered += 1
             log.info("job %s: outcome delivered on a later try", job_id)
             continue

@@ -79,7 +79,7 @@ class ImagineWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:  # outcomes Discord did not take earlier: tried again with backoff (worker.redelivery)
-            redelivery.redeliver_due(self.context, now=time.time())
+            redelivery.redeliver_due(self.context.conn, self.context.poster, now=time.time())
         except redis.RedisError as exc:
             log.warning("redelivery of undelivered outcomes skipped: %s", exc)
 
