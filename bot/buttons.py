@@ -8,7 +8,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot import submit
+from bot import errors, submit
 from bot.client import ImagineBot
 from core import buttons
 from core.buttons import ButtonRef
@@ -78,7 +78,8 @@ DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (
 
 async def click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> None:
     """Read the parent job, admit the job the button asks for, acknowledge with a "thinking" message, start it."""
-    admitted, job = await submit.admit_click(bot, interaction, ref)  # refusals before acknowledging: ephemeral
+    async with errors.answer_within():  # Redis hanging: "try again" inside Discord's 3 s
+        admitted, job = await submit.admit_click(bot, interaction, ref)  # refusals before acknowledging: ephemeral
     await submit.start_admitted(bot, interaction, admitted, [job.spec], label=job.label, kind=job.kind,
                                 source=job.source)
 

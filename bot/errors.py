@@ -6,8 +6,10 @@ whoever reports it (`ImagineBot.report` hands its poster in), after the member h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import discord
@@ -22,6 +24,11 @@ REPLY_MAX_CHARS = 1000
 """The longest error reply, in code points: half Discord's 2000-character limit on a message, so a reply that
 repeats what a member typed (a 6000-character job id, a forged select value) still fits, even in astral characters
 (two UTF-16 units each). Past it Discord refuses the reply and the member sees "This interaction failed"."""
+
+ANSWER_DEADLINE_S = 2.0
+"""What runs before an interaction's acknowledgement (reads and admission in Redis) gets this long: Discord's 3 s
+window less the time to send the answer. Redis's own timeouts and retries (`bot.aredis`) can take longer when a
+server hangs instead of refusing (a network cut, a stopped process)."""
 
 NoticePoster = Callable[[discord.Interaction, str], None]
 """Posts a moderation notice for an interaction in the background (`bot.screening.post_later`, bound to a bot)."""
@@ -62,6 +69,20 @@ async def report(
 def clip(text: str, limit: int = REPLY_MAX_CHARS) -> str:
     """`text`, cut to `limit` code points (ending in an ellipsis when cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+@contextlib.asynccontextmanager
+async def answer_within(seconds: float = ANSWER_DEADLINE_S) -> AsyncIterator[None]:
+    """`async with answer_within():` around what must finish before the acknowledgement: past `seconds` it is
+    cancelled and reported as Redis not answering (the member is told to try again in time).
+
+    Raises:
+        redis.TimeoutError: the block ran out of time.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise redis.TimeoutError(f"no answer within {seconds:g} s") from exc
 
 
 def unwrap(error: app_commands.AppCommandError) -> BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from discord import Interaction, app_commands
 from discord.ext import commands
 
-from bot import submit
+from bot import errors, submit
 from bot.client import ImagineBot
 
 
@@ -18,7 +18,8 @@ class Imagine(commands.Cog):
     @app_commands.command(name="imagine", description="Create images from a prompt")
     @app_commands.describe(prompt="what to imagine, then --parameters (e.g. --ar 16:9 --seed 7)")
     async def imagine(self, interaction: Interaction, prompt: str) -> None:
-        admitted, specs = await submit.admit_prompt(self.bot, interaction, prompt)  # refusals: bot.errors answers
+        async with errors.answer_within():  # Redis hanging: "try again" inside Discord's 3 s
+            admitted, specs = await submit.admit_prompt(self.bot, interaction, prompt)  # refusals: bot.errors answers
         await submit.start_admitted(self.bot, interaction, admitted, specs)
 
 

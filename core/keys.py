@@ -69,6 +69,17 @@ def job_channel_message(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:channel-message"
 
 
+def undelivered() -> str:
+    """Sorted set: id of a final job whose outcome Discord did not confirm -> Unix time of its next delivery attempt
+    (`worker.redelivery`); a job leaves it once delivered, or once it has nowhere left to go."""
+    return f"{PREFIX}:undelivered"
+
+
+def undelivered_tries() -> str:
+    """Hash: job id -> delivery attempts the workers' maintenance made for an undelivered outcome (its backoff)."""
+    return f"{PREFIX}:undelivered:tries"
+
+
 def job_flagged(job_id: str) -> str:
     """String: JSON `{"action": "blur"|"withhold", "flagged": [image indices]}` of a job whose images the worker's
     safety check replaced (kept as long as its images); the result is posted as a spoiler when blurred."""

@@ -5,6 +5,9 @@
 - `POST /_emulator/burst` `{"count": N, "command": "imagine", "options": {...}}`: N new members each run the command
   at once; answers `{"latencies_s": [...]}`, each interaction's seconds from INTERACTION_CREATE to its callback, or
   null where no callback came within Discord's 3 s.
+- `POST /_emulator/drop` `{"code": 4000, "forget": false}`: close every live gateway websocket with `code` (a
+  resumable one by default); with `forget` the sessions are gone too, so the bot must IDENTIFY again. Answers
+  `{"dropped": N}`.
 
 These routes are not Discord's: they need no token, so serve the emulator on 127.0.0.1 only.
 """
@@ -17,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR
 from discord_emulator.rest import json_response
 from discord_emulator.server import DiscordEmulator, PendingInteraction
 from discord_emulator.state import INTERACTION_ACK_DEADLINE_S
@@ -54,6 +58,7 @@ class ControlRoutes:
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_get(f"{CONTROL_PREFIX}/sessions", self.sessions)
         router.add_post(f"{CONTROL_PREFIX}/burst", self.burst)
+        router.add_post(f"{CONTROL_PREFIX}/drop", self.drop)
 
     async def sessions(self, request: web.Request) -> web.Response:
         live = int(request.query.get("live", 1))
@@ -72,6 +77,13 @@ class ControlRoutes:
         except (LookupError, RuntimeError, ValueError) as exc:  # no such command synced, no bot connected
             return json_response({"error": str(exc)}, 409)
         return json_response({"latencies_s": ack_latencies(pending)})
+
+
+    async def drop(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        code, forget = int(body.get("code", CLOSE_UNKNOWN_ERROR)), bool(body.get("forget"))
+        dropped = await self.emu.drop_gateway(code, forget=forget)
+        return json_response({"dropped": dropped})
 
 
 class ControlledEmulator(DiscordEmulator):

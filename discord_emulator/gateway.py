@@ -155,11 +155,16 @@ class Gateway:
             await self.dispatch_to(session, event, data)
         return len(sessions)
 
-    async def drop(self, code: int = CLOSE_UNKNOWN_ERROR) -> None:
-        """Close every live websocket as Discord does on a gateway hiccup; sessions stay resumable."""
-        for session in self.live_sessions():
+    async def drop(self, code: int = CLOSE_UNKNOWN_ERROR, *, forget: bool = False) -> int:
+        """Close every live websocket as Discord does on a gateway hiccup; sessions stay resumable unless `forget`
+        (then a RESUME is answered INVALID_SESSION and the client must IDENTIFY again). Returns how many closed."""
+        live = self.live_sessions()
+        if forget:
+            self.sessions.clear()
+        for session in live:
             assert session.ws is not None
             await session.ws.close(code=code, message=b"Emulated disconnect")
+        return len(live)
 
     async def close_all(self) -> None:
         for session in self.live_sessions():

@@ -275,9 +275,10 @@ class DiscordEmulator:
                 return command, None
         raise LookupError(f"/{name} was never synced; Discord shows users only synced commands")
 
-    async def drop_gateway(self, code: int = CLOSE_UNKNOWN_ERROR) -> None:
-        """Close the bot's websocket with a resumable code; discord.py should come back with RESUME."""
-        await self.gateway.drop(code)
+    async def drop_gateway(self, code: int = CLOSE_UNKNOWN_ERROR, *, forget: bool = False) -> int:
+        """Close the bot's websocket with a resumable code; discord.py should come back with RESUME (with `forget`,
+        the session is gone and it must IDENTIFY again). Returns how many websockets were closed."""
+        return await self.gateway.drop(code, forget=forget)
 
     # -- waiting and reading -------------------------------------------------------------------------------------
 

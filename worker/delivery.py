@@ -4,8 +4,9 @@ While the interaction token is valid (`core.delivery.interaction_token`), the jo
 interaction webhook. Once the token is gone (expired in Redis, or Discord answers 401 50027 / 404 Unknown Webhook)
 the outcome is posted as a new channel message with the bot token, mentioning the user; its id is recorded so that
 a later attempt edits it instead of posting again. `keys.job_final_delivered` is set only after Discord confirmed
-the outcome, and once set nothing is sent for the job any more. Delivery never fails a job: the grid stays in Redis
-and errors are logged by route template (never a URL: an interaction token is part of it).
+the outcome, and once set nothing is sent for the job any more. Delivery never fails a job: the grid stays in Redis,
+errors are logged by route template (never a URL: an interaction token is part of it), and an outcome Discord could
+not take (unreachable, 5xx, 429) is delivered again later by the workers' maintenance (`worker.redelivery`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from core.delivery import Delivery
 from core.models import ModelInfo
 from core.prompt import canonical
 from core.queue import SINGLE_IMAGE_KINDS
+from worker import redelivery
 from worker.discord_http import Attachment, DiscordAPIError, DiscordHTTP
 from worker.output_check import flags_of
 from worker.safety import spoiler_name
@@ -124,12 +126,14 @@ class Poster:
             return None
         return LiveMessage(self, conn, record, target, max(min_interval_s, self.min_edit_interval_s))
 
-    def deliver_outcome(self, conn: redis.Redis, record: jobs.JobRecord) -> bool:
+    def deliver_outcome(self, conn: redis.Redis, record: jobs.JobRecord, *, tries: int | None = None) -> bool:
         """Show a final job's outcome once: the image with its buttons, what failed with a re-roll, or "cancelled".
+        `tries`: attempts of each request (default: `DiscordHTTP.max_tries`, with its backoff).
 
         Returns:
             True when Discord confirmed it now; False when there is nothing to do or it could not be delivered
-            (logged; the result stays in Redis for /show).
+            (logged; the result stays in Redis for /show). An error that may go away (Discord unreachable, 5xx,
+            429) leaves the job to `worker.redelivery`, which a worker's maintenance runs.
         """
         job_id = record.job_id
         target = delivery.load(conn, job_id)
@@ -154,13 +158,23 @@ class Poster:
         body["allowed_mentions"] = {"users": [target.user_id]} if target.user_id else {"parse": []}
         try:
             # A cancelled job is edited while the token lasts, not announced again in the channel.
-            shown = self.show(conn, job_id, target, body, file, may_post=record.state != jobs.CANCELLED)
+            shown = self.show(conn, job_id, target, body, file, may_post=record.state != jobs.CANCELLED, tries=tries)
         except DiscordAPIError as exc:
-            log.warning("job %s: could not deliver its %s outcome to Discord: %s", job_id, record.state, exc)
+            later = "; tried again later" if exc.retryable else ""
+            log.warning("job %s: could not deliver its %s outcome to Discord: %s%s", job_id, record.state, exc, later)
+            if exc.retryable:
+                redelivery.remember(conn, job_id, now=time.time())
+            else:
+                redelivery.forget(conn, job_id)
             return False
         if shown:
-            conn.set(keys.job_final_delivered(job_id), "1", ex=DELIVERED_TTL_S)
+            with conn.pipeline() as pipe:
+                pipe.set(keys.job_final_delivered(job_id), "1", ex=DELIVERED_TTL_S)
+                redelivery.forget(pipe, job_id)
+                pipe.execute()
             log.info("job %s: %s outcome delivered to Discord", job_id, record.state)
+        else:
+            redelivery.forget(conn, job_id)
         return shown
 
     def show(

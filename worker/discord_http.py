@@ -62,6 +62,11 @@ class DiscordAPIError(Exception):
         )
 
     @property
+    def retryable(self) -> bool:
+        """The same request may succeed later: Discord was unreachable, failed (5xx), or rate limited it."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+    @property
     def message_gone(self) -> bool:
         """The message to edit does not exist or is not ours to edit."""
         return self.status in (403, 404) and self.code in (UNKNOWN_MESSAGE, 50005, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -19,6 +20,7 @@ from rq.queue import Queue
 from rq.worker import WorkerStatus
 
 from core import keys, queue
+from worker import redelivery
 from worker.context import STATS_TTL_S, Context
 from worker.jobs import ImagineJob
 from worker.relax import BeforeDequeue
@@ -73,6 +75,13 @@ class ImagineWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         self.before_dequeue()  # relax lanes in fair order; outcomes left unsettled applied and delivered
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        try:  # outcomes Discord did not take earlier: tried again with backoff (worker.redelivery)
+            redelivery.redeliver_due(self.context.conn, self.context.poster, now=time.time())
+        except redis.RedisError as exc:
+            log.warning("redelivery of undelivered outcomes skipped: %s", exc)
 
     def register_birth(self) -> None:
         super().register_birth()

@@ -36,3 +36,20 @@ async def test_unanswered_interactions_are_null_and_session_waits_time_out(disco
             assert await response.json() == {"latencies_s": [None, None]}
         async with http.post(f"{url}/burst", json={"count": 1, "command": "nope"}) as response:
             assert response.status == 409 and "never synced" in (await response.json())["error"]
+
+
+async def test_drop_closes_the_gateway_and_the_bot_resumes_or_identifies_again(
+    discord_emulator: DiscordEmulator, bot: TinyBot
+) -> None:
+    """POST drop: the live websocket closes and the client RESUMEs its session; with `forget` the session is gone,
+    so it IDENTIFYs on a new one."""
+    url = discord_emulator.url + CONTROL_PREFIX
+    (first,) = discord_emulator.gateway.live_sessions()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/drop", json={}) as response:
+            assert await response.json() == {"dropped": 1}
+        assert await discord_emulator.wait_for_session(timeout=10, resumed=1) is first
+        async with http.post(f"{url}/drop", json={"forget": True}) as response:
+            assert await response.json() == {"dropped": 1}
+    second = await discord_emulator.wait_until(lambda: next(iter(discord_emulator.gateway.live_sessions()), None), 10)
+    assert second.id != first.id and list(discord_emulator.gateway.sessions) == [second.id]

@@ -239,3 +239,17 @@ def stored(conn: redis.Redis) -> Iterator[tuple[str, bytes]]:
             yield key, value
             with contextlib.suppress(zlib.error):
                 yield key, zlib.decompress(value)
+
+
+def assert_ledger_balanced(conn: redis.Redis, member: str, job_ids: list[str]) -> float:
+    """Every reservation the member's jobs made was applied exactly once: none is left, nothing is held any more,
+    and the fast time charged is the GPU time of their done fast jobs, each counted once. Returns that time."""
+    assert not [j for j in job_ids if conn.exists(keys.quota_reservation(j))], "reservations left unapplied"
+    assert conn.hlen(keys.quota_active(member)) == 0, conn.hgetall(keys.quota_active(member))
+    records = [jobs.get(conn, j) for j in job_ids]
+    charged = sum(r.gpu_s for r in records if r is not None and r.state == jobs.DONE and r.spec.mode == "fast")
+    balances = [conn.hgetall(k) for k in conn.scan_iter(keys.quota_balance(member, 0).removesuffix("0") + "*")]
+    used = sum(float(b.get(b"used_s", 0)) for b in balances)  # type: ignore[union-attr]
+    reserved = sum(float(b.get(b"reserved_s", 0)) for b in balances)  # type: ignore[union-attr]
+    assert abs(reserved) < 1e-6 and abs(used - charged) < 1e-6, (used, reserved, charged)
+    return charged
