@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import discord
 import redis
 
 import quotas
-from bot import members, screening
+from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
@@ -34,6 +36,11 @@ from core.spec import MAX_SEED, JobSpec, Mode
 from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ADMIT = aredis.Script(quotas.ADMIT_SCRIPT)
+"""The admission script, run by its SHA."""
 
 RQ_QUEUE_PREFIX = "rq:queue:"
 """RQ's key for a queue's list of waiting job ids (`rq.Queue.redis_queue_namespace_prefix`)."""
@@ -42,6 +49,20 @@ RQ_QUEUE_PREFIX = "rq:queue:"
 # -- before the acknowledgement ----------------------------------------------------------------------------------
 
 
+def _before_ack(admit: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Count the call as an interaction waiting for its acknowledgement (`ImagineBot.before_ack`)."""
+
+    @functools.wraps(admit)
+    async def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+        bot = args[0]
+        assert isinstance(bot, ImagineBot)
+        with bot.before_ack():
+            return await admit(*args, **kwargs)
+
+    return counted
+
+
+@_before_ack
 async def admit_prompt(
     bot: ImagineBot, interaction: discord.Interaction, text: str
 ) -> tuple[Admission, list[JobSpec]]:
@@ -60,6 +81,7 @@ async def admit_prompt(
     return await reserve(bot, who, specs, replies[3:], kind="grid", now=now), specs
 
 
+@_before_ack
 async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> tuple[Admission, ButtonJob]:
     """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
     from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
@@ -94,11 +116,11 @@ async def reserve(
     more after settling the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
     call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now)
     try:
-        return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+        return call.result(await ADMIT.run(bot.batcher, call.keys, call.args))
     except (TooManyJobs, QuotaExceeded):
         if not await bot.redis_call(quotas.reconcile_member, who.member, now=now):
             raise
-    return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    return call.result(await ADMIT.run(bot.batcher, call.keys, call.args))
 
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:
@@ -180,12 +202,12 @@ async def start_admitted(
     with bot.writing():  # close() waits for this
         try:
             await interaction.response.defer(thinking=True)
-            for spec, job_id in zip(specs, admitted.job_ids, strict=True):
-                spec = dataclasses.replace(spec, mode=admitted.mode)
-                await start_job(
-                    bot, interaction, spec, original=started == 0, label=label, kind=kind, source=source, job_id=job_id
-                )
-                started += 1
+            async with bot.after_ack():
+                for spec, job_id in zip(specs, admitted.job_ids, strict=True):
+                    spec = dataclasses.replace(spec, mode=admitted.mode)
+                    await start_job(bot, interaction, spec, original=started == 0, label=label, kind=kind,
+                                    source=source, job_id=job_id)
+                    started += 1
         except BaseException:
             try:
                 await bot.redis_call(quotas.release_unqueued, admitted.job_ids[started:])
