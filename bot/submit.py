@@ -6,8 +6,10 @@
 Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs, in two Redis round
 trips on the asyncio client: one pipeline reads the member's saved settings, their suspension, the guild's
 moderation policy (with its lists' revision), its tier policy, the member's grant and the models' speeds; then the
-admission script runs. Parsing, screening and the tier checks between them are pure. The queue position, the waiting
-text, the delivery record and RQ's enqueue (sync, in a thread) come after the acknowledgement.
+admission script runs. Parsing, screening and the tier checks between them are pure. The Redis commands of every
+interaction in the same event-loop turn share one round trip (`bot.aredis.Batcher`). The queue position, the waiting
+text and the job's one atomic enqueue (its record, delivery and RQ's writes) come after the acknowledgement, once no
+other interaction is waiting for its own (`ImagineBot.after_ack`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ T = TypeVar("T")
 
 ADMIT = aredis.Script(quotas.ADMIT_SCRIPT)
 """The admission script, run by its SHA."""
+
+ENQUEUE = aredis.Script(queue.ENQUEUE_SCRIPT)
+"""Recording and enqueueing a job, run by its SHA."""
 
 RQ_QUEUE_PREFIX = "rq:queue:"
 """RQ's key for a queue's list of waiting job ids (`rq.Queue.redis_queue_namespace_prefix`)."""
@@ -244,9 +249,7 @@ async def start_job(
         message_id = str((await interaction.followup.send(text, wait=True)).id)
     try:
         delivery = delivery_for(interaction, message_id)
-        return await bot.redis_call(
-            enqueue, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id
-        )
+        return await enqueue(bot, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id)
     except redis.RedisError:
         failed = f"**{spec.prompt}** - <@{interaction.user.id}> (not queued: {QUEUE_UNREACHABLE.lower()})"
         if original:
@@ -279,8 +282,8 @@ def delivery_for(interaction: discord.Interaction, message_id: str = "") -> deli
     )
 
 
-def enqueue(
-    conn: redis.Redis,
+async def enqueue(
+    bot: ImagineBot,
     spec: JobSpec,
     owner: str,
     delivery: deliveries.Delivery,
@@ -290,19 +293,43 @@ def enqueue(
     source: dict[str, Any] | None = None,
     job_id: str | None = None,
 ) -> str:
-    """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery). Sync:
-    RQ's enqueue is, so the bot runs this in a thread.
+    """Record the job with where its result goes and enqueue it, in one atomic step (`core.queue.enqueue_call`) on
+    the asyncio client: a worker never sees a job without its delivery, and no failure leaves a record `queued`
+    outside a queue. RQ's writes are RQ's own (recorded, then sent as one script).
 
-    `job_id` is the id admission reserved GPU time for (`quotas.reserve`); a fresh one when None.
+    `job_id` is the id admission reserved GPU time for (`quotas.reserve`); a fresh one when None. Once sent, the
+    step runs to its end even if the caller is cancelled (the bot shutting down), so that whoever refunds the
+    job's reservation afterwards (`quotas.release_unqueued`) sees whether it was queued.
 
     Returns:
         The job id.
 
     Raises:
         redis.RedisError: Redis is unreachable.
+        asyncio.CancelledError: the caller was cancelled; the job's outcome is settled in Redis by then.
     """
     job_id = job_id or jobs.new_job_id()
-    deliveries.save(conn, job_id, delivery, interaction_token=interaction_token)
-    userjobs.add(conn, owner, job_id)
-    queue.enqueue(conn, spec, owner, job_id=job_id, kind=kind, source=source)
-    return job_id
+    writes = [*deliveries.save_writes(job_id, delivery, interaction_token=interaction_token),
+              *userjobs.add_writes(owner, job_id)]
+    call = queue.enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes)
+    return call.result(await run_to_end(ENQUEUE.run(bot.batcher, call.keys, call.args)))
+
+
+async def run_to_end(step: Awaitable[T]) -> T:
+    """`await step`, except that cancelling the caller does not cut it short: the step finishes, then the caller
+    hears of the cancellation (or, when not cancelled, of the step's result or error)."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the step itself was cancelled (the event loop is closing)
+                raise
+            cancelled = True
+        except Exception:  # the step's own error: raised below
+            pass
+    if cancelled:
+        task.exception()  # retrieved: the cancellation is what the caller hears about
+        raise asyncio.CancelledError
+    return task.result()
