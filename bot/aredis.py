@@ -145,3 +145,34 @@ class Script:
         except redis.exceptions.NoScriptError:  # nothing ran: send the text, which Redis then caches
             (answer,) = await batcher.run([("EVAL", self.text, len(keys), *keys, *args)])
         return answer
+
+
+# ARGV: each read command as its argument count, then its arguments. Returns each reply, in order (a hash flat).
+_READ_SCRIPT = """
+local replies, i = {}, 1
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  replies[#replies + 1] = redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
+end
+return replies
+"""
+READS = Script(_READ_SCRIPT)
+"""Several reads as one command: one packed command and one reply to parse instead of one each."""
+
+
+async def read(batcher: Batcher, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The replies to read-only `commands` (GET, HGET, HGETALL, LLEN...; an HGETALL as a dict, as redis-py gives
+    it), run as one script in the caller's batch: for the hot path's reads, cheaper than one command each.
+
+    Raises:
+        redis.RedisError: Redis is unreachable, or a command failed.
+    """
+    args: list[Any] = []
+    for command in commands:
+        args += [len(command), *command]
+    replies = await READS.run(batcher, (), args)
+    return [
+        dict(zip(reply[::2], reply[1::2], strict=True)) if str(command[0]).upper() == "HGETALL" else reply
+        for command, reply in zip(commands, replies, strict=True)
+    ]

@@ -79,7 +79,7 @@ async def admit_prompt(
     """
     who, now = members.who(interaction), time.time()
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    replies = await bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
+    replies = await aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
     saved = usersettings.from_hash(replies[0])
     specs = parse_prompt(bot, text, saved)  # a PromptError is answered ephemerally by bot.errors
     specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now)
@@ -100,7 +100,7 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
     (parent, origin), replies = await asyncio.gather(
         bot.redis_call(parent_and_origin, ref.job_id),  # core.jobs reads with the sync client: in a thread, meanwhile
-        bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
+        aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
     job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
     if parent is not None and job.kind in FROM_STORED_IMAGE:
