@@ -41,6 +41,10 @@ REDIS_THREADS = 32
 AFTER_ACK_CONCURRENCY = 16
 """Acknowledged commands that start their jobs at once (waiting text, delivery record, enqueue); others wait."""
 
+AFTER_ACK_QUIET_S = 0.02
+"""After-ack work starts once no interaction has been waiting for its acknowledgement for this long: a burst's
+interactions arrive over tens of milliseconds, and the gaps between them are not its end."""
+
 CLOSE_GRACE_S = 10.0
 """How long `close` waits for commands still writing to Redis (an enqueue half done is a job lost)."""
 
@@ -96,6 +100,7 @@ class ImagineBot(commands.Bot):
         self._before_ack = 0
         self._no_one_before_ack = asyncio.Event()
         self._no_one_before_ack.set()
+        self._last_before_ack = 0.0  # event-loop time the last interaction got past its acknowledgement
         self._after_ack_slots = asyncio.Semaphore(AFTER_ACK_CONCURRENCY)
         self.tree.error(self.on_tree_error)
 
@@ -131,16 +136,24 @@ class ImagineBot(commands.Bot):
         finally:
             self._before_ack -= 1
             if not self._before_ack:
+                self._last_before_ack = asyncio.get_running_loop().time()
                 self._no_one_before_ack.set()
 
     @contextlib.asynccontextmanager
     async def after_ack(self) -> AsyncIterator[None]:
         """`async with bot.after_ack():` around work that follows an acknowledgement (starting the jobs): it runs
-        when no interaction is waiting for its acknowledgement, at most AFTER_ACK_CONCURRENCY at once. In a burst,
+        once no interaction has waited for its acknowledgement for AFTER_ACK_QUIET_S, at most AFTER_ACK_CONCURRENCY
+        at once. In a burst,
         Discord's 3 s go to acknowledging everyone first; the waiting texts follow."""
+        loop = asyncio.get_running_loop()
         async with self._after_ack_slots:
-            while self._before_ack:
-                await self._no_one_before_ack.wait()
+            while True:
+                if self._before_ack:
+                    await self._no_one_before_ack.wait()
+                elif (quiet_in := self._last_before_ack + AFTER_ACK_QUIET_S - loop.time()) > 0:
+                    await asyncio.sleep(quiet_in)
+                else:
+                    break
             yield
 
     def writing(self) -> _Writing:
