@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,9 +162,9 @@ READS = Script(_READ_SCRIPT)
 """Several reads as one command: one packed command and one reply to parse instead of one each."""
 
 
-async def read(batcher: Batcher, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The replies to read-only `commands` (GET, HGET, HGETALL, LLEN...; an HGETALL as a dict, as redis-py gives
-    it), run as one script in the caller's batch: for the hot path's reads, cheaper than one command each.
+async def read_raw(batcher: Batcher, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The raw replies to read-only `commands` (GET, HGET, HGETALL...: a hash as a flat list), run as one script in
+    the caller's batch.
 
     Raises:
         redis.RedisError: Redis is unreachable, or a command failed.
@@ -171,8 +172,111 @@ async def read(batcher: Batcher, commands: Sequence[tuple[Any, ...]]) -> list[An
     args: list[Any] = []
     for command in commands:
         args += [len(command), *command]
-    replies = await READS.run(batcher, (), args)
+    return list(await READS.run(batcher, (), args))
+
+
+def as_replies(commands: Sequence[tuple[Any, ...]], raw: Sequence[Any]) -> list[Any]:
+    """Raw read replies as redis-py gives them (an HGETALL as a dict)."""
     return [
         dict(zip(reply[::2], reply[1::2], strict=True)) if str(command[0]).upper() == "HGETALL" else reply
-        for command, reply in zip(commands, replies, strict=True)
+        for command, reply in zip(commands, raw, strict=True)
     ]
+
+
+async def read(batcher: Batcher, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """The replies to read-only `commands` as redis-py gives them, run as one script in the caller's batch: for the
+    hot path's reads, cheaper than one command each.
+
+    Raises:
+        redis.RedisError: Redis is unreachable, or a command failed.
+    """
+    return as_replies(commands, await read_raw(batcher, commands))
+
+
+# -- one round trip: a script that runs only if Redis still holds what the caller assumed ---------------------------
+
+_SERIALIZE = """
+local function serialize(v)
+  if not v then return 'n' end
+  if type(v) == 'number' then return 'i' .. v end
+  if type(v) == 'table' then
+    local parts = {'a' .. #v .. ':'}
+    for j = 1, #v do parts[#parts + 1] = serialize(v[j]) end
+    return table.concat(parts)
+  end
+  return 's' .. #v .. ':' .. v
+end
+"""
+
+
+def guarded(inner: str) -> Script:
+    """`inner` (a script) behind a guard: it runs only when the given reads answer what the caller assumed.
+
+    ARGV: 1 the SHA-1 of the assumed replies (`assumed_digest`), 2 how many arguments the reads take (each read as
+    its argument count and its arguments), those, then `inner`'s ARGV; KEYS are `inner`'s. Returns `inner`'s answer,
+    or `{"stale", replies}` with the reads' raw replies (nothing else done) when Redis holds something else.
+    """
+    return Script(f"""local function inner(KEYS, ARGV)
+{inner}
+end
+{_SERIALIZE}
+local n = tonumber(ARGV[2])
+local replies, seen, i = {{}}, {{}}, 3
+while i < 3 + n do
+  local argc = tonumber(ARGV[i])
+  local reply = redis.call(unpack(ARGV, i + 1, i + argc))
+  replies[#replies + 1] = reply
+  seen[#seen + 1] = serialize(reply)
+  i = i + 1 + argc
+end
+if redis.sha1hex(table.concat(seen, ';')) ~= ARGV[1] then return {{'stale', replies}} end
+local rest = {{}}
+for j = 3 + n, #ARGV do rest[#rest + 1] = ARGV[j] end
+return inner(KEYS, rest)
+""")
+
+
+def _serialize(value: Any) -> bytes:
+    if value is None:
+        return b"n"
+    if isinstance(value, int):
+        return b"i%d" % value
+    if isinstance(value, list):
+        return b"a%d:" % len(value) + b"".join(_serialize(item) for item in value)
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"s%d:%s" % (len(data), data)
+
+
+def assumed_digest(raw: Sequence[Any]) -> str:
+    """What a `guarded` script compares Redis's replies with: the SHA-1 of the assumed raw replies."""
+    return hashlib.sha1(b";".join(_serialize(reply) for reply in raw)).hexdigest()
+
+
+def guard_args(commands: Sequence[tuple[Any, ...]], assumed: Sequence[Any]) -> list[Any]:
+    """A `guarded` script's first arguments: the assumed replies' digest and the reads."""
+    reads: list[Any] = []
+    for command in commands:
+        reads += [len(command), *command]
+    return [assumed_digest(assumed), len(reads), *reads]
+
+
+class ReadCache:
+    """The last raw reply this process saw to each read, an LRU of `size`: what the hot path assumes Redis will
+    answer (a guess a `guarded` script checks, never a source of truth)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._seen: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = size
+
+    def assume(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The replies last seen, or an empty one (no such key) for a read not seen yet."""
+        return [self._seen.get(tuple(c), [] if str(c[0]).upper() == "HGETALL" else None) for c in commands]
+
+    def learn(self, commands: Sequence[tuple[Any, ...]], raw: Sequence[Any]) -> None:
+        """Remember Redis's raw replies to `commands`."""
+        for command, reply in zip(commands, raw, strict=True):
+            key = tuple(command)
+            self._seen[key] = reply
+            self._seen.move_to_end(key)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)

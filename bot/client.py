@@ -91,6 +91,7 @@ class ImagineBot(commands.Bot):
         self.redis = redis_conn
         self.aredis = aredis.twin(redis_conn)
         self.batcher = aredis.Batcher(self.aredis)
+        self.read_cache = aredis.ReadCache()
         self.registry = registry
         self.job_settings = job_settings or JobSettings()
         self.tiers = tiers or TierSettings().config()

@@ -3,13 +3,16 @@
     admitted, specs = await submit.admit_prompt(bot, interaction, text)       # parse, screen, admit: refusals raise
     await submit.start_admitted(bot, interaction, admitted, specs)           # defer, then one message and job each
 
-Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs, in two Redis round
-trips on the asyncio client: one pipeline reads the member's saved settings, their suspension, the guild's
-moderation policy (with its lists' revision), its tier policy, the member's grant and the models' speeds; then the
-admission script runs. Parsing, screening and the tier checks between them are pure. The Redis commands of every
-interaction in the same event-loop turn share one round trip (`bot.aredis.Batcher`). The queue position, the waiting
-text and the job's one atomic enqueue (its record, delivery and RQ's writes) come after the acknowledgement, once no
-other interaction is waiting for its own (`ImagineBot.after_ack`).
+Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs. `/imagine` takes one
+Redis round trip when it can: it plans on the replies this process last saw to its reads (the member's saved
+settings, their suspension, the guild's moderation policy with its lists' revision, its tier policy, the member's
+grant, the models' speeds; nothing, for a read never seen) and sends the admission script behind a guard that
+checks those reads in Redis (`bot.aredis.guarded`); when Redis holds something else, the guard answers with what it
+holds and the admission follows in a second round trip, as it always does for the buttons. Parsing, screening and
+the tier checks in between are pure, and a refusal is only ever decided on what Redis holds. The Redis commands of
+every interaction in the same event-loop turn share one round trip (`bot.aredis.Batcher`). The queue position, the
+waiting text and the job's one atomic enqueue (its record, delivery and RQ's writes) come after the acknowledgement,
+once no other interaction is waiting for its own (`ImagineBot.after_ack`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
 from core.buttons import ButtonRef
-from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TooManyJobs
+from core.errors import QUEUE_UNREACHABLE, ImagineError, JobExpired, QuotaExceeded, TooManyJobs
 from core.spec import MAX_SEED, JobSpec, Mode
 from quotas import Admission, Who
 
@@ -43,6 +46,9 @@ T = TypeVar("T")
 
 ADMIT = aredis.Script(quotas.ADMIT_SCRIPT)
 """The admission script, run by its SHA."""
+
+GUARDED_ADMIT = aredis.guarded(quotas.ADMIT_SCRIPT)
+"""The admission script behind a check that the reads it was planned on are still what Redis holds."""
 
 ENQUEUE = aredis.Script(queue.ENQUEUE_SCRIPT)
 """Recording and enqueueing a job, run by its SHA."""
@@ -79,11 +85,36 @@ async def admit_prompt(
     """
     who, now = members.who(interaction), time.time()
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    replies = await aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
+    reads = [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]
+    # 1. One round trip when Redis still holds what this process last saw (or nothing, for a read never seen):
+    #    plan on that guess and send the admission behind a guard that checks it.
+    assumed = bot.read_cache.assume(reads)
+    try:
+        specs, call = await plan_prompt(bot, interaction, text, who, aredis.as_replies(reads, assumed), now,
+                                        record=False)
+    except (ImagineError, screening.Unrecorded):  # a refusal on a guess: decide it on what Redis holds
+        raw = await aredis.read_raw(bot.batcher, reads)
+    else:
+        answer = await GUARDED_ADMIT.run(bot.batcher, call.keys, [*aredis.guard_args(reads, assumed), *call.args])
+        if answer[0] != b"stale":
+            return await admission_of(bot, who, call, answer, now), specs
+        raw = answer[1]
+    # 2. Otherwise plan on what Redis holds (its replies came back instead of the admission), then admit.
+    bot.read_cache.learn(reads, raw)
+    specs, call = await plan_prompt(bot, interaction, text, who, aredis.as_replies(reads, raw), now)
+    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now), specs
+
+
+async def plan_prompt(
+    bot: ImagineBot, interaction: discord.Interaction, text: str, who: Who, replies: list[Any], now: float,
+    *, record: bool = True,
+) -> tuple[list[JobSpec], quotas.AdmitCall]:
+    """Parse and screen the prompt, and build its admission call, from the replies to the hot path's reads."""
     saved = usersettings.from_hash(replies[0])
     specs = parse_prompt(bot, text, saved)  # a PromptError is answered ephemerally by bot.errors
-    specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now)
-    return await reserve(bot, who, specs, replies[3:], kind="grid", now=now), specs
+    specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now,
+                                   record=record)
+    return specs, quotas.plan_reserve(bot.tiers, who, specs, replies[3:], kind="grid", now=now)
 
 
 @_before_ack
@@ -117,11 +148,16 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
 async def reserve(
     bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float
 ) -> Admission:
-    """`quotas.reserve` on the asyncio client: one round trip. A refusal for places or fast time is checked once
-    more after settling the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
+    """`quotas.reserve` on the asyncio client: one round trip (`admission_of` for a refusal)."""
     call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now)
+    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now)
+
+
+async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer: Any, now: float) -> Admission:
+    """The admission the script answered. A refusal for places or fast time is checked once more after settling
+    the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
     try:
-        return call.result(await ADMIT.run(bot.batcher, call.keys, call.args))
+        return call.result(answer)
     except (TooManyJobs, QuotaExceeded):
         if not await bot.redis_call(quotas.reconcile_member, who.member, now=now):
             raise

@@ -61,3 +61,22 @@ async def test_reads_as_one_script_answer_like_a_pipeline(aconn: redis.asyncio.R
     redis_conn.set("k", "v")
     commands = [("HGETALL", "h"), ("HGETALL", "none"), ("GET", "k"), ("GET", "none"), ("HGET", "h", "b")]
     assert await aredis.read(aredis.Batcher(aconn), commands) == await aredis.pipelined(aconn, commands)
+
+
+async def test_a_guarded_script_runs_only_on_what_the_caller_assumed(
+    aconn: redis.asyncio.Redis, redis_conn: redis.Redis
+):
+    """A guarded script runs when the reads answer what was assumed (a missing key, a hash, a string); otherwise it
+    does nothing and answers `stale` with the reads' replies, which the caller then learns."""
+    script = aredis.guarded("return redis.call('INCR', KEYS[1])")
+    batcher, cache = aredis.Batcher(aconn), aredis.ReadCache()
+    reads = [("HGETALL", "h"), ("GET", "k"), ("HGET", "h", "a")]
+    assumed = cache.assume(reads)  # nothing seen yet: no such keys
+    assert await script.run(batcher, ["n"], aredis.guard_args(reads, assumed)) == 1
+    redis_conn.hset("h", mapping={"a": "1", "b": "2"})
+    redis_conn.set("k", "v")
+    stale = await script.run(batcher, ["n"], aredis.guard_args(reads, assumed))
+    assert stale[0] == b"stale" and redis_conn.get("n") == b"1"
+    cache.learn(reads, stale[1])
+    assert aredis.as_replies(reads, cache.assume(reads)) == await aredis.pipelined(aconn, reads)
+    assert await script.run(batcher, ["n"], aredis.guard_args(reads, cache.assume(reads))) == 2
