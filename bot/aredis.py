@@ -57,6 +57,25 @@ def twin(conn: redis.Redis) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+REDIS_WARM_CONNECTIONS = 8
+"""Connections `warm_up` opens before the first command: a burst's first batches otherwise each wait for a connect
+and its handshake."""
+
+
+async def warm_up(conn: redis.asyncio.Redis, connections: int = REDIS_WARM_CONNECTIONS) -> None:
+    """Open `connections` connections of `conn`'s pool now (a failure is left for the first command to meet)."""
+    pool = conn.connection_pool
+    taken = []
+    try:
+        for _ in range(connections):
+            taken.append(await pool.get_connection())
+    except (redis.RedisError, OSError):
+        pass
+    finally:
+        for connection in taken:
+            await pool.release(connection)
+
+
 async def pipelined(conn: redis.asyncio.Redis, commands: Sequence[tuple[str, ...]]) -> list[Any]:
     """The replies to `commands` (tuples such as `("HGETALL", key)`), sent in one round trip (not a transaction).
 

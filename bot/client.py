@@ -106,6 +106,7 @@ class ImagineBot(commands.Bot):
         self.tree.error(self.on_tree_error)
 
     async def setup_hook(self) -> None:
+        await aredis.warm_up(self.aredis)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.settings.dev_guild_id:

@@ -80,3 +80,11 @@ async def test_a_guarded_script_runs_only_on_what_the_caller_assumed(
     cache.learn(reads, stale[1])
     assert aredis.as_replies(reads, cache.assume(reads)) == await aredis.pipelined(aconn, reads)
     assert await script.run(batcher, ["n"], aredis.guard_args(reads, cache.assume(reads))) == 2
+
+
+async def test_warm_up_opens_connections_before_the_first_command(aconn: redis.asyncio.Redis):
+    """`warm_up` leaves its connections open and idle in the pool, ready for a burst's first batches."""
+    await aredis.warm_up(aconn, 4)
+    pool = aconn.connection_pool
+    assert len(pool._available_connections) == 4  # type: ignore[attr-defined]
+    assert all(c.is_connected for c in pool._available_connections)  # type: ignore[attr-defined]
