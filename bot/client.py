@@ -8,9 +8,10 @@ RQ's enqueue and the cold paths (`/info`, `/admin`...) are plain sync functions 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -37,6 +38,13 @@ EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account", "bot.admin", "bot.com
 
 REDIS_THREADS = 32
 """Threads that run blocking Redis calls (RQ's enqueue, admin operations), so a burst never waits on the loop."""
+
+AFTER_ACK_CONCURRENCY = 16
+"""Acknowledged commands that start their jobs at once (waiting text, delivery record, enqueue); others wait."""
+
+AFTER_ACK_QUIET_S = 0.02
+"""After-ack work starts once no interaction has been waiting for its acknowledgement for this long: a burst's
+interactions arrive over tens of milliseconds, and the gaps between them are not its end."""
 
 CLOSE_GRACE_S = 10.0
 """How long `close` waits for commands still writing to Redis (an enqueue half done is a job lost)."""
@@ -84,15 +92,23 @@ class ImagineBot(commands.Bot):
         self.settings = settings
         self.redis = redis_conn
         self.aredis = aredis.twin(redis_conn)
+        self.batcher = aredis.Batcher(self.aredis)
+        self.read_cache = aredis.ReadCache()
         self.registry = registry
         self.job_settings = job_settings or JobSettings()
         self.tiers = tiers or TierSettings().config()
         self.admins = admins or AdminSettings()
         self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
         self._writing: set[asyncio.Task[Any]] = set()
+        self._before_ack = 0
+        self._no_one_before_ack = asyncio.Event()
+        self._no_one_before_ack.set()
+        self._last_before_ack = 0.0  # event-loop time the last interaction got past its acknowledgement
+        self._after_ack_slots = asyncio.Semaphore(AFTER_ACK_CONCURRENCY)
         self.tree.error(self.on_tree_error)
 
     async def setup_hook(self) -> None:
+        await aredis.warm_up(self.aredis)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.settings.dev_guild_id:
@@ -109,8 +125,40 @@ class ImagineBot(commands.Bot):
         return await loop.run_in_executor(self._redis_pool, functools.partial(function, self.redis, *args, **kwargs))
 
     async def pipelined(self, commands: Sequence[tuple[str, ...]]) -> list[Any]:
-        """The replies to `commands`, in one round trip on the asyncio client (`bot.aredis.pipelined`)."""
-        return await aredis.pipelined(self.aredis, commands)
+        """The replies to `commands`, in one round trip on the asyncio client, together with the other commands
+        asked for in the same event-loop turn (`bot.aredis.Batcher`)."""
+        return await self.batcher.run(commands)
+
+    @contextlib.contextmanager
+    def before_ack(self) -> Iterator[None]:
+        """`with bot.before_ack():` around what an interaction runs before it is acknowledged; `after_ack` work
+        waits while any is running."""
+        self._before_ack += 1
+        self._no_one_before_ack.clear()
+        try:
+            yield
+        finally:
+            self._before_ack -= 1
+            if not self._before_ack:
+                self._last_before_ack = asyncio.get_running_loop().time()
+                self._no_one_before_ack.set()
+
+    @contextlib.asynccontextmanager
+    async def after_ack(self) -> AsyncIterator[None]:
+        """`async with bot.after_ack():` around work that follows an acknowledgement (starting the jobs): it runs
+        once no interaction has waited for its acknowledgement for AFTER_ACK_QUIET_S, at most AFTER_ACK_CONCURRENCY
+        at once. In a burst,
+        Discord's 3 s go to acknowledging everyone first; the waiting texts follow."""
+        loop = asyncio.get_running_loop()
+        async with self._after_ack_slots:
+            while True:
+                if self._before_ack:
+                    await self._no_one_before_ack.wait()
+                elif (quiet_in := self._last_before_ack + AFTER_ACK_QUIET_S - loop.time()) > 0:
+                    await asyncio.sleep(quiet_in)
+                else:
+                    break
+            yield
 
     def writing(self) -> _Writing:
         """`with bot.writing():` around work that must finish once started (admitted jobs being queued): `close`

@@ -33,6 +33,10 @@ _posting: set[asyncio.Task[bool]] = set()
 """Notices being posted (a reference, so the event loop does not drop a running task)."""
 
 
+class Unrecorded(Exception):
+    """`screen` would block the prompt, but was told not to record anything (its replies are a guess)."""
+
+
 def guild_of(interaction: discord.Interaction) -> str:
     """The guild whose moderation applies ("dm" outside a server: the shipped default lists)."""
     return str(interaction.guild_id) if interaction.guild_id else "dm"
@@ -57,6 +61,8 @@ async def screen(
     prompt: str,
     replies: Sequence[Any],
     now: float,
+    *,
+    record: bool = True,
 ) -> list[JobSpec]:
     """The specs carrying what the worker must do in this channel (safety negative prompt, output check). No round
     trip unless the guild's lists changed since they were compiled, or the prompt is blocked.
@@ -64,6 +70,7 @@ async def screen(
     Raises:
         Suspended: the member is suspended here.
         PromptBlocked: something that reaches the model is blocked (strike, audit entry; `.notice` for the log).
+        Unrecorded: with `record=False` (replies not yet confirmed by Redis), instead of recording a block.
     """
     check_suspension(replies, now)
     guild, user = guild_of(interaction), str(interaction.user.id)
@@ -78,6 +85,8 @@ async def screen(
     checked = moderation.decide(guild, user, specs, defaults, prompt=prompt, channel_nsfw=channel_nsfw(interaction),
                                 now=now, suspended_until=None, policy=policy, filter_=filter_)
     if isinstance(checked, moderation.Blocked):
+        if not record:
+            raise Unrecorded("blocked on replies not yet confirmed")
         written = await pipelined(conn, moderation.block_commands(checked))
         raise moderation.blocked_error(checked, written[-1])
     return [with_safety(spec, checked) for spec in specs]

@@ -3,39 +3,57 @@
     admitted, specs = await submit.admit_prompt(bot, interaction, text)       # parse, screen, admit: refusals raise
     await submit.start_admitted(bot, interaction, admitted, specs)           # defer, then one message and job each
 
-Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs, in two Redis round
-trips on the asyncio client: one pipeline reads the member's saved settings, their suspension, the guild's
-moderation policy (with its lists' revision), its tier policy, the member's grant and the models' speeds; then the
-admission script runs. Parsing, screening and the tier checks between them are pure. The queue position, the waiting
-text, the delivery record and RQ's enqueue (sync, in a thread) come after the acknowledgement.
+Before the acknowledgement only what chooses between deferring and an ephemeral refusal runs. `/imagine` takes one
+Redis round trip when it can: it plans on the replies this process last saw to its reads (the member's saved
+settings, their suspension, the guild's moderation policy with its lists' revision, its tier policy, the member's
+grant, the models' speeds; nothing, for a read never seen) and sends the admission script behind a guard that
+checks those reads in Redis (`bot.aredis.guarded`); when Redis holds something else, the guard answers with what it
+holds and the admission follows in a second round trip, as it always does for the buttons. Parsing, screening and
+the tier checks in between are pure, and a refusal is only ever decided on what Redis holds. The Redis commands of
+every interaction in the same event-loop turn share one round trip (`bot.aredis.Batcher`). The queue position, the
+waiting text and the job's one atomic enqueue (its record, delivery and RQ's writes) come after the acknowledgement,
+once no other interaction is waiting for its own (`ImagineBot.after_ack`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import discord
 import redis
 
 import quotas
-from bot import members, screening
+from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
 from core.buttons import ButtonRef
-from core.errors import QUEUE_UNREACHABLE, JobExpired, QuotaExceeded, TierLimit, TooManyJobs
+from core.errors import QUEUE_UNREACHABLE, ImagineError, JobExpired, QuotaExceeded, TierLimit, TooManyJobs
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import BASE_SIZE, MAX_SEED, VARY_STRENGTH, JobSpec, Mode
 from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ADMIT = aredis.Script(quotas.ADMIT_SCRIPT)
+"""The admission script, run by its SHA."""
+
+GUARDED_ADMIT = aredis.guarded(quotas.ADMIT_SCRIPT)
+"""The admission script behind a check that the reads it was planned on are still what Redis holds."""
+
+ENQUEUE = aredis.Script(queue.ENQUEUE_SCRIPT)
+"""Recording and enqueueing a job, run by its SHA."""
 
 RQ_QUEUE_PREFIX = "rq:queue:"
 """RQ's key for a queue's list of waiting job ids (`rq.Queue.redis_queue_namespace_prefix`)."""
@@ -44,6 +62,20 @@ RQ_QUEUE_PREFIX = "rq:queue:"
 # -- before the acknowledgement ----------------------------------------------------------------------------------
 
 
+def _before_ack(admit: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Count the call as an interaction waiting for its acknowledgement (`ImagineBot.before_ack`)."""
+
+    @functools.wraps(admit)
+    async def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+        bot = args[0]
+        assert isinstance(bot, ImagineBot)
+        with bot.before_ack():
+            return await admit(*args, **kwargs)
+
+    return counted
+
+
+@_before_ack
 async def admit_prompt(
     bot: ImagineBot, interaction: discord.Interaction, text: str
 ) -> tuple[Admission, list[JobSpec]]:
@@ -56,13 +88,39 @@ async def admit_prompt(
     who, now = members.who(interaction), time.time()
     quotas.check_place(who)  # image commands only in a server: a DM is no way around a server's ban or tier
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    replies = await bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)])
+    reads = [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]
+    # 1. One round trip when Redis still holds what this process last saw (or nothing, for a read never seen):
+    #    plan on that guess and send the admission behind a guard that checks it.
+    assumed = bot.read_cache.assume(reads)
+    try:
+        specs, call = await plan_prompt(bot, interaction, text, who, aredis.as_replies(reads, assumed), now,
+                                        record=False)
+    except (ImagineError, screening.Unrecorded):  # a refusal on a guess: decide it on what Redis holds
+        raw = await aredis.read_raw(bot.batcher, reads)
+    else:
+        answer = await GUARDED_ADMIT.run(bot.batcher, call.keys, [*aredis.guard_args(reads, assumed), *call.args])
+        if answer[0] != b"stale":
+            return await admission_of(bot, who, call, answer, now), specs
+        raw = answer[1]
+    # 2. Otherwise plan on what Redis holds (its replies came back instead of the admission), then admit.
+    bot.read_cache.learn(reads, raw)
+    specs, call = await plan_prompt(bot, interaction, text, who, aredis.as_replies(reads, raw), now)
+    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now), specs
+
+
+async def plan_prompt(
+    bot: ImagineBot, interaction: discord.Interaction, text: str, who: Who, replies: list[Any], now: float,
+    *, record: bool = True,
+) -> tuple[list[JobSpec], quotas.AdmitCall]:
+    """Parse and screen the prompt, and build its admission call, from the replies to the hot path's reads."""
     saved = usersettings.from_hash(replies[0])
     specs = parse_prompt(bot, text, saved)  # a PromptError is answered ephemerally by bot.errors
-    specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now)
-    return await reserve(bot, who, specs, replies[3:], kind="grid", now=now), specs
+    specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now,
+                                   record=record)
+    return specs, quotas.plan_reserve(bot.tiers, who, specs, replies[3:], kind="grid", now=now)
 
 
+@_before_ack
 async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> tuple[Admission, ButtonJob]:
     """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
     from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
@@ -82,7 +140,7 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
     (parent, origin, stored), replies = await asyncio.gather(
         bot.redis_call(parent_and_origin, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
-        bot.pipelined([settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
+        aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
     job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
     if job.kind == "upscale2x":
@@ -103,15 +161,20 @@ async def reserve(
     bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float,
     strength: float = 1.0, stored: bool = True,
 ) -> Admission:
-    """`quotas.reserve` on the asyncio client: one round trip. A refusal for places or fast time is checked once
-    more after settling the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
+    """`quotas.reserve` on the asyncio client: one round trip (`admission_of` for a refusal)."""
     call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now, strength=strength, stored=stored)
+    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now)
+
+
+async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer: Any, now: float) -> Admission:
+    """The admission the script answered. A refusal for places or fast time is checked once more after settling
+    the member's jobs that ended unsettled (the sync `reserve` does that first, every time)."""
     try:
-        return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+        return call.result(answer)
     except (TooManyJobs, QuotaExceeded):
         if not await bot.redis_call(quotas.reconcile_member, who.member, now=now):
             raise
-    return call.result(await bot.aredis.eval(quotas.ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    return call.result(await ADMIT.run(bot.batcher, call.keys, call.args))
 
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:
@@ -229,12 +292,12 @@ async def start_admitted(
     with bot.writing():  # close() waits for this
         try:
             await interaction.response.defer(thinking=True)
-            for spec, job_id in zip(specs, admitted.job_ids, strict=True):
-                spec = dataclasses.replace(spec, mode=admitted.mode)
-                await start_job(
-                    bot, interaction, spec, original=started == 0, label=label, kind=kind, source=source, job_id=job_id
-                )
-                started += 1
+            async with bot.after_ack():
+                for spec, job_id in zip(specs, admitted.job_ids, strict=True):
+                    spec = dataclasses.replace(spec, mode=admitted.mode)
+                    await start_job(bot, interaction, spec, original=started == 0, label=label, kind=kind,
+                                    source=source, job_id=job_id)
+                    started += 1
         except BaseException:
             try:
                 await bot.redis_call(quotas.release_unqueued, admitted.job_ids[started:])
@@ -271,9 +334,7 @@ async def start_job(
         message_id = str((await interaction.followup.send(text, wait=True)).id)
     try:
         delivery = delivery_for(interaction, message_id)
-        return await bot.redis_call(
-            enqueue, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id
-        )
+        return await enqueue(bot, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id)
     except redis.RedisError:
         failed = f"**{spec.prompt}** - <@{interaction.user.id}> (not queued: {QUEUE_UNREACHABLE.lower()})"
         if original:
@@ -306,8 +367,8 @@ def delivery_for(interaction: discord.Interaction, message_id: str = "") -> deli
     )
 
 
-def enqueue(
-    conn: redis.Redis,
+async def enqueue(
+    bot: ImagineBot,
     spec: JobSpec,
     owner: str,
     delivery: deliveries.Delivery,
@@ -317,19 +378,43 @@ def enqueue(
     source: dict[str, Any] | None = None,
     job_id: str | None = None,
 ) -> str:
-    """Save where the job's result goes, then enqueue it (a worker never sees a job without its delivery). Sync:
-    RQ's enqueue is, so the bot runs this in a thread.
+    """Record the job with where its result goes and enqueue it, in one atomic step (`core.queue.enqueue_call`) on
+    the asyncio client: a worker never sees a job without its delivery, and no failure leaves a record `queued`
+    outside a queue. RQ's writes are RQ's own (recorded, then sent as one script).
 
-    `job_id` is the id admission reserved GPU time for (`quotas.reserve`); a fresh one when None.
+    `job_id` is the id admission reserved GPU time for (`quotas.reserve`); a fresh one when None. Once sent, the
+    step runs to its end even if the caller is cancelled (the bot shutting down), so that whoever refunds the
+    job's reservation afterwards (`quotas.release_unqueued`) sees whether it was queued.
 
     Returns:
         The job id.
 
     Raises:
         redis.RedisError: Redis is unreachable.
+        asyncio.CancelledError: the caller was cancelled; the job's outcome is settled in Redis by then.
     """
     job_id = job_id or jobs.new_job_id()
-    deliveries.save(conn, job_id, delivery, interaction_token=interaction_token)
-    userjobs.add(conn, owner, job_id)
-    queue.enqueue(conn, spec, owner, job_id=job_id, kind=kind, source=source)
-    return job_id
+    writes = [*deliveries.save_writes(job_id, delivery, interaction_token=interaction_token),
+              *userjobs.add_writes(owner, job_id)]
+    call = queue.enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes)
+    return call.result(await run_to_end(ENQUEUE.run(bot.batcher, call.keys, call.args)))
+
+
+async def run_to_end(step: Awaitable[T]) -> T:
+    """`await step`, except that cancelling the caller does not cut it short: the step finishes, then the caller
+    hears of the cancellation (or, when not cancelled, of the step's result or error)."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the step itself was cancelled (the event loop is closing)
+                raise
+            cancelled = True
+        except Exception:  # the step's own error: raised below
+            pass
+    if cancelled:
+        task.exception()  # retrieved: the cancellation is what the caller hears about
+        raise asyncio.CancelledError
+    return task.result()

@@ -43,13 +43,22 @@ def save(conn: redis.Redis, job_id: str, delivery: Delivery, *, interaction_toke
         interaction_token: the token of the interaction that created the job, or None (e.g. CLI jobs).
     """
     with conn.pipeline() as pipe:
-        fields: dict[str | bytes, str] = {name: str(value) for name, value in asdict(delivery).items()}
-        pipe.hset(keys.job_delivery(job_id), mapping=fields)  # type: ignore[arg-type]
-        pipe.expire(keys.job_delivery(job_id), DELIVERY_TTL_S)
-        if interaction_token:
-            ttl = INTERACTION_TOKEN_TTL_S - INTERACTION_TOKEN_MARGIN_S
-            pipe.set(keys.job_interaction_token(job_id), interaction_token, ex=ttl)
+        for command in save_writes(job_id, delivery, interaction_token=interaction_token):
+            pipe.execute_command(*command)
         pipe.execute()
+
+
+def save_writes(job_id: str, delivery: Delivery, *, interaction_token: str | None) -> list[tuple[str | int, ...]]:
+    """The Redis commands `save` runs, for a caller that sends them with other writes (`core.queue.enqueue_call`)."""
+    fields = [item for name, value in asdict(delivery).items() for item in (name, str(value))]
+    writes: list[tuple[str | int, ...]] = [
+        ("HSET", keys.job_delivery(job_id), *fields),
+        ("EXPIRE", keys.job_delivery(job_id), DELIVERY_TTL_S),
+    ]
+    if interaction_token:
+        ttl = INTERACTION_TOKEN_TTL_S - INTERACTION_TOKEN_MARGIN_S
+        writes.append(("SET", keys.job_interaction_token(job_id), interaction_token, "EX", ttl))
+    return writes
 
 
 def load(conn: redis.Redis, job_id: str) -> Delivery | None:

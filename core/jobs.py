@@ -139,12 +139,19 @@ def create(
         ValueError: a job with this id already exists.
         redis.RedisError: Redis is unreachable.
     """
-    fields = {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time()),
-              "kind": kind, "source": json.dumps(source or {}, sort_keys=True)}
+    fields = new_record(spec, owner, kind=kind, source=source)
     pairs = [item for pair in fields.items() for item in pair]
     if not conn.eval(_CREATE, 1, keys.job(job_id), *pairs):
         raise ValueError(f"job {job_id} already exists")
     return _from_hash(job_id, {k.encode(): v.encode() for k, v in fields.items()})
+
+
+def new_record(
+    spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The fields of a new job's record, in state `queued` (what `create` writes)."""
+    return {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time()),
+            "kind": kind, "source": json.dumps(source or {}, sort_keys=True)}
 
 
 def get(conn: redis.Redis, job_id: str) -> JobRecord | None:

@@ -10,6 +10,8 @@ failure) is the worker's business: `worker.jobs.ImagineJob`, not a callback name
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,6 +86,93 @@ def payload(
     return {"job_id": job_id, "spec": spec.to_dict(), "owner": owner, "kind": kind, "source": source or {}}
 
 
+# KEYS: the job record. ARGV: 1 the record's created_at (tells this very call run again), 2 how many record
+#       arguments follow (field, value, ...), those, then each write as its argument count and its arguments.
+# Returns 1 when the job is recorded and queued (now, or by this same call before), 0 when another job has the id.
+# One script, so that no failure leaves a `queued` record outside a queue, or a queued job without its record.
+ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[1] then return 1 end
+  return 0
+end
+local n = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
+local i = 3 + n
+while i <= #ARGV do
+  local argc = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + argc))
+  i = i + 1 + argc
+end
+return 1
+"""
+
+_RQ_RECORDER = redis.Redis()
+"""A client RQ writes its enqueue onto, on pipelines that are never executed (`rq_writes`): it never connects."""
+
+_RQ_VERSION = (7, 0, 0)
+"""What a recording queue tells RQ the server's version is: RQ asks it (INFO) only to keep it on the job object."""
+
+
+@dataclass(frozen=True)
+class EnqueueCall:
+    """`ENQUEUE_SCRIPT`'s keys and arguments for one job (sans I/O: the sync `enqueue` and the bot's asyncio
+    client send the very same call)."""
+
+    job_id: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+    def result(self, answer: object) -> str:
+        """The job id once the script ran.
+
+        Raises:
+            ValueError: another job has this id (nothing was written).
+        """
+        if not int(answer):  # type: ignore[call-overload]
+            raise ValueError(f"job {self.job_id} already exists")
+        return self.job_id
+
+
+def rq_writes(spec: JobSpec, owner: str, *, job_id: str, kind: str, source: dict[str, Any] | None) -> list[tuple]:
+    """The commands RQ's own `enqueue_call` writes to put the job on its lane (the queues' set, the job hash, the
+    push), recorded on a pipeline that is never executed: the same keys and fields a worker expects, whichever
+    client sends them."""
+    lane = Queue(keys.queue_name(spec.model, spec.mode), connection=_RQ_RECORDER, serializer=SERIALIZER)
+    lane.redis_server_version = _RQ_VERSION
+    pipe = _RQ_RECORDER.pipeline()
+    lane.enqueue_call(
+        JOB_FUNCTION,
+        args=(payload(job_id, spec, owner, kind=kind, source=source),),
+        job_id=job_id,
+        description=f"imagine {job_id}",
+        retry=Retry(max=RETRIES, enqueue_at_front=True),
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        pipeline=pipe,
+    )
+    return [args for args, _ in pipe.command_stack]
+
+
+def enqueue_call(
+    spec: JobSpec,
+    owner: str,
+    *,
+    job_id: str | None = None,
+    kind: str = "grid",
+    source: dict[str, Any] | None = None,
+    writes: Sequence[tuple[Any, ...]] = (),
+) -> EnqueueCall:
+    """The `ENQUEUE_SCRIPT` call that records the job, applies `writes` (its delivery, the owner's job list), and
+    puts it on its lane, in one atomic step. Arguments as for `enqueue`."""
+    job_id = job_id or jobs.new_job_id()
+    record = jobs.new_record(spec, owner, kind=kind, source=source)
+    fields = [item for pair in record.items() for item in pair]
+    args: list[Any] = [record["created_at"], len(fields), *fields]
+    for command in [*writes, *rq_writes(spec, owner, job_id=job_id, kind=kind, source=source)]:
+        args += [len(command), *command]
+    return EnqueueCall(job_id, (keys.job(job_id),), tuple(args))
+
+
 def enqueue(
     conn: redis.Redis,
     spec: JobSpec,
@@ -92,8 +181,9 @@ def enqueue(
     job_id: str | None = None,
     kind: str = "grid",
     source: dict[str, Any] | None = None,
+    writes: Sequence[tuple[Any, ...]] = (),
 ) -> str:
-    """Record a job and put it on its lane (`fast:<model>` or `relax:<model>`).
+    """Record a job and put it on its lane (`fast:<model>` or `relax:<model>`), in one atomic step.
 
     Args:
         conn: Redis client (bytes responses, as RQ needs).
@@ -102,34 +192,21 @@ def enqueue(
         job_id: the id to use; a fresh one when None.
         kind: one of KINDS.
         source: the parent job and image for button jobs (see `payload`).
+        writes: more commands to apply in the same step (`core.delivery.save_writes`, `core.userjobs.add_writes`).
 
     Returns:
         The job id (also RQ's job id).
 
     Raises:
-        redis.RedisError: Redis is unreachable (nothing was enqueued).
+        ValueError: a job with this id exists (nothing was written).
+        redis.RedisError: Redis is unreachable (nothing was enqueued, or all of it was).
     """
-    job_id = job_id or jobs.new_job_id()
-    args = (payload(job_id, spec, owner, kind=kind, source=source),)
-    jobs.create(conn, job_id, spec, owner, kind=kind, source=source)
+    call = enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes)
     try:
-        # One MULTI for RQ's writes (the queue's registration, the job, the push), not one per step.
-        with conn.pipeline() as pipe:
-            rq_queue(conn, keys.queue_name(spec.model, spec.mode)).enqueue_call(
-                JOB_FUNCTION,
-                args=args,
-                job_id=job_id,
-                description=f"imagine {job_id}",
-                retry=Retry(max=RETRIES, enqueue_at_front=True),
-                result_ttl=RESULT_TTL_S,
-                failure_ttl=FAILURE_TTL_S,
-                pipeline=pipe,
-            )
-            pipe.execute()
-    except BaseException:
-        jobs.finish(conn, job_id, jobs.FAILED, reason="the job could not be queued")
+        return call.result(conn.eval(ENQUEUE_SCRIPT, len(call.keys), *call.keys, *call.args))
+    except redis.ResponseError:  # a write failed inside the script (Redis keeps the writes before it): end the job
+        jobs.finish(conn, call.job_id, jobs.FAILED, reason="the job could not be queued")
         raise
-    return job_id
 
 
 def position(conn: redis.Redis, job_id: str) -> int | None:

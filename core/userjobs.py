@@ -15,12 +15,16 @@ LIST_TTL_S = jobs.RECORD_TTL_S
 
 def add(conn: redis.Redis, owner: str, job_id: str) -> None:
     """Remember that `owner` asked for `job_id` (call it before the job is enqueued)."""
-    key = keys.user_jobs(owner)
     with conn.pipeline() as pipe:
-        pipe.lpush(key, job_id)
-        pipe.ltrim(key, 0, KEPT_JOBS - 1)
-        pipe.expire(key, LIST_TTL_S)
+        for command in add_writes(owner, job_id):
+            pipe.execute_command(*command)
         pipe.execute()
+
+
+def add_writes(owner: str, job_id: str) -> list[tuple[str | int, ...]]:
+    """The Redis commands `add` runs, for a caller that sends them with other writes (`core.queue.enqueue_call`)."""
+    key = keys.user_jobs(owner)
+    return [("LPUSH", key, job_id), ("LTRIM", key, 0, KEPT_JOBS - 1), ("EXPIRE", key, LIST_TTL_S)]
 
 
 def recent(conn: redis.Redis, owner: str, limit: int = KEPT_JOBS) -> list[jobs.JobRecord]:

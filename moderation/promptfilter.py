@@ -181,9 +181,13 @@ SAVED_DEFAULT = "saved default"
 def check_spec(prompt_filter: Filter, specs: Sequence[JobSpec], user_defaults: Mapping[str, str]) -> Match | None:
     """The first match in everything that reaches the model: each job's prompt and `::` parts (so every expansion of
     `{a, b}`) and the member's saved `/settings` defaults. `--no` text is not checked: it removes content."""
+    checked: set[str] = set()  # a prompt without `::` is its own one part: scan each text once
     for n, spec in enumerate(specs, start=1):
         texts = [("prompt", spec.prompt)] + [(f"part {i}", part.text) for i, part in enumerate(spec.parts, start=1)]
         for where, text in texts:
+            if text in checked:
+                continue
+            checked.add(text)
             found = prompt_filter.check(text)
             if found is not None:
                 return dataclasses.replace(found, where=f"job {n} {where}")

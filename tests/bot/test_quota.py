@@ -155,12 +155,58 @@ async def test_a_job_that_cannot_be_enqueued_is_refunded(
     def broken(*args, **kwargs):
         raise redis.ConnectionError("gone")
 
-    monkeypatch.setattr(queue, "enqueue", broken)
+    monkeypatch.setattr(queue, "enqueue_call", broken)
     pending = await imagine(discord_emulator, alice)
     await discord_emulator.wait_until(lambda: pending.ephemeral_messages)
     assert "unreachable" in pending.ephemeral_messages[0].content
     await eventually(lambda: balance(redis_conn, discord_emulator, alice).get("reserved_s") == 0)
     assert redis_conn.hlen(keys.quota_active(member(discord_emulator, alice))) == 0
+    assert redis_conn.zcard(keys.quota_reservations()) == 0
+
+
+def cancel_mid_start(monkeypatch, *, enqueue_fails: bool) -> None:
+    """Cancel the interaction's task (as a shutdown does) right when its job's enqueue has been sent; with
+    `enqueue_fails`, that enqueue then fails (Redis refused it)."""
+    from bot import submit
+
+    real_call = queue.enqueue_call
+
+    def cancelling_call(*args, **kwargs):
+        asyncio.current_task().cancel()  # lands at the start's next await: the enqueue is on its way
+        return real_call(*args, **kwargs)
+
+    class Refused:
+        async def run(self, *args, **kwargs):
+            await asyncio.sleep(0.05)
+            raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(queue, "enqueue_call", cancelling_call)
+    if enqueue_fails:
+        monkeypatch.setattr(submit, "ENQUEUE", Refused())
+
+
+async def test_a_start_cancelled_after_the_enqueue_keeps_the_job_and_its_reservation(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User, monkeypatch
+) -> None:
+    """The interaction's task cancelled mid-start (bot shutdown): the enqueue still lands, and the job keeps its
+    reservation (it will be charged), never enqueued and refunded."""
+    cancel_mid_start(monkeypatch, enqueue_fails=False)
+    await imagine(discord_emulator, alice)
+    (job_id,) = await eventually(lambda: rq_jobs(redis_conn))
+    await asyncio.sleep(0.2)  # the cancelled start's refund of unqueued jobs has run by now
+    assert jobs.get(redis_conn, job_id).state == jobs.QUEUED
+    assert redis_conn.exists(keys.quota_reservation(job_id))
+    assert balance(redis_conn, discord_emulator, alice)["reserved_s"] > 0
+
+
+async def test_a_start_cancelled_while_the_enqueue_fails_refunds_the_job(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User, monkeypatch
+) -> None:
+    """The interaction's task cancelled mid-start while its enqueue fails: nothing queued, everything refunded."""
+    cancel_mid_start(monkeypatch, enqueue_fails=True)
+    await imagine(discord_emulator, alice)
+    await eventually(lambda: balance(redis_conn, discord_emulator, alice).get("reserved_s") == 0)
+    assert rq_jobs(redis_conn) == [] and not list(redis_conn.scan_iter("job:*"))
     assert redis_conn.zcard(keys.quota_reservations()) == 0
 
 

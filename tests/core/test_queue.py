@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 
 import pytest
 import redis
+from rq import Retry
 from rq.job import Job, JobStatus
 
 from core import jobs, queue
@@ -27,6 +29,82 @@ def test_enqueue_puts_json_payload_on_the_lane(redis_conn: redis.Redis):
     assert job.func_name in queue.JOB_FUNCTIONS
     assert job.failure_callback is None
     assert jobs.get(redis_conn, job_id).state == "queued"  # type: ignore[union-attr]
+
+
+def test_enqueue_writes_the_rq_job_exactly_as_rq_does(redis_conn: redis.Redis):
+    """The job hash and queue entries our one script writes are those of RQ's own `enqueue_call` (timestamps aside)."""
+    spec = make_spec()
+    ours = queue.enqueue(redis_conn, spec, "o")
+    theirs = jobs.new_job_id()
+    queue.rq_queue(redis_conn, "fast:tiny").enqueue_call(
+        queue.JOB_FUNCTION, args=(queue.payload(theirs, spec, "o"),), job_id=theirs, description=f"imagine {theirs}",
+        retry=Retry(max=queue.RETRIES, enqueue_at_front=True), result_ttl=queue.RESULT_TTL_S,
+        failure_ttl=queue.FAILURE_TTL_S,
+    )
+
+    def fields(job_id: str) -> dict[bytes, bytes]:
+        raw = redis_conn.hgetall(f"rq:job:{job_id}")
+        raw[b"data"] = zlib.decompress(raw[b"data"]).replace(job_id.encode(), b"ID")
+        raw[b"description"] = raw[b"description"].replace(job_id.encode(), b"ID")
+        return {k: v for k, v in raw.items() if k not in (b"created_at", b"enqueued_at")}
+
+    assert fields(ours) == fields(theirs)
+    assert redis_conn.lrange("rq:queue:fast:tiny", 0, -1) == [ours.encode(), theirs.encode()]
+    assert redis_conn.ttl(f"rq:job:{ours}") == redis_conn.ttl(f"rq:job:{theirs}") == -1
+
+
+class _DiesAfter(redis.Redis):
+    """A client whose connection is lost after `allowed` commands (the process or network dying mid-enqueue)."""
+
+    def __init__(self, conn: redis.Redis, allowed: int) -> None:
+        super().__init__(connection_pool=conn.connection_pool)
+        self.allowed = allowed
+
+    def execute_command(self, *args, **options):
+        if self.allowed <= 0:
+            raise redis.ConnectionError("connection lost")
+        self.allowed -= 1
+        return super().execute_command(*args, **options)
+
+
+@pytest.mark.parametrize("allowed", [0, 1])
+def test_a_failed_enqueue_leaves_no_queued_record_outside_a_queue(redis_conn: redis.Redis, allowed: int):
+    """Recording the job and putting it on its lane is one step: a connection lost at any point leaves both or
+    neither, never a record `queued` forever with nothing in a queue (quota-holes issue)."""
+    dying = _DiesAfter(redis_conn, allowed)
+    job_id = jobs.new_job_id()
+    with contextlib.suppress(redis.ConnectionError):
+        queue.enqueue(dying, make_spec(), "o", job_id=job_id)
+    record = jobs.get(redis_conn, job_id)
+    in_queue = job_id.encode() in redis_conn.lrange("rq:queue:fast:tiny", 0, -1)
+    assert (record is not None and record.state == jobs.QUEUED) == in_queue
+    assert in_queue == (allowed >= 1) == redis_conn.exists(f"rq:job:{job_id}")
+
+
+def test_enqueue_that_fails_inside_redis_ends_the_record(redis_conn: redis.Redis):
+    """A write Redis refuses inside the step (the lane's key of the wrong type) leaves the record final, not queued."""
+    redis_conn.set("rq:queue:fast:tiny", "not a list")
+    job_id = jobs.new_job_id()
+    with pytest.raises(redis.ResponseError):
+        queue.enqueue(redis_conn, make_spec(), "o", job_id=job_id)
+    assert jobs.get(redis_conn, job_id).state == jobs.FAILED  # type: ignore[union-attr]
+
+
+def test_enqueue_refuses_an_id_in_use_and_writes_nothing(redis_conn: redis.Redis):
+    """A second job with the same id is refused before anything is written."""
+    job_id = queue.enqueue(redis_conn, make_spec(), "o")
+    with pytest.raises(ValueError, match="already exists"):
+        queue.enqueue(redis_conn, make_spec(mode="relax"), "o", job_id=job_id)
+    assert queue.rq_queue(redis_conn, "relax:tiny").get_job_ids() == []
+
+
+def test_enqueue_sent_twice_counts_once(redis_conn: redis.Redis):
+    """The same call run again (a retry after a lost reply) answers the job id and queues nothing more."""
+    call = queue.enqueue_call(make_spec(), "o")
+    first = redis_conn.eval(queue.ENQUEUE_SCRIPT, len(call.keys), *call.keys, *call.args)
+    again = redis_conn.eval(queue.ENQUEUE_SCRIPT, len(call.keys), *call.keys, *call.args)
+    assert call.result(first) == call.result(again) == call.job_id
+    assert redis_conn.llen("rq:queue:fast:tiny") == 1
 
 
 def test_relax_mode_uses_the_relax_lane(redis_conn):
