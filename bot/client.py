@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -100,6 +100,7 @@ class ImagineBot(commands.Bot):
         self.admins = admins or AdminSettings()
         self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
         self._writing: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._before_ack = 0
         self._no_one_before_ack = asyncio.Event()
         self._no_one_before_ack.set()
@@ -160,6 +161,13 @@ class ImagineBot(commands.Bot):
                     break
             yield
 
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in a task the bot holds on to (the event loop keeps only weak references); best effort:
+        cancelled when the bot closes."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def writing(self) -> _Writing:
         """`with bot.writing():` around work that must finish once started (admitted jobs being queued): `close`
         waits for it."""
@@ -178,6 +186,8 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         await super().close()
+        for task in list(self._background):
+            task.cancel()
         # Let Redis work already started finish (an enqueue half done is a job lost or a job that lands after the
         # bot said it stopped; a refund of jobs not queued needs Redis too), without blocking the event loop.
         others = [task for task in self._writing if task is not asyncio.current_task()]

@@ -43,6 +43,17 @@ from core.spec import BASE_SIZE, MAX_SEED, VARY_STRENGTH, JobSpec, Mode
 from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
+
+RELEASE_RETRY_S = 1.0
+"""First wait between tries at releasing jobs whose admission was cut short by a hung Redis (doubling)."""
+
+RELEASE_RETRY_MAX_S = 30.0
+RELEASE_TRIES = 40
+"""Tries before leaving it to the reservation backstop (`quotas.reconcile`, after RESERVATION_GRACE_S)."""
+
+RELEASE_RECHECK_S = 2.0
+"""A second release this long after the first, for an admission command that reached Redis after it."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -98,14 +109,16 @@ async def admit_prompt(
     except (ImagineError, screening.Unrecorded):  # a refusal on a guess: decide it on what Redis holds
         raw = await aredis.read_raw(bot.batcher, reads)
     else:
-        answer = await GUARDED_ADMIT.run(bot.batcher, call.keys, [*aredis.guard_args(reads, assumed), *call.args])
+        answer = await admitting(bot, call, GUARDED_ADMIT.run(bot.batcher, call.keys,
+                                                          [*aredis.guard_args(reads, assumed), *call.args]))
         if answer[0] != b"stale":
             return await admission_of(bot, who, call, answer, now), specs
         raw = answer[1]
     # 2. Otherwise plan on what Redis holds (its replies came back instead of the admission), then admit.
     bot.read_cache.learn(reads, raw)
     specs, call = await plan_prompt(bot, interaction, text, who, aredis.as_replies(reads, raw), now)
-    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now), specs
+    return await admission_of(bot, who, call, await admitting(bot, call, ADMIT.run(bot.batcher, call.keys, call.args)),
+                              now), specs
 
 
 async def plan_prompt(
@@ -163,7 +176,37 @@ async def reserve(
 ) -> Admission:
     """`quotas.reserve` on the asyncio client: one round trip (`admission_of` for a refusal)."""
     call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now, strength=strength, stored=stored)
-    return await admission_of(bot, who, call, await ADMIT.run(bot.batcher, call.keys, call.args), now)
+    return await admission_of(bot, who, call, await admitting(bot, call, ADMIT.run(bot.batcher, call.keys, call.args)),
+                              now)
+
+
+async def admitting(bot: ImagineBot, call: quotas.AdmitCall, script: Awaitable[T]) -> T:
+    """Await the admission script; when the wait is cut short (the 2 s before the acknowledgement ran out while
+    Redis hung), the script may still run once Redis answers: its jobs are released then (`release_when_back`), so a
+    member told "try again" is not held at their cap until the reservation backstop."""
+    try:
+        return await script
+    except asyncio.CancelledError:
+        bot.background(release_when_back(bot, call.request.job_ids))
+        raise
+
+
+async def release_when_back(bot: ImagineBot, job_ids: tuple[str, ...]) -> None:
+    """Once Redis answers, give back what an admission the member never heard of may have reserved for `job_ids`
+    (none of them was queued: `quotas.release_unqueued` refunds each that has no job record). Run again after
+    RELEASE_RECHECK_S, should the admission's own command have reached Redis after the first release."""
+    delay_s = RELEASE_RETRY_S
+    for attempt in range(RELEASE_TRIES):
+        try:
+            await bot.redis_call(quotas.release_unqueued, job_ids)
+            await asyncio.sleep(RELEASE_RECHECK_S)
+            await bot.redis_call(quotas.release_unqueued, job_ids)
+            return
+        except redis.RedisError as exc:
+            log.info("releasing %d jobs admitted during an outage: %s (try %d)", len(job_ids), exc, attempt + 1)
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, RELEASE_RETRY_MAX_S)
+    log.warning("could not release %d jobs admitted during an outage; the reservation backstop will", len(job_ids))
 
 
 async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer: Any, now: float) -> Admission:
@@ -174,7 +217,7 @@ async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer
     except (TooManyJobs, QuotaExceeded):
         if not await bot.redis_call(quotas.reconcile_member, who.member, now=now):
             raise
-    return call.result(await ADMIT.run(bot.batcher, call.keys, call.args))
+    return call.result(await admitting(bot, call, ADMIT.run(bot.batcher, call.keys, call.args)))
 
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:

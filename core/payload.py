@@ -16,8 +16,12 @@ from typing import Any
 
 from core.errors import MalformedPayload
 from core.models import ModelInfo
-from core.queue import KINDS
 from core.spec import MAX_TEXT_CHARS, JobSpec
+
+KINDS = ("grid", "upscale", "vary", "upscale2x")
+"""What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
+variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image."""
+
 
 MAX_PAYLOAD_CHARS = 64 * 1024
 """Largest payload, counted as the characters of its JSON (strings' lengths plus a few per value)."""

@@ -23,6 +23,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from core import jobs, keys
+from core.payload import KINDS, JobPayload
 from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,6 @@ def rq_queue(conn: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=conn, serializer=SERIALIZER)
 
 
-KINDS = ("grid", "upscale", "vary", "upscale2x")
-"""What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
-variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image."""
-
 SINGLE_IMAGE_KINDS = frozenset({"upscale", "upscale2x"})
 """Kinds whose result is one image (`keys.job_image(job, 0)`) rather than a 2x2 grid."""
 
@@ -84,6 +81,19 @@ def payload(
     if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     return {"job_id": job_id, "spec": spec.to_dict(), "owner": owner, "kind": kind, "source": source or {}}
+
+
+def checked_payload(
+    job_id: str, spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`payload`, checked as the worker will check it (`core.payload.JobPayload`), before anything is written.
+
+    Raises:
+        MalformedPayload: the job is not one a worker would run (an infinite guidance, a bad source...).
+    """
+    data = payload(job_id, spec, owner, kind=kind, source=source)
+    JobPayload.from_json(data)
+    return data
 
 
 # KEYS: the job record. ARGV: 1 the record's created_at (tells this very call run again), 2 how many record
@@ -142,7 +152,7 @@ def rq_writes(spec: JobSpec, owner: str, *, job_id: str, kind: str, source: dict
     pipe = _RQ_RECORDER.pipeline()
     lane.enqueue_call(
         JOB_FUNCTION,
-        args=(payload(job_id, spec, owner, kind=kind, source=source),),
+        args=(checked_payload(job_id, spec, owner, kind=kind, source=source),),
         job_id=job_id,
         description=f"imagine {job_id}",
         retry=Retry(max=RETRIES, enqueue_at_front=True),
