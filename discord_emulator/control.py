@@ -12,8 +12,8 @@
   a member on first use) runs the command; answers the interaction (below) at once, without waiting for the bot.
 - `POST /_emulator/click` `{"user": "ann", "message_id": "...", "custom_id": "..."}`: the member clicks a button the
   message carries; answers the interaction. 409 for a button the message lacks or the member cannot click.
-- `GET /_emulator/interactions/{id}`: `{"id", "token", "user", "acked": callback type or null, "ack_s", "original",
-  "followups", "ephemerals"}`, each message as in `/messages`.
+- `GET /_emulator/interactions/{id}`: `{"id", "token", "user", "user_id", "acked": callback type or null, "ack_s",
+  "original", "followups", "ephemerals"}`, each message as in `/messages`.
 - `GET /_emulator/messages`: every message, oldest first: `{"id", "channel_id", "content", "custom_ids",
   "ephemeral", "visible_to", "interaction_id", "deleted", "png_revisions"}` (how many of its revisions showed a PNG).
 - `POST /_emulator/inject` `{"method": "*", "path": "^/", "status": 503, "times": N, "rate": 0.1, "seed": 1}`: a
@@ -157,6 +157,7 @@ class ControlRoutes:
             "id": record.id,
             "token": record.token,
             "user": record.user.username,
+            "user_id": record.user.id,
             "acked": callback.type if callback else None,
             "ack_s": callback.elapsed_s if callback else None,
             "original": message_summary(original) if (original := messages.get(record.original_id or "")) else None,
