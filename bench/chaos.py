@@ -16,15 +16,16 @@ controller:
 
 Then the faults stop and the bench waits until every job is final and every outcome delivered, and counts, reading
 Redis and the emulator: each job must be final with its outcome shown exactly once (a done job's image posted in
-exactly one message revision, a failed or cancelled one confirmed by Discord); each member's ledger must balance
-(every reservation applied once: none left, nothing held, the fast time charged equal to the GPU time of their done
-jobs). A command the bot refused with an answer (Redis down: "try again") made no job and is counted as refused.
+exactly one message revision, a failed one confirmed by Discord, a cancelled one by Discord or the /cancel reply);
+each member's ledger must balance (every reservation applied once: none left, nothing held, the fast time charged
+equal to the GPU time of their done jobs). A command the bot refused with an answer (Redis down: "try again") made no job and is counted as refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import subprocess
@@ -281,9 +282,7 @@ class Driver:
         deadline = time.monotonic() + JOB_WAIT_S
         while time.monotonic() < deadline:
             record = await _quietly(lambda: jobs.get(self.conn, job_id))
-            if record is not None and record.final and await _quietly(
-                lambda: self.conn.exists(keys.job_final_delivered(job_id))
-            ):
+            if record is not None and await _quietly(functools.partial(outcome_shown, self.conn, record)):
                 return record
             await asyncio.sleep(POLL_S)
         return None
@@ -382,9 +381,17 @@ def settled(conn: redis.Redis) -> bool:
         return False
     for job_id in job_ids(conn):
         record = jobs.get(conn, job_id)
-        if record is not None and not (record.final and conn.exists(keys.job_final_delivered(job_id))):
+        if record is not None and not outcome_shown(conn, record):
             return False
     return True
+
+
+def outcome_shown(conn: redis.Redis, record: jobs.JobRecord) -> bool:
+    """The job is final and its outcome shown: confirmed by Discord, or, for a job cancelled before it started, told
+    in the /cancel reply (its waiting message is not edited)."""
+    if not record.final:
+        return False
+    return record.state == jobs.CANCELLED or bool(conn.exists(keys.job_final_delivered(record.job_id)))
 
 
 # -- counting ----------------------------------------------------------------------------------------------------
@@ -426,11 +433,10 @@ def count(conn: redis.Redis, messages: list[dict[str, Any]], guild_id: str) -> d
     problems: list[str] = []
     for r in records:
         shown = posts.get(r.job_id, 0)
-        delivered = bool(conn.exists(keys.job_final_delivered(r.job_id)))
         if not r.final:
             lost += 1
             problems.append(f"{r.job_id}: {r.state}, never final")
-        elif r.state == jobs.DONE and shown == 0 or r.state != jobs.DONE and not delivered:
+        elif r.state == jobs.DONE and shown == 0 or not outcome_shown(conn, r):
             lost += 1
             problems.append(f"{r.job_id}: {r.state}, outcome never shown")
         elif r.state == jobs.DONE and shown > 1 or r.state != jobs.DONE and shown > 0:
