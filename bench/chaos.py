@@ -18,7 +18,8 @@ Then the faults stop and the bench waits until every job is final and every outc
 Redis and the emulator: each job must be final with its outcome shown exactly once (a done job's image posted in
 exactly one message revision, a failed one confirmed by Discord, a cancelled one by Discord or the /cancel reply);
 each member's ledger must balance (every reservation applied once: none left, nothing held, the fast time charged
-equal to the GPU time of their done jobs). A command the bot refused with an answer (Redis down: "try again") made no job and is counted as refused.
+equal to the GPU time of their done jobs). A command the bot refused with an answer (Redis down: "try again") made
+no job and is counted as refused.
 """
 
 from __future__ import annotations
