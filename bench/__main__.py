@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,16 @@ def main(argv: list[str] | None = None) -> int:
                               help="keep N cores busy (busy-looping processes) while measuring")
     fairness = sub.add_parser("fairness", help="fair relax order vs FIFO on a simulated mixed load (needs REDIS_URL)")
     fairness.add_argument("--gpus", type=int, default=1, help="simulated GPUs serving the relax lane")
+    chaos = sub.add_parser("chaos", help="members' jobs while workers are killed, Redis restarts, Discord errs and the "
+                           "gateway drops; every job counted (each part its own process)")
+    chaos.add_argument("--jobs", type=int, default=200, help="job-making commands and clicks in all")
+    chaos.add_argument("--members", type=int, default=20, help="members acting at once")
+    chaos.add_argument("--kill-every", type=float, default=20.0, metavar="S", help="SIGKILL a worker every S seconds")
+    chaos.add_argument("--redis-restarts", type=int, default=2, help="Redis restarts from its AOF")
+    chaos.add_argument("--gateway-drops", type=int, default=1)
+    chaos.add_argument("--error-rate", type=float, default=0.1, help="fraction of Discord calls answered 429/5xx")
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep the processes' logs in DIR")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -34,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench.fairness import run as run_fairness
 
         result = run_fairness(gpus=args.gpus)
+    elif args.name == "chaos":
+        from bench.chaos import ChaosConfig
+        from bench.chaos import run as run_chaos
+
+        config = ChaosConfig(args.jobs, args.members, args.kill_every, args.redis_restarts, args.gateway_drops,
+                             args.error_rate, args.seed)  # fmt: skip
+        result = run_chaos(config, keep=args.keep)
     print(json.dumps(result, indent=2))
     return 0
 

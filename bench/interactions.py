@@ -156,10 +156,15 @@ async def live_sessions(http: aiohttp.ClientSession, emu: EmulatorProcess, live:
 
 
 async def start_bot(
-    http: aiohttp.ClientSession, emu: EmulatorProcess, module: str, redis_url: str, log_path: Path
+    http: aiohttp.ClientSession,
+    emu: EmulatorProcess,
+    module: str,
+    redis_url: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """`python -m <module>` aimed at the emulator; returns once its gateway session is live (commands synced)."""
-    env = os.environ | emu.env | {"REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = os.environ | emu.env | {"REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"} | (extra_env or {})
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT

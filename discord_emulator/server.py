@@ -7,11 +7,12 @@ import hashlib
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -34,7 +35,8 @@ UNAUTHENTICATED_PREFIXES = ("/interactions/", "/webhooks/")
 
 @dataclass
 class Injection:
-    """A fault to answer instead of the real handler: `times` more requests matching method and path regex."""
+    """A fault to answer instead of the real handler: `times` more requests matching method and path regex (with
+    `rate` < 1, each matching request draws: only that fraction of them is answered with the fault)."""
 
     method: str
     path: re.Pattern[str]
@@ -42,10 +44,14 @@ class Injection:
     times: int
     retry_after_s: float
     is_global: bool
+    rate: float = 1.0
+    rng: random.Random = field(default_factory=random.Random)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return self.times > 0 and self.method in ("*", method) and bool(self.path.search(path))
+        if not (self.times > 0 and self.method in ("*", method) and self.path.search(path)):
+            return False
+        return self.rate >= 1.0 or self.rng.random() < self.rate
 
     def response(self) -> web.Response:
         if self.status != 429:
@@ -191,9 +197,13 @@ class DiscordEmulator:
         times: int = 1,
         retry_after: float = 0.05,
         is_global: bool = False,
+        rate: float = 1.0,
+        seed: int | None = None,
     ) -> Injection:
-        """Answer the next `times` requests matching method ("*" for any) and a regex on the path after /api/v10."""
-        injection = Injection(method.upper(), re.compile(path_regex), status, times, retry_after, is_global)
+        """Answer the next `times` requests matching method ("*" for any) and a regex on the path after /api/v10;
+        with `rate` < 1, only that fraction of them, drawn at random (`seed` makes the draws repeatable)."""
+        injection = Injection(method.upper(), re.compile(path_regex), status, times, retry_after, is_global,
+                              rate, random.Random(seed))
         self.injections.append(injection)
         return injection
 

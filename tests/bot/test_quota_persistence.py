@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import redis
 
+import quotas
 from bench.redis_server import free_port, redis_server
+from bot import submit
+from core import keys, prompt
 from discord_emulator import DiscordEmulator, User
-from tests.bot.conftest import eventually, running_bot
+from quotas import TierSettings, Who
+from tests.bot.conftest import REGISTRY, eventually, running_bot
 from tests.bot.test_admin import run
 
 
@@ -64,3 +69,23 @@ async def test_redis_restart_from_aof_and_bot_restart_lose_nothing(
     assert "**Jobs:** 2 fast and 0 relax" in info and "queued, 0 ahead" in info and "queued, 1 ahead" in info
     assert "**Tier:** pro (given by an admin)" in usage and "(including 30.0 min granted)" in usage
     assert "**Banned:** spam" in banned
+
+
+async def test_jobs_not_queued_while_redis_was_down_are_refunded_once_it_is_back(
+    discord_emulator: DiscordEmulator, tmp_path: Path
+) -> None:
+    """A command admitted just before Redis went down, whose job never got queued: the bot keeps trying to refund it
+    and does so once Redis is back from its AOF, so nothing stays held until the ledger's 15-minute backstop."""
+    port, who = free_port(), Who(discord_emulator.state.guild_id, "4242")
+    (spec,) = prompt.parse("a kite --seed 1", REGISTRY)
+    with redis_server(tmp_path, appendonly=True, port=port) as url:
+        admitted = quotas.reserve(redis.Redis.from_url(url), TierSettings().config(), who, [spec])
+    conn = redis.Redis.from_url(url, socket_timeout=2)
+    async with running_bot(discord_emulator, conn) as bot:
+        retry = asyncio.ensure_future(submit.release_later(bot, admitted.job_ids))
+        await asyncio.sleep(submit.RELEASE_RETRY_S * 1.5)  # one try against a stopped Redis
+        assert not retry.done()
+        with redis_server(tmp_path, appendonly=True, port=port):
+            await asyncio.wait_for(retry, submit.RELEASE_RETRY_S * 3)
+            assert not conn.exists(keys.quota_reservation(admitted.job_ids[0]))
+            assert conn.hlen(keys.quota_active(who.member)) == 0

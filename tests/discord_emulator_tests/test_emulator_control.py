@@ -1,4 +1,5 @@
-"""The control endpoint a benchmark in another process drives the emulator with: sessions and bursts."""
+"""The control endpoint a benchmark in another process drives the emulator with: sessions, bursts, drops, members'
+commands and clicks, reads of interactions and messages, and injected faults."""
 
 from __future__ import annotations
 
@@ -53,3 +54,60 @@ async def test_drop_closes_the_gateway_and_the_bot_resumes_or_identifies_again(
             assert await response.json() == {"dropped": 1}
     second = await discord_emulator.wait_until(lambda: next(iter(discord_emulator.gateway.live_sessions()), None), 10)
     assert second.id != first.id and list(discord_emulator.gateway.sessions) == [second.id]
+
+
+async def test_command_click_and_reads_drive_a_member_through_http(
+    discord_emulator: DiscordEmulator, bot: TinyBot
+) -> None:
+    """POST command as a named member, GET its interaction (grid with buttons), POST click on a button of it, GET
+    messages: the same member each time, what each message showed, and 409 for a button the message lacks."""
+    url = discord_emulator.url + CONTROL_PREFIX
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/command", json={"user": "ann", "command": "imagine",
+                                                     "options": {"prompt": "a cat"}}) as response:
+            sent = await response.json()
+        assert sent["user"] == "ann" and sent["token"]
+        await discord_emulator.wait_until(lambda: discord_emulator.state.interactions[sent["id"]].followup_ids, 5)
+        async with http.get(f"{url}/interactions/{sent['id']}") as response:
+            seen = await response.json()
+        original = seen["original"]
+        assert seen["acked"] == 5 and original["png_revisions"] == 1, seen
+        assert original["custom_ids"] == ["imagine:u1:abc123", "imagine:u2:abc123"]
+        assert [f["content"] for f in seen["followups"]] == ["Job abc123 finished"]
+        click = {"user": "ann", "message_id": original["id"], "custom_id": "imagine:u2:abc123"}
+        async with http.post(f"{url}/click", json=click) as response:
+            clicked = await response.json()
+        await discord_emulator.wait_until(lambda: any(s[0] == "upscale" for s in bot.seen), 5)
+        async with http.post(f"{url}/click", json=click | {"custom_id": "imagine:u4:abc123"}) as response:
+            assert response.status == 409 and "no component" in (await response.json())["error"]
+        async with http.get(f"{url}/messages") as response:
+            messages = await response.json()
+        async with http.get(f"{url}/interactions/0") as response:
+            assert response.status == 404
+    assert clicked["user"] == "ann" and clicked["id"] != sent["id"]
+    assert [u.username for u in discord_emulator.state.users.values()].count("ann") == 1
+    assert bot.seen[-1] == ("upscale", 2, "abc123", int(original["id"]))
+    assert [m["id"] for m in messages] == [original["id"], seen["followups"][0]["id"]]
+
+
+async def test_inject_answers_a_fraction_of_calls_with_the_fault_until_lifted(
+    discord_emulator: DiscordEmulator, bot: TinyBot
+) -> None:
+    """POST inject with rate 0.5 (seeded): about half the matching requests get the fault, the others pass; DELETE
+    lifts it and reports the hits, after which no request is faulted."""
+    url = discord_emulator.url + CONTROL_PREFIX
+    async with aiohttp.ClientSession() as http:
+        fault = {"method": "GET", "path": "^/users/@me$", "status": 502, "times": 1000, "rate": 0.5, "seed": 7}
+        async with http.post(f"{url}/inject", json=fault) as response:
+            assert await response.json() == {"status": 502, "rate": 0.5}
+        headers = {"Authorization": f"Bot {discord_emulator.token}"}
+        statuses = []
+        for _ in range(40):
+            async with http.get(discord_emulator.api_base + "/users/@me", headers=headers) as response:
+                statuses.append(response.status)
+        async with http.delete(f"{url}/inject") as response:
+            hits = (await response.json())["hits"]
+        async with http.get(discord_emulator.api_base + "/users/@me", headers=headers) as response:
+            assert response.status == 200
+    assert hits == statuses.count(502) and 10 <= hits <= 30, statuses
+    assert set(statuses) == {200, 502}

@@ -1,0 +1,556 @@
+"""`python -m bench chaos`: members' jobs through every fault at once, then a count of what became of each one.
+
+Every part is its own process, as in production: a redis-server with an append-only file, the Discord API emulator
+(`python -m discord_emulator`), one `python -m bot` and two `python -m worker` on the tiny pipeline. `members`
+coroutines of this process act as members through the emulator's control endpoint (`discord_emulator/control.py`):
+each one in turn runs /imagine, clicks U, V or re-roll under its latest grid, or runs /imagine then /cancel, one job
+at a time, no faster than the free tier's requests per minute, until `jobs` jobs were asked for in all. Meanwhile a
+controller:
+
+- kills the longest-running worker with SIGKILL every `kill_every_s` and starts a new one in its place;
+- stops Redis (SIGTERM: it writes its AOF) `redis_restarts` times, spread over the run, and starts it again from
+  its AOF after REDIS_DOWN_S;
+- answers `error_rate` of every Discord REST call with a 429 or a 500/502 (the emulator's injection), from the first
+  job to the last;
+- closes the bot's gateway websocket once, half-way.
+
+Then the faults stop and the bench waits until every job is final and every outcome delivered, and counts, reading
+Redis and the emulator: each job must be final with its outcome shown exactly once (a done job's image posted in
+exactly one message revision, a failed one confirmed by Discord, a cancelled one by Discord or the /cancel reply);
+each member's ledger must balance (every reservation applied once: none left, nothing held, the fast time charged
+equal to the GPU time of their done jobs). A command the bot refused with an answer (Redis down: "try again") made
+no job and is counted as refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+
+import quotas
+from bench.interactions import REPO, EmulatorProcess, live_sessions, start_bot, start_emulator, stop
+from bench.redis_server import free_port, redis_command, wait_ready
+from core import buttons, jobs, keys
+from core.models import tiny_model
+
+MODEL = tiny_model()
+LANES = tuple(keys.queue_name(MODEL.name, mode) for mode in ("fast", "relax"))
+
+REDIS_DOWN_S = 3.0
+"""How long Redis stays stopped at each restart."""
+
+MEMBER_PACE_S = 10.5
+"""Least time between two jobs of one member: the free tier allows 6 requests a minute."""
+
+JOB_WAIT_S = 180.0
+"""How long a member waits for its job's outcome before it goes on (the job is still counted at the end)."""
+
+ANSWER_WAIT_S = 10.0
+"""How long a member waits for a command to make a job or be answered otherwise (refused, or not answered)."""
+
+SETTLE_TIMEOUT_S = 180.0
+"""After the faults stop, how long every job may take to end and every outcome to be delivered."""
+
+WORKER_START_TIMEOUT_S = 120.0
+"""A worker imports torch and builds the tiny pipeline: seconds, more on a busy 2-core machine."""
+
+FAULT_RECOVERY_LIMIT_S = 120.0
+"""What a fault's recovery must stay under (the issue's 2 minutes)."""
+
+POLL_S = 0.5
+"""Interval of a member's and the controller's polls (Redis publishes nothing they could wait on instead)."""
+
+ACTIONS = (("imagine", 4), ("u", 2), ("v", 2), ("reroll", 1), ("cancel", 1))
+"""What a member does next, with its weight; a button needs a grid to click under, else it runs /imagine."""
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """The size of the run and of its faults."""
+
+    jobs: int = 200  # job-making commands and clicks in all
+    members: int = 20  # members acting at once
+    kill_every_s: float = 20.0  # a worker is SIGKILLed this often
+    redis_restarts: int = 2  # Redis restarts from its AOF, spread over the run
+    gateway_drops: int = 1  # gateway websocket closes, spread over the run
+    error_rate: float = 0.1  # fraction of Discord REST calls answered with a 429 or 5xx
+    seed: int = 1  # members' choices and the injected faults' draws
+
+
+@dataclass
+class Submitted:
+    """One job-making command or click, and what came of it as the member saw it."""
+
+    member: str
+    action: str
+    interaction_id: str
+    job_id: str | None = None
+    answer: str = ""  # "job", "refused" (answered without a job), "unanswered"
+    text: str = ""  # what a refusal said
+
+
+@dataclass
+class Fault:
+    """One fault the controller caused, and when (Unix time) it began and ended."""
+
+    kind: str
+    started_at: float
+    ended_at: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# -- processes ---------------------------------------------------------------------------------------------------
+
+
+class RedisProcess:
+    """redis-server with an append-only file on a fixed port, stopped and started again from that file."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = redis_command(self.workdir, self.port, appendonly=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(self.proc, self.url, self.workdir)
+
+    def stop(self) -> None:
+        """SIGTERM: redis-server flushes its AOF and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+class Workers:
+    """The worker processes; each replacement gets a new name (RQ keeps a dead worker's name registered a while)."""
+
+    def __init__(self, redis_url: str, emu: EmulatorProcess, workdir: Path) -> None:
+        self.workdir, self.started = workdir, 0
+        self.env = os.environ | {
+            "REDIS_URL": redis_url, "MODEL": MODEL.source, "WORKER_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1", "DISCORD_API_BASE": emu.env["DISCORD_API_BASE"],
+            "DISCORD_TOKEN": emu.env["DISCORD_TOKEN"],
+        }  # fmt: skip
+        self.running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+
+    def start(self) -> str:
+        self.started += 1
+        name = f"chaos-worker-{self.started}"
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "worker", "--name", name], cwd=REPO, env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.running[name] = (proc, time.time())
+        return name
+
+    async def ready(self, conn: redis.Redis, name: str) -> float:
+        """Until the worker registered with RQ; the Unix time it did."""
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while not await _quietly(lambda: conn.exists(f"rq:worker:{name}")):
+            proc = self.running[name][0]
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start (exit {proc.returncode}); see its log")
+            await asyncio.sleep(POLL_S)
+        return time.time()
+
+    def kill_oldest(self) -> str:
+        name = min(self.running, key=lambda n: self.running[n][1])
+        proc, _ = self.running.pop(name)
+        proc.kill()
+        proc.wait()
+        return name
+
+    def stop_all(self) -> None:
+        for proc, _ in self.running.values():
+            proc.terminate()
+        for proc, _ in self.running.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _quietly(read: Callable[[], Any]) -> Any:
+    """`read()` (a Redis read), or None while Redis is down: the bench's own reads ride out its restarts."""
+    try:
+        return read()
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        return None
+
+
+# -- members -----------------------------------------------------------------------------------------------------
+
+
+class Driver:
+    """The members' side: commands and clicks through the emulator's control endpoint, outcomes read from Redis."""
+
+    def __init__(self, http: aiohttp.ClientSession, control: str, conn: redis.Redis, config: ChaosConfig) -> None:
+        self.http, self.control, self.conn, self.config = http, control, conn, config
+        self.submitted: list[Submitted] = []
+        self.budget = config.jobs
+
+    async def post(self, route: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A control POST; None when nothing was dispatched (no live gateway session: the drop)."""
+        async with self.http.post(f"{self.control}/{route}", json=body) as response:
+            answer: dict[str, Any] = await response.json()
+            return answer if response.status == 200 else None
+
+    async def interaction(self, interaction_id: str) -> dict[str, Any]:
+        async with self.http.get(f"{self.control}/interactions/{interaction_id}") as response:
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+    async def dispatch(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST until the bot is there to receive it (the gateway comes back within seconds of a drop)."""
+        while (sent := await self.post(route, body)) is None:
+            await asyncio.sleep(POLL_S)
+        return sent
+
+    async def member(self, name: str, rng: random.Random) -> None:
+        """One member's jobs, one at a time, until the run's budget of jobs is spent."""
+        grid: tuple[str, str] | None = None  # (message id, job id) of the member's latest grid
+        owner = ""
+        last_at = 0.0
+        while self.budget > 0:
+            self.budget -= 1
+            action = rng.choices([a for a, _ in ACTIONS], [w for _, w in ACTIONS])[0]
+            if action in ("u", "v", "reroll") and grid is None:
+                action = "imagine"
+            await asyncio.sleep(max(0.0, last_at + MEMBER_PACE_S - time.monotonic()))
+            last_at = time.monotonic()
+            before = await self.latest_job(owner) if owner else None
+            if action in ("imagine", "cancel"):
+                prompt = f"a lighthouse in a storm, number {rng.randrange(10**6)}"
+                options = {"prompt": prompt}
+                sent = await self.dispatch("command", {"user": name, "command": "imagine", "options": options})
+            else:
+                assert grid is not None
+                index = 0 if action == "reroll" else rng.randint(1, 4)
+                custom_id = buttons.custom_id(action, grid[1], index)
+                sent = await self.dispatch("click", {"user": name, "message_id": grid[0], "custom_id": custom_id})
+            owner = f"discord:{sent['user_id']}"
+            record = Submitted(name, action, sent["id"])
+            self.submitted.append(record)
+            record.job_id = await self.new_job(owner, before, sent["id"], record)
+            if record.job_id is None:
+                continue
+            if action == "cancel":
+                await self.dispatch("command", {"user": name, "command": "cancel"})
+            final = await self.outcome(record.job_id)
+            if final is not None and final.state == jobs.DONE and final.kind in ("grid", "vary"):
+                shown = (await self.interaction(sent["id"]))["original"]
+                if shown and shown["png_revisions"] and job_of(shown["custom_ids"]) == record.job_id:
+                    grid = (shown["id"], record.job_id)
+
+    async def latest_job(self, owner: str) -> str | None:
+        value = await _quietly(lambda: self.conn.lindex(keys.user_jobs(owner), 0))
+        return value.decode() if isinstance(value, bytes) else None
+
+    async def new_job(self, owner: str, before: str | None, interaction_id: str, record: Submitted) -> str | None:
+        """The job the command made (the member's newest); None when it was answered without one, or not at all."""
+        deadline = time.monotonic() + ANSWER_WAIT_S
+        while time.monotonic() < deadline:
+            latest = await self.latest_job(owner)
+            if latest is not None and latest != before:
+                record.answer = "job"
+                return latest
+            seen = await self.interaction(interaction_id)
+            said = seen["ephemerals"] or seen["followups"] or ([seen["original"]] if seen["acked"] == 4 else [])
+            if said:  # an answer in words (ephemeral, a follow-up or a message in reply), and no job
+                record.answer, record.text = "refused", said[0]["content"][:80]
+                return None
+            await asyncio.sleep(POLL_S)
+        record.answer = "unanswered"
+        return None
+
+    async def outcome(self, job_id: str) -> jobs.JobRecord | None:
+        """The job's record once it is final and its outcome delivered; None if that takes over JOB_WAIT_S."""
+        deadline = time.monotonic() + JOB_WAIT_S
+        while time.monotonic() < deadline:
+            record = await _quietly(lambda: jobs.get(self.conn, job_id))
+            if record is not None and await _quietly(functools.partial(outcome_shown, self.conn, record)):
+                return record
+            await asyncio.sleep(POLL_S)
+        return None
+
+
+# -- faults ------------------------------------------------------------------------------------------------------
+
+
+class Controller:
+    """Causes the faults while the members act: worker kills on a clock, Redis restarts and gateway drops at
+    fractions of the jobs asked for, Discord errors throughout."""
+
+    def __init__(self, http: aiohttp.ClientSession, emu: EmulatorProcess, redis_proc: RedisProcess,
+                 workers: Workers, conn: redis.Redis, config: ChaosConfig, driver: Driver) -> None:  # fmt: skip
+        self.http, self.emu, self.redis_proc, self.workers = http, emu, redis_proc, workers
+        self.conn, self.config, self.driver = conn, config, driver
+        self.faults: list[Fault] = []
+        self.injected = 0
+
+    def due(self, count: int, offset: float) -> list[float]:
+        """Fractions of the run at which `count` faults of one kind happen."""
+        return [(i + offset) / (count + 1) for i in range(count)]
+
+    async def run(self, done: asyncio.Event) -> None:
+        restarts = self.due(self.config.redis_restarts, 1.0)
+        drops = self.due(self.config.gateway_drops, 0.75)
+        last_kill = time.monotonic()
+        while not done.is_set():
+            progress = len(self.driver.submitted) / max(1, self.config.jobs)
+            if time.monotonic() - last_kill >= self.config.kill_every_s:
+                await self.kill_worker()
+                last_kill = time.monotonic()
+            if restarts and progress >= restarts[0]:
+                restarts.pop(0)
+                await self.restart_redis()
+            if drops and progress >= drops[0]:
+                drops.pop(0)
+                await self.drop_gateway()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), POLL_S)
+
+    async def inject_errors(self) -> None:
+        """`error_rate` of the REST calls: a third 429, a third 500, a third 502 (the ones discord.py retries)."""
+        share = self.config.error_rate / 3
+        for n, status in enumerate((429, 500, 502)):
+            rate = share / (1 - n * share)  # each draws only from the calls the ones before it let through
+            body = {"method": "*", "path": "^/", "status": status, "times": 10**9, "rate": rate,
+                    "seed": self.config.seed + n}  # fmt: skip
+            async with self.http.post(f"{self.emu.control}/inject", json=body) as response:
+                response.raise_for_status()
+
+    async def lift_errors(self) -> None:
+        async with self.http.delete(f"{self.emu.control}/inject") as response:
+            self.injected = int((await response.json())["hits"])
+
+    async def kill_worker(self) -> None:
+        running = await _quietly(lambda: running_jobs(self.conn))
+        name = self.workers.kill_oldest()
+        killed_at = time.time()
+        replacement = self.workers.start()
+        fault = Fault("worker_sigkill", killed_at, killed_at, {"worker": name})
+        fault.detail["jobs_running"] = [j for j, worker in (running or {}).items() if worker == name]
+        self.faults.append(fault)
+        fault.ended_at = await self.workers.ready(self.conn, replacement)
+
+    async def restart_redis(self) -> None:
+        stopped_at = time.time()
+        await asyncio.to_thread(self.redis_proc.stop)
+        await asyncio.sleep(REDIS_DOWN_S)
+        await asyncio.to_thread(self.redis_proc.start)
+        self.faults.append(Fault("redis_restart_from_aof", stopped_at, time.time()))
+
+    async def drop_gateway(self) -> None:
+        dropped_at = time.time()
+        async with self.http.post(f"{self.emu.control}/drop", json={}) as response:
+            response.raise_for_status()
+        await live_sessions(self.http, self.emu, 1, FAULT_RECOVERY_LIMIT_S)
+        self.faults.append(Fault("gateway_drop", dropped_at, time.time()))
+
+
+def job_ids(conn: redis.Redis) -> list[str]:
+    """Every job record's id."""
+    found = (k.decode().split(":") for k in conn.scan_iter(f"{keys.PREFIX}:job:*", count=1000))
+    return [parts[2] for parts in found if len(parts) == 3]
+
+
+def running_jobs(conn: redis.Redis) -> dict[str, str]:
+    """Running jobs' ids -> the worker running them."""
+    records = (jobs.get(conn, j) for j in job_ids(conn))
+    return {r.job_id: r.worker for r in records if r is not None and r.state == jobs.RUNNING}
+
+
+def settled(conn: redis.Redis) -> bool:
+    """Nothing left to do: lanes empty, every job final with its outcome delivered, no outcome waiting to be."""
+    if any(conn.llen(f"rq:queue:{lane}") for lane in LANES) or conn.zcard(keys.undelivered()):
+        return False
+    for job_id in job_ids(conn):
+        record = jobs.get(conn, job_id)
+        if record is not None and not outcome_shown(conn, record):
+            return False
+    return True
+
+
+def outcome_shown(conn: redis.Redis, record: jobs.JobRecord) -> bool:
+    """The job is final and its outcome shown: confirmed by Discord, or, for a job cancelled before it started, told
+    in the /cancel reply (its waiting message is not edited)."""
+    if not record.final:
+        return False
+    return record.state == jobs.CANCELLED or bool(conn.exists(keys.job_final_delivered(record.job_id)))
+
+
+# -- counting ----------------------------------------------------------------------------------------------------
+
+
+def job_of(custom_ids: list[str]) -> str | None:
+    """The job a result message shows, read from its buttons (a failed job's message has only its re-roll)."""
+    refs = [r for r in (buttons.parse(c) for c in custom_ids) if r is not None]
+    ids = {r.job_id for r in refs if r.action != "reroll"} or {r.job_id for r in refs}
+    return ids.pop() if len(ids) == 1 else None
+
+
+def ledger(conn: redis.Redis, member: str, records: list[jobs.JobRecord]) -> dict[str, Any]:
+    """A member's ledger: every reservation applied once (settled for a done job, refunded otherwise), none left
+    and nothing held, and the fast time charged equal to the GPU time of the done fast jobs."""
+    left = sum(1 for r in records if conn.exists(keys.quota_reservation(r.job_id)))
+    balances = [conn.hgetall(k) for k in conn.scan_iter(keys.quota_balance(member, 0).removesuffix("0") + "*")]
+    used = sum(float(b.get(b"used_s", 0)) for b in balances)
+    held = sum(float(b.get(b"reserved_s", 0)) for b in balances)
+    charged = sum(r.gpu_s for r in records if r.state == jobs.DONE and r.spec.mode == "fast")
+    settled_n = sum(1 for r in records if r.final and r.state == jobs.DONE) if not left else 0
+    refunded = sum(1 for r in records if r.final and r.state != jobs.DONE) if not left else 0
+    active = int(conn.hlen(keys.quota_active(member)))
+    balanced = left == 0 and active == 0 and abs(held) < 1e-6 and abs(used - charged) < 1e-6
+    return {"reserved": len(records), "settled": settled_n, "refunded": refunded, "left": left, "active": active,
+            "held_s": round(held, 6), "charged_s": round(used, 4), "gpu_s": round(charged, 4),
+            "balanced": balanced}  # fmt: skip
+
+
+def count(conn: redis.Redis, messages: list[dict[str, Any]], guild_id: str) -> dict[str, Any]:
+    """What became of every job in Redis, as Discord showed it; and each member's ledger."""
+    posts: dict[str, int] = {}
+    for message in messages:
+        job_id = job_of(message["custom_ids"])
+        if job_id is not None and not message["ephemeral"]:
+            posts[job_id] = posts.get(job_id, 0) + message["png_revisions"]
+    records = [r for r in (jobs.get(conn, j) for j in job_ids(conn)) if r is not None]
+    exactly_once, duplicates, lost, grids, grids_once = 0, 0, 0, 0, 0
+    problems: list[str] = []
+    for r in records:
+        shown = posts.get(r.job_id, 0)
+        if not r.final:
+            lost += 1
+            problems.append(f"{r.job_id}: {r.state}, never final")
+        elif r.state == jobs.DONE and shown == 0 or not outcome_shown(conn, r):
+            lost += 1
+            problems.append(f"{r.job_id}: {r.state}, outcome never shown")
+        elif r.state == jobs.DONE and shown > 1 or r.state != jobs.DONE and shown > 0:
+            duplicates += 1
+            problems.append(f"{r.job_id}: {r.state}, image posted {shown} times")
+        else:
+            exactly_once += 1
+        if r.kind in ("grid", "vary") and r.state == jobs.DONE:
+            grids += 1
+            grids_once += shown == 1
+    by_owner: dict[str, list[jobs.JobRecord]] = {}
+    for r in records:
+        by_owner.setdefault(r.owner, []).append(r)
+    ledgers = {owner.removeprefix("discord:"): ledger(conn, quotas.member_id(guild_id, owner.removeprefix("discord:")),
+                                                      owned) for owner, owned in sorted(by_owner.items())}
+    states = {s: sum(1 for r in records if r.state == s) for s in sorted({r.state for r in records})}
+    return {"jobs": len(records), "states": states, "exactly_one_outcome": exactly_once, "grids_done": grids,
+            "grids_posted_exactly_once": grids_once, "duplicates": duplicates, "lost": lost,
+            "problems": problems[:20], "ledgers_balanced": all(v["balanced"] for v in ledgers.values()),
+            "ledgers": ledgers}  # fmt: skip
+
+
+def recoveries(faults: list[Fault], records: list[jobs.JobRecord], settle_s: float | None) -> list[dict[str, Any]]:
+    """Seconds from each fault's start until the system was whole again: for a killed worker, its replacement up and
+    the job it was running ended; for a Redis restart or a gateway drop, the first job asked for after it ended."""
+    finished = {r.job_id: r.finished_at for r in records}
+    out: list[dict[str, Any]] = []
+    start = min((f.started_at for f in faults), default=0.0)
+    for f in faults:
+        if f.kind == "worker_sigkill":
+            ends = [f.ended_at] + [finished.get(j) for j in f.detail["jobs_running"]]
+            back = None if None in ends else max(e for e in ends if e is not None)
+        else:
+            after = [r.finished_at for r in records if r.created_at >= f.ended_at and r.finished_at is not None]
+            back = min(after, default=None)
+        out.append({"fault": f.kind, "at_s": round(f.started_at - start, 1), **{k: v for k, v in f.detail.items()
+                    if k == "worker"}, "recovered_s": None if back is None else round(back - f.started_at, 2)})
+    if settle_s is not None:
+        out.append({"fault": "discord_errors", "recovered_s": round(settle_s, 2)})
+    return out
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+
+
+async def _run(config: ChaosConfig, workdir: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    redis_proc = RedisProcess(workdir)
+    redis_proc.start()
+    conn = redis.Redis.from_url(redis_proc.url, socket_timeout=5)
+    emu = await start_emulator(workdir / "emulator.log")
+    workers = Workers(redis_proc.url, emu, workdir)
+    bot: asyncio.subprocess.Process | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            bot = await start_bot(http, emu, "bot", redis_proc.url, workdir / "bot.log", {"MODEL": MODEL.source})
+            names = [workers.start() for _ in range(2)]
+            await asyncio.gather(*(workers.ready(conn, n) for n in names))
+            driver = Driver(http, emu.control, conn, config)
+            controller = Controller(http, emu, redis_proc, workers, conn, config, driver)
+            await controller.inject_errors()
+            done = asyncio.Event()
+            chaos = asyncio.ensure_future(controller.run(done))
+            rngs = [random.Random(config.seed * 1000 + m) for m in range(config.members)]
+            await asyncio.gather(*(driver.member(f"member{m}", rngs[m]) for m in range(config.members)))
+            done.set()
+            await chaos
+            await controller.lift_errors()
+            lifted = time.monotonic()
+            deadline = lifted + SETTLE_TIMEOUT_S
+            while not await _quietly(lambda: settled(conn)) and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)
+            settle_s = time.monotonic() - lifted if time.monotonic() < deadline else None
+            async with http.get(f"{emu.control}/messages") as response:
+                messages = await response.json()
+            figures = count(conn, messages, emu.env["DEV_GUILD_ID"])
+            records = [r for r in (jobs.get(conn, j) for j in job_ids(conn)) if r is not None]
+            faults = recoveries(controller.faults, records, settle_s)
+    finally:
+        workers.stop_all()
+        if bot is not None:
+            await stop(bot)
+        await stop(emu.proc)
+        conn.close()
+        redis_proc.stop()
+    answers = {a: sum(1 for s in driver.submitted if s.answer == a) for a in ("job", "refused", "unanswered")}
+    refusals: dict[str, int] = {}
+    for s in driver.submitted:
+        if s.answer == "refused":
+            refusals[s.text] = refusals.get(s.text, 0) + 1
+    recovered = [f["recovered_s"] for f in faults]
+    worst = None if None in recovered else max(recovered, default=0.0)
+    return {
+        "config": vars(config) | {"redis_down_s": REDIS_DOWN_S},
+        "wall_s": round(time.monotonic() - started, 1),
+        "jobs_submitted": len(driver.submitted),
+        "answers": answers,
+        "refusals": refusals,
+        **{k: v for k, v in figures.items() if k != "ledgers"},
+        "discord_calls_faulted": controller.injected,
+        "faults": faults,
+        "worst_recovery_s": worst,
+        "all_recovered_within_2_min": worst is not None and worst <= FAULT_RECOVERY_LIMIT_S,
+        "ledgers": figures["ledgers"],
+    }
+
+
+def run(config: ChaosConfig, keep: Path | None = None) -> dict[str, Any]:
+    """Start everything, run the members and the faults, count; the JSON figures (logs in `keep`, if given)."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(_run(config, keep))
+    with tempfile.TemporaryDirectory() as tmp:
+        return asyncio.run(_run(config, Path(tmp)))
+
+
