@@ -44,15 +44,6 @@ from quotas import Admission, Who
 
 log = logging.getLogger(__name__)
 
-RELEASE_RETRY_S = 1.0
-"""First wait between tries at releasing jobs whose admission was cut short by a hung Redis (doubling)."""
-
-RELEASE_RETRY_MAX_S = 30.0
-RELEASE_TRIES = 40
-"""Tries before leaving it to the reservation backstop (`quotas.reconcile`, after RESERVATION_GRACE_S)."""
-
-RELEASE_RECHECK_S = 2.0
-"""A second release this long after the first, for an admission command that reached Redis after it."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -75,6 +66,10 @@ RELEASE_RETRY_S = 2.0
 RELEASE_RETRY_FOR_S = 5 * 60
 """How long the bot keeps trying; after that (or if the bot stops) the ledger's backstop refunds them after its
 grace (`quotas.ledger.RESERVATION_GRACE_S`)."""
+
+RELEASE_RECHECK_S = 2.0
+"""After releasing the jobs of an admission cut short by a hung Redis, release them once more this long after, for
+an admission command that reached Redis after the first release."""
 
 
 # -- before the acknowledgement ----------------------------------------------------------------------------------
@@ -189,31 +184,13 @@ async def reserve(
 
 async def admitting(bot: ImagineBot, call: quotas.AdmitCall, script: Awaitable[T]) -> T:
     """Await the admission script; when the wait is cut short (the 2 s before the acknowledgement ran out while
-    Redis hung), the script may still run once Redis answers: its jobs are released then (`release_when_back`), so a
+    Redis hung), the script may still run once Redis answers: its jobs are released then (`release_later`), so a
     member told "try again" is not held at their cap until the reservation backstop."""
     try:
         return await script
     except asyncio.CancelledError:
-        bot.background(release_when_back(bot, call.request.job_ids))
+        bot.background(release_later(bot, call.request.job_ids, recheck_s=RELEASE_RECHECK_S))
         raise
-
-
-async def release_when_back(bot: ImagineBot, job_ids: tuple[str, ...]) -> None:
-    """Once Redis answers, give back what an admission the member never heard of may have reserved for `job_ids`
-    (none of them was queued: `quotas.release_unqueued` refunds each that has no job record). Run again after
-    RELEASE_RECHECK_S, should the admission's own command have reached Redis after the first release."""
-    delay_s = RELEASE_RETRY_S
-    for attempt in range(RELEASE_TRIES):
-        try:
-            await bot.redis_call(quotas.release_unqueued, job_ids)
-            await asyncio.sleep(RELEASE_RECHECK_S)
-            await bot.redis_call(quotas.release_unqueued, job_ids)
-            return
-        except redis.RedisError as exc:
-            log.info("releasing %d jobs admitted during an outage: %s (try %d)", len(job_ids), exc, attempt + 1)
-            await asyncio.sleep(delay_s)
-            delay_s = min(2 * delay_s, RELEASE_RETRY_MAX_S)
-    log.warning("could not release %d jobs admitted during an outage; the reservation backstop will", len(job_ids))
 
 
 async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer: Any, now: float) -> Admission:
@@ -354,21 +331,25 @@ async def start_admitted(
             except Exception as exc:  # Redis down, or the bot shutting down: try again once it is back
                 log.warning("could not refund %d unqueued jobs (%s); trying again", len(admitted.job_ids) - started,
                             type(exc).__name__)
-                asyncio.get_running_loop().create_task(release_later(bot, admitted.job_ids[started:]))
+                bot.background(release_later(bot, admitted.job_ids[started:]))
             raise
     if admitted.tell:
         await interaction.followup.send(quotas.moved_to_relax_text(admitted), ephemeral=True)
 
 
-async def release_later(bot: ImagineBot, job_ids: tuple[str, ...] | list[str]) -> None:
+async def release_later(bot: ImagineBot, job_ids: tuple[str, ...] | list[str], *, recheck_s: float = 0.0) -> None:
     """Refund unqueued jobs once Redis answers again: a member's fast time and running slot are not held for the
-    ledger backstop's 15 minutes after a Redis outage (found by `python -m bench chaos`)."""
+    ledger backstop's 15 minutes after a Redis outage (found by `python -m bench chaos`). With `recheck_s`, once
+    more that long after the first refund."""
     with bot.writing():
         deadline = time.monotonic() + RELEASE_RETRY_FOR_S
         while time.monotonic() < deadline and not bot.is_closed():
             await asyncio.sleep(RELEASE_RETRY_S)
             try:
                 await bot.redis_call(quotas.release_unqueued, job_ids)
+                if recheck_s:
+                    await asyncio.sleep(recheck_s)
+                    await bot.redis_call(quotas.release_unqueued, job_ids)
             except redis.RedisError:
                 continue
             log.info("refunded %d unqueued jobs after Redis came back", len(job_ids))
