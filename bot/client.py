@@ -47,7 +47,8 @@ AFTER_ACK_QUIET_S = 0.02
 interactions arrive over tens of milliseconds, and the gaps between them are not its end."""
 
 CLOSE_GRACE_S = 10.0
-"""How long `close` waits for commands still writing to Redis (an enqueue half done is a job lost)."""
+"""How long `close` waits for admitted commands to finish starting their jobs (waiting text, enqueue) before it
+closes the gateway and the HTTP session."""
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -185,14 +186,16 @@ class ImagineBot(commands.Bot):
         screening.post_later(self, self.redis, interaction, notice)
 
     async def close(self) -> None:
-        await super().close()
-        for task in list(self._background):
-            task.cancel()
-        # Let Redis work already started finish (an enqueue half done is a job lost or a job that lands after the
-        # bot said it stopped; a refund of jobs not queued needs Redis too), without blocking the event loop.
+        # Commands already admitted finish first, while Discord's HTTP session is still open: their waiting text
+        # and their enqueue (an enqueue half done is a job lost; a refund of jobs not queued needs Redis too).
+        # Closed first, every pending start failed on "Session is closed" and its member's message stayed
+        # "thinking" (seen at the end of `python -m bench interactions`, which stops the bot right after a burst).
         others = [task for task in self._writing if task is not asyncio.current_task()]
         if others:
             await asyncio.wait(others, timeout=CLOSE_GRACE_S)
+        await super().close()
+        for task in list(self._background):
+            task.cancel()
         await asyncio.to_thread(self._redis_pool.shutdown, wait=True)
         await self.aredis.aclose(close_connection_pool=True)
 

@@ -10,7 +10,7 @@ from rq.job import Job
 from bot.client import ImagineBot
 from core import delivery, jobs, keys, queue
 from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
-from tests.bot.conftest import eventually, job_ids, rq_job_keys
+from tests.bot.conftest import eventually, job_ids, rq_job_keys, running_bot
 
 
 def rq_job(conn: redis.Redis, job_id: str) -> Job:
@@ -104,3 +104,17 @@ async def test_saved_defaults_and_mode_apply_and_explicit_parameters_win(
     newest, oldest = (jobs.get(redis_conn, i) for i in job_ids(redis_conn, owner))
     assert (oldest.spec.aspect, oldest.spec.mode) == ("16:9", "relax")
     assert (newest.spec.aspect, newest.spec.mode) == ("2:3", "fast")
+
+
+async def test_closing_lets_admitted_commands_start_their_jobs_first(
+    discord_emulator: DiscordEmulator, redis_conn: redis.Redis, alice: User
+) -> None:
+    """A bot closed right after acknowledging /imagine (docker stop during a burst) first finishes starting the
+    job, while its Discord session is still open: the waiting text is shown and the job queued, not left
+    "thinking" with its reservation refunded."""
+    async with running_bot(discord_emulator, redis_conn) as client:
+        pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": "a cat"})
+        await pending.wait_acknowledged()
+        await client.close()
+        assert queue.rq_queue(redis_conn, "fast:tiny").count == 1
+        assert "Waiting to start" in pending.original.content
