@@ -12,6 +12,12 @@ from core import jobs, keys, queue
 MAX_RUNNING_SHOWN = 15
 """Running jobs listed by id (the count is always exact)."""
 
+REFUSED_NAMES_SHOWN = 5
+"""Function names of refused jobs listed, most refused first (the total is always exact)."""
+
+REFUSED_NAME_SHOWN_CHARS = 60
+"""A refused job's function name is the sender's choice: shown cut to this, without backticks."""
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -43,4 +49,18 @@ def overview(conn: redis.Redis) -> str:
         lines.append(
             f"`{worker.name}`: model {stats.get('model', '?')}, {doing}, {stats.get('jobs_done', '0')} jobs done"
         )
+    lines.append(refused_line(conn))
     return "\n".join(lines)
+
+
+def refused_line(conn: redis.Redis) -> str:
+    """How many jobs workers refused to run because they named a function that is not one of this project's
+    (`core.queue.JOB_FUNCTIONS`): someone wrote to Redis who should not have."""
+    total = int(conn.get(keys.refused_jobs_total()) or 0)
+    if not total:
+        return "**Refused jobs:** none"
+    counts = sorted(((int(n), _text(name)) for name, n in conn.hgetall(keys.refused_jobs()).items()), reverse=True)
+    names = ", ".join(f"`{name.replace('`', '')[:REFUSED_NAME_SHOWN_CHARS]}` ({n})"
+                      for n, name in counts[:REFUSED_NAMES_SHOWN])
+    return (f"**Refused jobs:** {total} named a function that is not this bot's job function ({names}): something "
+            "wrote to your Redis; check who can reach it")

@@ -178,3 +178,14 @@ def test_queue_overview_leaves_abandoned_jobs_to_the_workers(redis_conn: redis.R
     assert "1 running" in admin_queue.overview(redis_conn)
     assert registry.get_job_ids(cleanup=False) == [job_id]
     assert jobs.get(redis_conn, job_id).state == jobs.QUEUED
+
+
+def test_queue_overview_counts_jobs_the_workers_refused(redis_conn: redis.Redis) -> None:
+    """/admin queue says how many hand-made jobs the workers refused (hardening: a Redis someone writes to), with
+    the function names they named, backticks removed and cut short; "none" when there were none."""
+    assert admin_queue.overview(redis_conn).endswith("**Refused jobs:** none")
+    redis_conn.hset(keys.refused_jobs(), mapping={"os.system": 2, "evil`name" + "x" * 100: 1})
+    redis_conn.set(keys.refused_jobs_total(), 3)
+    line = admin_queue.overview(redis_conn).splitlines()[-1]
+    assert line.startswith("**Refused jobs:** 3 named a function") and "`os.system` (2)" in line
+    assert "`evilname" + "x" * (admin_queue.REFUSED_NAME_SHOWN_CHARS - 8) + "` (1)" in line
