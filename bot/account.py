@@ -14,7 +14,7 @@ from discord.ext import commands
 
 import moderation
 import quotas
-from bot import myjobs, screening
+from bot import errors, myjobs, screening
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from bot.members import owner_of, place, who
@@ -122,18 +122,21 @@ class Account(commands.Cog):
 
     @app_commands.command(name="info", description="Your tier, fast time left, mode, queued and running jobs")
     async def info(self, interaction: discord.Interaction) -> None:
-        tier = await self.bot.redis_call(quotas.tier_lines, self.bot.tiers, who(interaction))
-        text = await self.bot.redis_call(myjobs.info_text, owner_of(interaction.user.id))
+        async with errors.answer_within():  # reads only: past it, "try again" inside Discord's 3 s
+            tier = await self.bot.redis_call(quotas.tier_lines, self.bot.tiers, who(interaction))
+            text = await self.bot.redis_call(myjobs.info_text, owner_of(interaction.user.id))
         await interaction.response.send_message("\n".join([*tier, text]), ephemeral=True)
 
     @app_commands.command(name="subscribe", description="How to get a higher tier on this server")
     async def subscribe(self, interaction: discord.Interaction) -> None:
-        text = await self.bot.redis_call(quotas.subscribe_text, self.bot.tiers, who(interaction))
+        async with errors.answer_within():
+            text = await self.bot.redis_call(quotas.subscribe_text, self.bot.tiers, who(interaction))
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="settings", description="Your default mode, aspect ratio, stylize and model")
     async def settings(self, interaction: discord.Interaction) -> None:
-        saved = await self.bot.redis_call(usersettings.get, owner_of(interaction.user.id))
+        async with errors.answer_within():
+            saved = await self.bot.redis_call(usersettings.get, owner_of(interaction.user.id))
         await interaction.response.send_message(
             settings_text(saved), view=settings_view(saved, self.bot), ephemeral=True
         )
@@ -163,7 +166,9 @@ class Account(commands.Cog):
     @app_commands.command(name="show", description="Post a job's result again, with its buttons")
     @app_commands.describe(job_id="the job id (shown by /info)")
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
-        shown = await self.bot.redis_call(myjobs.show, job_id, place(interaction, self.bot.admins), self.bot.registry)
+        async with errors.answer_within():
+            where = place(interaction, self.bot.admins)
+            shown = await self.bot.redis_call(myjobs.show, job_id, where, self.bot.registry)
         await interaction.response.send_message(
             shown.content,
             file=discord.File(io.BytesIO(shown.image), shown.filename),

@@ -70,10 +70,13 @@ def clip(text: str, limit: int = REPLY_MAX_CHARS) -> str:
     """`text`, cut to `limit` code points (ending in an ellipsis when cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
+
 @contextlib.asynccontextmanager
 async def answer_within(seconds: float = ANSWER_DEADLINE_S) -> AsyncIterator[None]:
     """`async with answer_within():` around what must finish before the acknowledgement: past `seconds` it is
-    cancelled and reported as Redis not answering (the member is told to try again in time).
+    cancelled and reported as Redis not answering (the member is told to try again in time). For reads, and for
+    writes whose late landing the member can see and repeat safely (an admission is released: `bot.submit`); a
+    command that writes otherwise answers when Redis does.
 
     Raises:
         redis.TimeoutError: the block ran out of time.

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+from pathlib import Path
 
 import redis
 
+from bench.redis_server import redis_server
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
 from core import delivery as deliveries
 from core.delivery import Delivery
+from core.errors import QUEUE_UNREACHABLE
 from core.safety import Safety, with_safety
 from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import (
@@ -251,3 +256,24 @@ async def test_show_of_an_image_at_its_models_limit_offers_no_upscale_2x(
         shown[side] = (await pending.wait_original()).custom_ids()
     assert buttons.custom_id("up2x", shown[64][0].rsplit(":", 1)[1], 1) in shown[64]
     assert not any(":up2x:" in custom_id for custom_id in shown[128]) and len(shown[128]) == 3
+
+
+async def test_info_and_show_answer_try_again_in_time_when_redis_hangs(
+    discord_emulator: DiscordEmulator, alice: User, tmp_path: Path
+) -> None:
+    """With the bot's Redis stopped (SIGSTOP: connections hang, nothing is refused), /info and /show still answer
+    within Discord's 3 s, ephemerally: the queue is unreachable, try again."""
+    with redis_server(tmp_path) as url:
+        conn = redis.Redis.from_url(url)
+        async with running_bot(discord_emulator, conn):
+            pid = int(conn.info("server")["process_id"])
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for name, options in (("info", None), ("show", {"job_id": jobs.new_job_id()})):
+                    pending = await discord_emulator.send_slash_command(user=alice, name=name, options=options)
+                    callback = await pending.wait_acknowledged()
+                    assert callback.data.get("flags", 0) & EPHEMERAL and callback.elapsed_s < 3.0, callback
+                    assert pending.ephemeral_messages[0].content == QUEUE_UNREACHABLE
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        conn.close()
