@@ -174,6 +174,11 @@ class ImagineBot(commands.Bot):
         waits for it."""
         return _Writing(self._writing)
 
+    @property
+    def still_writing(self) -> int:
+        """How many tasks are inside `writing()` now (0: every admitted command has started or refunded its jobs)."""
+        return len(self._writing)
+
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
         """`bot.errors.report`, posting a blocked prompt's notice to the guild's moderation log afterwards."""
         await errors.report(interaction, error, post_notice=self._post_notice)
@@ -183,7 +188,8 @@ class ImagineBot(commands.Bot):
         await self.report(interaction, errors.unwrap(error))
 
     def _post_notice(self, interaction: discord.Interaction, notice: str) -> None:
-        screening.post_later(self, self.redis, interaction, notice)
+        if notice and interaction.guild_id:  # after the member's answer, in the background
+            self.background(screening.post_notice(self, self.redis, str(interaction.guild_id), notice))
 
     async def close(self) -> None:
         # Commands already admitted finish first, while Discord's HTTP session is still open: their waiting text

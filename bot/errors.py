@@ -31,7 +31,7 @@ window less the time to send the answer. Redis's own timeouts and retries (`bot.
 server hangs instead of refusing (a network cut, a stopped process)."""
 
 NoticePoster = Callable[[discord.Interaction, str], None]
-"""Posts a moderation notice for an interaction in the background (`bot.screening.post_later`, bound to a bot)."""
+"""Posts a moderation notice for an interaction in the background (`bot.screening.post_notice`, run by the bot)."""
 
 
 def user_message(error: BaseException) -> str | None:

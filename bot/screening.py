@@ -5,7 +5,7 @@ The screen runs on what the command's one read round trip brought back (`moderat
     specs = await screening.screen(conn, interaction, specs, saved.defaults, prompt, replies, now)
 
 A refusal (`Suspended`, `PromptBlocked`) is answered by `bot.errors.report` (ephemeral, neutral, nothing charged or
-queued), which then hands a blocked prompt's `notice` to `post_later`: the moderation log channel gets it after the
+queued), which then hands a blocked prompt's `notice` to `post_notice`: the moderation log channel gets it after the
 member has their answer, and a channel the bot cannot write to is recorded for `/admin moderation status`, never
 failing or slowing `/imagine`.
 """
@@ -28,10 +28,6 @@ from core.safety import with_safety
 from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
-
-_posting: set[asyncio.Task[bool]] = set()
-"""Notices being posted (a reference, so the event loop does not drop a running task)."""
-
 
 class Unrecorded(Exception):
     """`screen` would block the prompt, but was told not to record anything (its replies are a guess)."""
@@ -101,15 +97,6 @@ def check_suspension(replies: Sequence[Any], now: float) -> None:
     until = moderation.suspension_from(replies[0], now)
     if until is not None:
         raise moderation.suspended_error(until)
-
-
-def post_later(bot: discord.Client, conn: redis.Redis, interaction: discord.Interaction, notice: str) -> None:
-    """Post `notice` to the guild's moderation log channel in the background (call it after answering)."""
-    if not notice or not interaction.guild_id:
-        return
-    task = asyncio.get_running_loop().create_task(post_notice(bot, conn, str(interaction.guild_id), notice))
-    _posting.add(task)
-    task.add_done_callback(_posting.discard)
 
 
 async def post_notice(bot: discord.Client, conn: redis.Redis, guild: str, notice: str) -> bool:

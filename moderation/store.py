@@ -249,7 +249,7 @@ def screen(
     """
     until = suspension(conn, guild, user, now)
     policy = load_policy(conn, guild)
-    mature = channel_nsfw and policy.nsfw == "age-restricted"
+    mature = mature_allowed(policy, channel_nsfw)
     checked = decide(guild, user, specs, defaults, prompt=prompt, now=now, suspended_until=until, policy=policy,
                      filter_=load_filter(conn, guild, mature_allowed=mature), channel_nsfw=channel_nsfw)
     if isinstance(checked, Safety):

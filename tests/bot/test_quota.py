@@ -193,7 +193,7 @@ async def test_a_start_cancelled_after_the_enqueue_keeps_the_job_and_its_reserva
     cancel_mid_start(monkeypatch, enqueue_fails=False)
     await imagine(discord_emulator, alice)
     (job_id,) = await eventually(lambda: rq_jobs(redis_conn))
-    await asyncio.sleep(0.2)  # the cancelled start's refund of unqueued jobs has run by now
+    await eventually(lambda: bot.still_writing == 0)  # the cancelled start, and its refund of unqueued jobs, ended
     assert jobs.get(redis_conn, job_id).state == jobs.QUEUED
     assert redis_conn.exists(keys.quota_reservation(job_id))
     assert balance(redis_conn, discord_emulator, alice)["reserved_s"] > 0

@@ -59,6 +59,14 @@ DOWN = 10**9
 """`times` of an injected fault that lasts until the test lifts it."""
 
 
+async def imagine_gets_its_grid_once(discord: DiscordEmulator, redis_conn: redis.Redis, prompt: str) -> None:
+    """A new member's /imagine of `prompt` gets its grid, with its buttons, in exactly one revision of its message."""
+    message = await result(await imagine(discord, discord.add_user("alice"), prompt))
+    job_id = job_of(message)
+    await settled(redis_conn, WORKER_NAME, job_id)
+    assert len(png_revisions(message)) == 1 and message.custom_ids() == grid_ids(job_id)
+
+
 async def test_after_the_gateway_drops_the_bot_resumes_and_imagine_works(
     discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
 ) -> None:
@@ -70,11 +78,7 @@ async def test_after_the_gateway_drops_the_bot_resumes_and_imagine_works(
     resumed = await discord.wait_for_session(timeout=30, resumed=1)
     assert resumed is session and len(discord.gateway.sessions) == 1
 
-    alice = discord.add_user("alice")
-    message = await result(await imagine(discord, alice, "a lighthouse --seed 3"))
-    job_id = job_of(message)
-    await settled(redis_conn, WORKER_NAME, job_id)
-    assert len(png_revisions(message)) == 1 and message.custom_ids() == grid_ids(job_id)
+    await imagine_gets_its_grid_once(discord, redis_conn, "a lighthouse --seed 3")
 
 
 async def test_after_the_gateway_forgets_the_session_the_bot_identifies_again_and_imagine_works(
@@ -89,11 +93,7 @@ async def test_after_the_gateway_forgets_the_session_the_bot_identifies_again_an
                                    timeout=60)
     assert new.id != old.id and old.id not in discord.gateway.sessions
 
-    alice = discord.add_user("alice")
-    message = await result(await imagine(discord, alice, "a windmill --seed 4"))
-    job_id = job_of(message)
-    await settled(redis_conn, WORKER_NAME, job_id)
-    assert len(png_revisions(message)) == 1 and message.custom_ids() == grid_ids(job_id)
+    await imagine_gets_its_grid_once(discord, redis_conn, "a windmill --seed 4")
 
 
 async def test_discord_unreachable_from_the_worker_the_grid_arrives_once_it_is_back(
