@@ -71,8 +71,12 @@ class RerollButton(JobButton, template=_template("reroll")):
     """Re-roll: the same prompt with a new seed."""
 
 
+class EditButton(JobButton, template=_template(*buttons.EDIT_ACTIONS)):
+    """Zoom Out 2x / 1.5x, Make Square and the four pans under a single image: a new grid of the edited image."""
+
+
 DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (
-    UpscaleButton, VaryButton, VaryImageButton, Upscale2xButton, RerollButton,
+    UpscaleButton, VaryButton, VaryImageButton, Upscale2xButton, RerollButton, EditButton,
 )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,8 +36,17 @@ from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
-from core.buttons import ButtonRef
-from core.errors import QUEUE_UNREACHABLE, ImagineError, JobExpired, QuotaExceeded, TierLimit, TooManyJobs
+from core.buttons import EDIT_ACTIONS, ButtonRef
+from core.canvas import Edit, plan
+from core.errors import (
+    QUEUE_UNREACHABLE,
+    EditRefused,
+    ImagineError,
+    JobExpired,
+    QuotaExceeded,
+    TierLimit,
+    TooManyJobs,
+)
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import BASE_SIZE, MAX_SEED, VARY_STRENGTH, JobSpec, Mode
@@ -157,7 +167,8 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
         bot.redis_call(parent_and_origin, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
         aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
-    job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode)  # JobExpired: answered ephemerally
+    job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode,  # JobExpired: answered ephemerally
+                     registry=bot.registry)  # EditRefused too
     if job.kind == "upscale2x":
         check_upscale2x(bot.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:
@@ -227,7 +238,7 @@ class ButtonJob:
     label: str  # shown in the job's message, e.g. "Image #2"
 
 
-FROM_STORED_IMAGE = frozenset({"upscale", "vary", "upscale2x"})
+FROM_STORED_IMAGE = frozenset({"upscale", "vary", "upscale2x", "edit"})
 """Button jobs that start from the clicked job's stored image (a copy, or an image-to-image of it); a re-roll
 starts from its prompt only."""
 
@@ -263,6 +274,27 @@ def upscaled(spec: JobSpec) -> JobSpec:
     return dataclasses.replace(spec, width=spec.width * 2, height=spec.height * 2, extras=extras)
 
 
+def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> JobSpec:
+    """The spec of `edit` of an image of `spec`'s size: the canvas `core.canvas.plan` makes for its model.
+
+    Raises:
+        EditRefused: see `button_job`.
+    """
+    model = registry.get(spec.model) if registry is not None else None
+    if model is None:
+        raise EditRefused(f"Model {spec.model} is not served here any more, so its images cannot be edited.")
+    width, height = plan(edit, (spec.width, spec.height), multiple=model.multiple, max_pixels=model.pixels).canvas
+    extras = {k: v for k, v in spec.extras.items() if k != BASE_SIZE}
+    ratio = math.gcd(width, height)
+    return dataclasses.replace(spec, width=width, height=height, aspect=f"{width // ratio}:{height // ratio}",
+                               extras=extras)
+
+
+def with_new_seed(spec: JobSpec, rng: random.Random) -> JobSpec:
+    """`spec` with a new random seed."""
+    return dataclasses.replace(spec, seed=rng.randint(0, MAX_SEED), seed_random=True)
+
+
 def at_base_size(spec: JobSpec) -> JobSpec:
     """`spec` at the size of the grid its image came from (itself, unless it is an Upscale (2x)'s)."""
     base = spec.extras.get(BASE_SIZE)
@@ -273,19 +305,22 @@ def at_base_size(spec: JobSpec) -> JobSpec:
 
 
 def button_job(
-    parent: jobs.JobRecord | None, ref: ButtonRef, mode: Mode, rng: random.Random | None = None
+    parent: jobs.JobRecord | None, ref: ButtonRef, mode: Mode, rng: random.Random | None = None, *,
+    registry: ModelRegistry | None = None,
 ) -> ButtonJob:
-    """The new job for a click on `ref`, run in the clicker's `mode`.
+    """The new job for a click on `ref`, run in the clicker's `mode`; an edit is sized for its model in `registry`.
 
     Raises:
         JobExpired: the parent's record is gone.
+        EditRefused: an edit the model cannot make (past its aspect limit, a square of a square), or of a model
+            this bot no longer serves.
     """
     if parent is None:
         raise JobExpired(f"This job is too old: job {ref.job_id} has expired, so its buttons no longer work.")
     rng = rng or random.SystemRandom()
     same = dataclasses.replace(parent.spec, mode=mode)  # the parent's image size: what an upscale copies
     base = at_base_size(same)  # what variations and re-rolls render (an Upscale (2x)'s grid size)
-    reseeded = dataclasses.replace(base, seed=rng.randint(0, MAX_SEED), seed_random=True)
+    reseeded = with_new_seed(base, rng)
     source: dict[str, Any] = {"job_id": ref.job_id, "index": ref.index}
     if ref.action == "u":
         return ButtonJob(same, "upscale", source, f"Image #{ref.index}")
@@ -298,6 +333,10 @@ def button_job(
         return ButtonJob(upscaled(same), "upscale2x", source, "Upscaled (2x)")
     if ref.action == "reroll":
         return ButtonJob(reseeded, "grid", {"job_id": ref.job_id}, "Re-roll")
+    if ref.action in EDIT_ACTIONS:
+        edit = EDIT_ACTIONS[ref.action]
+        return ButtonJob(edited(with_new_seed(same, rng), edit, registry), "edit", {**source, **edit.to_source()},
+                         edit.label())
     raise ValueError(f"no job for button action {ref.action!r}")
 
 

@@ -11,11 +11,24 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x")
-"""u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
-upscaled image; up2x: twice the resolution."""
+from core.canvas import Edit
 
-TEMPLATE = r"imagine:(?P<act>u|v|reroll|strong|subtle|up2x):(?P<index>[0-4]):(?P<job>[0-9a-f]{32})"
+EDIT_ACTIONS: dict[str, Edit] = {
+    "zoom2": Edit("zoom", zoom=2.0),
+    "zoom15": Edit("zoom", zoom=1.5),
+    "square": Edit("square"),
+    "panl": Edit("pan", direction="left"),
+    "panr": Edit("pan", direction="right"),
+    "panu": Edit("pan", direction="up"),
+    "pand": Edit("pan", direction="down"),
+}
+"""The editing buttons under an upscaled image and the edit each asks for (`core.canvas`)."""
+
+ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", *EDIT_ACTIONS)
+"""u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
+upscaled image; up2x: twice the resolution; the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
+
+TEMPLATE = rf"imagine:(?P<act>{'|'.join(ACTIONS)}):(?P<index>[0-4]):(?P<job>[0-9a-f]{{32}})"
 """The `custom_id` pattern; index is 1-4 for a grid's images, 0 where it does not apply."""
 
 BUTTON_STYLE_SECONDARY = 2
@@ -77,17 +90,29 @@ def grid_components(job_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def single_components(job_id: str, *, upscale2x: bool = True) -> list[dict[str, Any]]:
-    """Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll under one upscaled image; without Upscale (2x) under
-    an image already as large as the model's upscales go (`core.models.ModelInfo.may_upscale2x`)."""
+PAN_EMOJI = {"panl": "⬅️", "panr": "➡️", "panu": "⬆️", "pand": "⬇️"}
+"""The pan buttons have an arrow and no label, as on Midjourney."""
+
+
+def single_components(job_id: str, *, upscale2x: bool = True, square: bool = False) -> list[dict[str, Any]]:
+    """Under one upscaled image, as on Midjourney: Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll; Zoom Out
+    2x, Zoom Out 1.5x and Make Square; the four pans. Without Upscale (2x) under an image already as large as the
+    model's upscales go (`core.models.ModelInfo.may_upscale2x`), without Make Square under a `square` image."""
     up = [_button("Upscale (2x)", "up2x", job_id, 1)] if upscale2x else []
+    make_square = [] if square else [_button("Make Square", "square", job_id, 1, "↔️")]
     return [
         _row(
             _button("Vary (Strong)", "strong", job_id, 1, "🪄"),
             _button("Vary (Subtle)", "subtle", job_id, 1, "🪄"),
             *up,
             _button("", "reroll", job_id, 0, "🔄"),
-        )
+        ),
+        _row(
+            _button("Zoom Out 2x", "zoom2", job_id, 1, "🔍"),
+            _button("Zoom Out 1.5x", "zoom15", job_id, 1, "🔍"),
+            *make_square,
+        ),
+        _row(*(_button("", action, job_id, 1, emoji) for action, emoji in PAN_EMOJI.items())),
     ]
 
 

@@ -99,3 +99,8 @@ class RepostRefused(ImagineError):
 class MalformedInteraction(ImagineError):
     """A command or component interaction the bot cannot have offered: an option missing, unknown or of the wrong type,
     a command it no longer has, a custom_id in its namespace that no button or menu of it carries. Nothing was done."""
+
+
+class EditRefused(ImagineError):
+    """An editing button (Zoom Out, Make Square, Pan, Vary (Region)) asks for an image the model cannot make: past its
+    aspect limit, or a square of a square; nothing was queued or charged."""

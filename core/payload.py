@@ -14,13 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from core.canvas import Edit
 from core.errors import MalformedPayload
 from core.models import ModelInfo
 from core.spec import MAX_TEXT_CHARS, JobSpec
 
-KINDS = ("grid", "upscale", "vary", "upscale2x")
+KINDS = ("grid", "upscale", "vary", "upscale2x", "edit")
 """What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
-variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image."""
+variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image; a new grid of an image zoomed
+out, panned, made square or with a region redrawn (`core.canvas`)."""
 
 
 MAX_PAYLOAD_CHARS = 64 * 1024
@@ -47,6 +49,9 @@ GRID_INDEXES = range(1, 5)
 VARY_STRENGTHS = ("strong", "subtle")
 """A variation job's strength (`worker.kinds.VARY_STRENGTH`)."""
 
+EXTRA_SOURCE_FIELDS = {"vary": ("strength",), "edit": ("op", "zoom", "direction", "region")}
+"""Source fields beside `job_id` and `index`, by kind."""
+
 _FIELDS = frozenset({"job_id", "spec", "owner", "kind", "source"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -59,6 +64,7 @@ class Source:
     job_id: str
     index: int | None = None
     strength: str | None = None
+    edit: Edit | None = None  # an edit job's zoom, pan, square or region
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ class JobPayload:
             out["index"] = self.source.index
         if self.source.strength is not None:
             out["strength"] = self.source.strength
+        if self.source.edit is not None:
+            out.update(self.source.edit.to_source())
         return out
 
 
@@ -122,7 +130,7 @@ def _source(kind: str, value: Any) -> Source | None:
         if value.keys() - {"job_id"}:
             raise MalformedPayload("a grid job's source names only the job it re-rolls")
         return Source(_job_id("source.job_id", value["job_id"])) if value else None
-    allowed = {"job_id", "index", "strength"} if kind == "vary" else {"job_id", "index"}
+    allowed = {"job_id", "index", *EXTRA_SOURCE_FIELDS.get(kind, ())}
     unknown = value.keys() - allowed
     if unknown:
         raise MalformedPayload(f"source has unknown field(s) {', '.join(sorted(repr(k)[:40] for k in unknown)[:5])}")
@@ -133,7 +141,13 @@ def _source(kind: str, value: Any) -> Source | None:
     strength = value.get("strength", "strong" if kind == "vary" else None)
     if kind == "vary" and strength not in VARY_STRENGTHS:
         raise MalformedPayload(f"source.strength must be {' or '.join(VARY_STRENGTHS)}")
-    return Source(parent, index, strength)
+    edit = None
+    if kind == "edit":
+        try:
+            edit = Edit.from_source(value)
+        except ValueError as exc:
+            raise MalformedPayload(str(exc)) from None
+    return Source(parent, index, strength, edit)
 
 
 def check_fits(spec: JobSpec, model: ModelInfo, kind: str = "grid") -> None:

@@ -23,6 +23,7 @@ import redis
 from PIL import Image
 
 from core import buttons, delivery, jobs, keys
+from core.canvas import Edit
 from core.delivery import Delivery
 from core.models import ModelInfo
 from core.prompt import canonical
@@ -80,6 +81,12 @@ def result_text(record: jobs.JobRecord, user_id: str) -> str:
     if record.kind == "vary":
         label = STRENGTH_LABELS.get(str(source.get("strength")), "Strong")
         return f"{prompt} - Variations ({label}) by <@{user_id}> ({spec.mode}) --seed {spec.seed}"
+    if record.kind == "edit":
+        try:
+            label = Edit.from_source(source).label()
+        except ValueError:  # a record written by another version
+            label = "Edited"
+        return f"{prompt} - {label} by <@{user_id}> ({spec.mode}) --seed {spec.seed}"
     return f"{headline(record, user_id)} --seed {spec.seed}"
 
 
@@ -100,7 +107,7 @@ def result_components(record: jobs.JobRecord, models: Sequence[ModelInfo] = ()) 
         spec = record.spec
         model = next((m for m in models if m.name == spec.model), None)
         upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
-        return buttons.single_components(record.job_id, upscale2x=upscale2x)
+        return buttons.single_components(record.job_id, upscale2x=upscale2x, square=spec.width == spec.height)
     return buttons.grid_components(record.job_id)
 
 

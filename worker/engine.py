@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, DiffusionPipeline, StableDiffusionLatentUpscalePipeline
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    DiffusionPipeline,
+    StableDiffusionLatentUpscalePipeline,
+)
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -55,6 +60,10 @@ class Engine:
         # Image-to-image (variations, the 2x refine pass) on the same modules: built once, no second copy of weights.
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self.img2img.set_progress_bar_config(disable=True)
+        # Inpainting (Zoom Out, Pan, Make Square, Vary (Region)) on the same modules too: with a plain 4-channel
+        # UNet diffusers blends the kept part's noised latents back in at every step.
+        self.inpainter = AutoPipelineForInpainting.from_pipe(pipe)
+        self.inpainter.set_progress_bar_config(disable=True)
         # The diffusers 2x upscaler (WORKER_UPSCALER), loaded with the pipeline; None: Upscale (2x) resizes instead.
         self.upscaler = upscaler
 
@@ -137,6 +146,61 @@ class Engine:
         with self._guarded(spec, count, (width, height), should_cancel):
             return self._sample_from_image(spec, image.convert("RGB"), strength, count, on_progress, should_cancel,
                                            preview_interval_s)
+
+    def inpaint(
+        self,
+        spec: JobSpec,
+        image: Image.Image,
+        mask: Image.Image,
+        *,
+        count: int = 4,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        preview_interval_s: float = 1.5,
+    ) -> list[Image.Image]:
+        """Redraw the white part of `mask` over `image` `count` times under the prompt of `spec`, in one batched call.
+
+        Image k starts from noise seeded `spec.seeds()[k]` in the masked part; the rest of the latents are the image's,
+        noised to each step's level (a 4-channel UNet), or its masked image is an input (a 9-channel inpainting
+        UNet). The output is the whole canvas as decoded: `worker.editing.finish` puts the kept pixels back.
+
+        Args:
+            spec: prompt parts, negative prompt, steps, guidance, seed, stop and tile are used; its size is the
+                image's.
+            image: the canvas, of the spec's size.
+            mask: "L" image of the same size; white is redrawn.
+            count, on_progress, should_cancel, preview_interval_s: as for `image_to_image`.
+
+        Raises:
+            JobCancelled, TransientGenerationError, GenerationFailed: as for `render`.
+        """
+        with self._guarded(spec, count, image.size, should_cancel):
+            pipe = self.inpainter
+            # 1. the prompt, as for text-to-image
+            embeds = encode_weighted_prompt(pipe, spec.parts, rendered_negative(spec), spec.guidance_scale)
+            batch = {name: torch.cat([e] * count) for name, e in embeds.items()}
+            # 2. one CPU generator per output, seeded like the images of a grid
+            generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.seeds()[:count]]
+            # 3. strength 1: the masked part starts from pure noise
+            output = pipe(
+                **batch,
+                image=[image.convert("RGB")] * count,
+                mask_image=[mask] * count,
+                strength=1.0,
+                width=image.width,
+                height=image.height,
+                generator=generators,
+                num_inference_steps=spec.steps,
+                guidance_scale=spec.guidance_scale,
+                output_type="pt",
+                callback_on_step_end=_StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
+                callback_on_step_end_tensor_inputs=["latents"],
+            )
+            # 4. reject NaN/inf
+            images = output.images
+            if not torch.isfinite(images).all():
+                raise GenerationFailed(INVALID_IMAGE)
+            return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
 
     def upscale(
         self,

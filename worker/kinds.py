@@ -1,6 +1,7 @@
 """What each job kind makes, as PNG bytes ready to store: a grid, one image of a grid, variations, a 2x upscale.
 
-`core.queue.KINDS` names them; a button job's `source` is `{"job_id": parent, "index": k (1-4), "strength"}`.
+`core.queue.KINDS` names them; a button job's `source` is `{"job_id": parent, "index": k (1-4)}`, with "strength" for
+a variation and the edit's fields (`core.canvas.Edit.to_source`) for an edit.
 Image k of a grid parent is its stored image k-1; a single-image parent (an upscale) has only image 0.
 """
 
@@ -18,11 +19,11 @@ import redis
 from PIL import Image
 
 import quotas
-from core import jobs, keys
-from core.errors import GenerationFailed
+from core import canvas, jobs, keys
+from core.errors import EditRefused, GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
-from worker import output_check
+from worker import editing, output_check
 from worker.context import Context
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
@@ -115,6 +116,13 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, "vary", strength=strength))
         return _grid_output(_check(ctx, spec, images))
+    if kind == "edit":
+        layout = _edit_layout(ctx, spec, source, image)
+        start_image, mask = editing.start(layout, image)
+        images = _gpu(meter, lambda: ctx.engine.inpaint(
+            spec, start_image, mask, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
+            preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, "edit"))
+        return _grid_output(_check(ctx, spec, [editing.finish(layout, start_image, new) for new in images]))
     if kind == "upscale2x":
         size = _upscaled_size(spec, image)
         if size[0] * size[1] > ctx.model.max_upscaled_pixels:  # admission refuses it; a payload from elsewhere
@@ -128,6 +136,24 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
+
+
+def _edit_layout(ctx: Context, spec: JobSpec, source: dict[str, Any], image: Image.Image) -> canvas.Layout:
+    """Where the edit of `source` puts `image`: the plan the bot sized the job by (`bot.submit.edited`).
+
+    Raises:
+        GenerationFailed: a malformed edit, or one whose canvas is not the job's size (the payload was not made by
+            this bot for this model).
+    """
+    try:
+        layout = canvas.plan(canvas.Edit.from_source(source), image.size, multiple=ctx.model.multiple,
+                             max_pixels=ctx.model.pixels)
+    except (ValueError, EditRefused) as exc:
+        raise GenerationFailed(f"malformed job payload: {exc}") from None
+    if layout.canvas != (spec.width, spec.height):
+        raise GenerationFailed(f"malformed job payload: the edit makes {layout.canvas[0]}x{layout.canvas[1]}, "
+                               f"the job asks for {spec.width}x{spec.height}")
+    return layout
 
 
 def _upscaled_size(spec: JobSpec, image: Image.Image) -> tuple[int, int]:

@@ -19,6 +19,8 @@ CASES = [
     ("strong", 1, buttons.single_components, "vary", "strong", True),
     ("subtle", 1, buttons.single_components, "vary", "subtle", True),
     ("up2x", 1, buttons.single_components, "upscale2x", None, False),
+    ("zoom2", 1, buttons.single_components, "edit", None, True),
+    ("panl", 1, buttons.single_components, "edit", None, True),
 ]
 
 
@@ -64,6 +66,42 @@ async def test_each_button_enqueues_its_job_for_the_clicker(
         assert source["index"] == index
     assert source.get("strength") == strength
     assert (record.spec.seed != spec.seed) == reseeded and record.spec.seed_random == reseeded
+
+
+@pytest.mark.parametrize(("action", "source", "size"), [
+    ("zoom15", {"op": "zoom", "zoom": 1.5}, (64, 64)),
+    ("square", {"op": "square"}, (64, 64)),
+    ("pand", {"op": "pan", "direction": "down"}, (48, 72)),
+])
+async def test_edit_buttons_size_their_job_for_the_model(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, bob: User, action: str,
+    source: dict, size: tuple[int, int],
+) -> None:
+    """Zoom Out, Make Square and Pan: an edit job whose source names the edit and whose size is the canvas
+    core.canvas plans for the parent's model (the tiny one: 4,096 pixels), with its aspect."""
+    parent, spec = done_job(redis_conn, "a red cat --ar 2:1 --seed 7" if action == "square" else "a red cat",
+                            guild=discord_emulator.state.guild_id)
+    message = await post_result(discord_emulator, buttons.single_components(parent))
+    record = await click_and_get_job(discord_emulator, redis_conn, bob, message,
+                                     buttons.custom_id(action, parent, 1))
+    payload = queue.Job.fetch(record.job_id, connection=redis_conn, serializer=queue.SERIALIZER).args[0]
+    assert payload["kind"] == "edit" and payload["source"] == {"job_id": parent, "index": 1, **source}
+    assert (record.spec.width, record.spec.height) == size and record.spec.prompt == spec.prompt
+    assert record.spec.aspect == {(64, 64): "1:1", (48, 72): "2:3"}[size]
+
+
+async def test_a_pan_past_the_aspect_limit_is_refused_ephemerally(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, bob: User
+) -> None:
+    """Pan left of a 4:1 image: an ephemeral answer saying why, nothing queued or charged."""
+    parent, _ = done_job(redis_conn, "a red cat --ar 4:1", guild=discord_emulator.state.guild_id)
+    message = await post_result(discord_emulator, buttons.single_components(parent))
+    click = await discord_emulator.click_button(user=bob, message=message,
+                                                custom_id=buttons.custom_id("panl", parent, 1))
+    callback = await click.wait_acknowledged()
+    assert callback.type == 4 and callback.data["flags"] & EPHEMERAL
+    assert "longer than 4:1" in click.ephemeral_messages[0].content
+    assert job_ids(redis_conn, f"discord:{bob.id}") == [] and queue.rq_queue(redis_conn, "fast:tiny").count == 0
 
 
 async def test_buttons_run_in_the_clickers_mode(

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import queue
+from core.canvas import DIRECTIONS, REGIONS, ZOOM_MAX, ZOOM_MIN, Edit
 from core.errors import MalformedPayload
 from core.models import tiny_model
 from core.payload import MAX_LIST_ITEMS, MAX_PAYLOAD_CHARS, MAX_STRING_CHARS, JobPayload, check_fits
@@ -54,6 +55,14 @@ def specs(draw: st.DrawFn) -> JobSpec:
     return spec
 
 
+edits = st.one_of(
+    st.builds(Edit, st.just("zoom"), zoom=st.floats(ZOOM_MIN, ZOOM_MAX)),
+    st.just(Edit("square")),
+    st.builds(Edit, st.just("pan"), direction=st.sampled_from(list(DIRECTIONS))),
+    st.builds(Edit, st.just("region"), region=st.sampled_from(list(REGIONS))),
+)
+
+
 @st.composite
 def payloads(draw: st.DrawFn) -> dict[str, Any]:
     """A payload as the bot writes it, through JSON as RQ stores it."""
@@ -63,6 +72,8 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
         source = {"job_id": draw(job_ids), "index": draw(st.integers(1, 4))}
         if kind == "vary":
             source["strength"] = draw(st.sampled_from(["strong", "subtle"]))
+        if kind == "edit":
+            source.update(draw(edits).to_source())
     written = queue.payload(draw(job_ids), draw(specs()), draw(st.sampled_from(["discord:42", "cli:me", "o"])),
                             kind=kind, source=source)
     return json.loads(json.dumps(written))

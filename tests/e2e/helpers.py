@@ -174,8 +174,8 @@ def grid_ids(job_id: str) -> list[str]:
     return [c["custom_id"] for row in buttons.grid_components(job_id) for c in row["components"]]
 
 
-def single_ids(job_id: str) -> list[str]:
-    return [c["custom_id"] for row in buttons.single_components(job_id) for c in row["components"]]
+def single_ids(job_id: str, *, square: bool = False) -> list[str]:
+    return [c["custom_id"] for row in buttons.single_components(job_id, square=square) for c in row["components"]]
 
 
 async def imagine(emu: DiscordEmulator, user: User, prompt: str) -> PendingInteraction:

@@ -8,6 +8,7 @@ import signal
 
 import numpy as np
 import redis
+from PIL import Image
 
 from core import jobs
 from discord_emulator import LOADING, DiscordEmulator
@@ -82,7 +83,7 @@ async def test_u2_posts_image_2_v3_and_reroll_post_new_grids(
     single = np.asarray(png(upscaled).convert("RGB"))
     assert single.shape == (64, 64, 3)
     assert np.array_equal(single, grid[0:64, 64:128])  # image 2: top right
-    assert upscaled.custom_ids() == single_ids(job_of(upscaled))
+    assert upscaled.custom_ids() == single_ids(job_of(upscaled), square=True)
     assert "Image #2" in upscaled.content and f"<@{alice.id}>" in upscaled.content
 
     varied = await result(await click(discord, alice, first, "v", 3))
@@ -102,6 +103,35 @@ async def test_u2_posts_image_2_v3_and_reroll_post_new_grids(
     assert rerolled.custom_ids() == grid_ids(reroll_job.job_id)
     await settled(redis_conn, WORKER_NAME)
     assert [len(png_revisions(m)) for m in (first, upscaled, varied, rerolled)] == [1, 1, 1, 1]
+
+
+async def test_zoom_out_and_pan_of_an_upscaled_image_post_new_grids(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """Under U1: Zoom Out 2x posts a grid of four images of U1's size holding U1 at half its sides at the centre;
+    Pan ⬆️ posts a grid of taller images (the canvas the tiny model's pixel budget allows) with the new strip on top;
+    both with the grid's buttons and a new seed."""
+    alice = discord.add_user("alice")
+    first = await result(await imagine(discord, alice, "a green frog --seed 5"))
+    upscaled = await result(await click(discord, alice, first, "u", 1))
+    assert [b.get("label") or b["emoji"]["name"] for b in upscaled.components[2]["components"]] == \
+        ["⬅️", "➡️", "⬆️", "⬇️"]
+
+    zoomed = await result(await click(discord, alice, upscaled, "zoom2", 1))
+    zoom_job = jobs.get(redis_conn, job_of(zoomed))
+    assert zoom_job is not None and zoom_job.kind == "edit"
+    assert zoom_job.source == {"job_id": job_of(upscaled), "index": 1, "op": "zoom", "zoom": 2.0}
+    assert png(zoomed).size == GRID_SIZE and zoomed.custom_ids() == grid_ids(zoom_job.job_id)
+    assert "Zoom Out 2x by" in zoomed.content and seed_in(zoomed.content) != 5
+    centre = np.asarray(png(zoomed).convert("RGB"))[20:44, 20:44]  # image 1's middle, inside the seam's band
+    shrunk = np.asarray(png(upscaled).convert("RGB").resize((32, 32), Image.Resampling.LANCZOS))[4:28, 4:28]
+    assert np.array_equal(centre, shrunk)
+
+    panned = await result(await click(discord, alice, upscaled, "panu", 1))
+    pan_job = jobs.get(redis_conn, job_of(panned))
+    assert pan_job is not None and (pan_job.spec.width, pan_job.spec.height) == (48, 72)
+    assert png(panned).size == (96, 144) and "Pan up by" in panned.content
+    await settled(redis_conn, WORKER_NAME)
 
 
 async def test_a_button_works_after_the_bot_restarts(discord: DiscordEmulator, start_bot, redis_conn) -> None:

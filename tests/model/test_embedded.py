@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from core.canvas import Edit, plan
 from core.models import BUILTIN_EMBEDDED, embedded_model, load_registry
 from core.prompt import parse
 from model import checker
-from model.data import parse_caption
+from model.data import COLOURS, PALETTE, parse_caption
+from worker import editing
 from worker.engine import Engine
 from worker.kinds import VARY_STRENGTH
 
@@ -52,3 +56,80 @@ def test_a_red_circle_on_a_blue_background(engine: Engine) -> None:
     scores = [checker.score(reading, parse_caption(prompt)) for reading in readings]
     right = [s["background"] and s["count"] and s["colour"] and s["shape"] for s in scores]
     assert sum(right) >= 3, readings
+
+
+def _edited(engine: Engine, spec, source, edit: Edit, prompt: str = ""):
+    """The four images of `edit` of `source` as a worker makes them (`worker.kinds`): plan, start, inpaint, finish."""
+    layout = plan(edit, source.size, multiple=16, max_pixels=64 * 64)
+    start, mask = editing.start(layout, source)
+    registry = load_registry(BUILTIN_EMBEDDED)
+    spec = parse(f"{prompt} --seed 11", registry)[0] if prompt else spec
+    spec = dataclasses.replace(spec, width=layout.canvas[0], height=layout.canvas[1])
+    return layout, start, [editing.finish(layout, start, new) for new in engine.inpaint(spec, start, mask)]
+
+
+@pytest.fixture(scope="module")
+def circle(engine: Engine):
+    """Image 1 of "a red circle on a blue background --seed 7": one red circle at the centre, read by the checker."""
+    [spec] = parse("a red circle on a blue background --seed 7", load_registry(BUILTIN_EMBEDDED))
+    image = engine.render(spec, indices=(0,))[0]
+    [seen] = checker.check(image).objects
+    assert (checker.check(image).background, seen.colour, seen.shape, seen.position) == ("blue", "red", "circle",
+                                                                                          "centre")
+    return spec, image, seen
+
+
+def _blue_share(image, boxes) -> float:
+    """The share of the pixels in `boxes` nearest to the palette's blue."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    palette = {name: np.array(PALETTE[name], dtype=np.float32) for name in COLOURS}
+    chosen = [pixels[t:b, left:r].reshape(-1, 3) for left, t, r, b in boxes]
+    region = np.concatenate(chosen)
+    names = list(palette)
+    nearest = np.argmin([np.linalg.norm(region - palette[n], axis=1) for n in names], axis=0)
+    return float(np.mean(np.array(names)[nearest] == "blue"))
+
+
+@pytest.mark.parametrize("zoom", [2.0, 1.5])
+def test_zoom_out_keeps_the_circle_at_the_centre_at_its_new_size(engine: Engine, circle, zoom: float) -> None:
+    """Zoom Out of the red circle: every image shows a red circle at the centre with 1/k^2 of its area (k the
+    source's shrink on the 16-pixel grid), on blue, and the new border is mostly blue."""
+    spec, image, seen = circle
+    layout, _, images = _edited(engine, spec, image, Edit("zoom", zoom=zoom))
+    shrink = (layout.paste[2] - layout.paste[0]) / image.width
+    for result in images:
+        reading = checker.check(result)
+        centre = [o for o in reading.objects if o.position == "centre"]
+        assert reading.background == "blue" and len(centre) == 1, reading
+        assert (centre[0].colour, centre[0].shape) == ("red", "circle"), reading
+        assert centre[0].area == pytest.approx(seen.area * shrink**2, rel=0.25), reading
+        assert _blue_share(result, layout.repaint) > 0.6
+
+
+def test_pan_keeps_the_object_and_extends_the_background(engine: Engine, circle) -> None:
+    """Pan left: the circle stays where the kept part put it (shifted right by the new strip), the strip is blue."""
+    spec, image, _ = circle
+    layout, start, images = _edited(engine, spec, image, Edit("pan", direction="left"))
+    expected = checker.check(start).objects[0].centroid
+    for result in images:
+        reading = checker.check(result)
+        assert reading.background == "blue" and reading.objects[0].colour == "red", reading
+        assert reading.objects[0].centroid == pytest.approx(expected, abs=0.02)
+        assert _blue_share(result, layout.repaint) > 0.8
+
+
+def test_vary_region_changes_the_region_and_nothing_outside(engine: Engine, circle) -> None:
+    """Vary (Region) of the centre with "a green square on a blue background": green where the circle was, and
+    every pixel outside the region exactly as it was."""
+    spec, image, _ = circle
+    layout, _, images = _edited(engine, spec, image, Edit("region", region="centre"),
+                                "a green square on a blue background")
+    (left, top, right, bottom), = layout.repaint
+    outside = np.ones((64, 64), dtype=bool)
+    outside[top:bottom, left:right] = False
+    before = np.asarray(image.convert("RGB"))
+    for result in images:
+        after = np.asarray(result)
+        assert np.array_equal(after[outside], before[outside])
+        colours = {o.colour for o in checker.check(result).objects}
+        assert "green" in colours and "red" not in colours, checker.check(result)

@@ -11,6 +11,7 @@ import redis
 from PIL import Image
 
 from core import buttons, keys, queue
+from core.canvas import Edit, plan
 from core.models import tiny_model
 from core.spec import JobSpec
 from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
@@ -60,7 +61,7 @@ def test_upscale_posts_the_parents_image_unchanged(redis_conn, tiny_engine, tiny
     assert image(redis_conn, up.job_id, 0) == image(redis_conn, parent.job_id, 1)
     message = discord.message(up.interaction.original_id)
     assert message.attachments[0].data == image(redis_conn, parent.job_id, 1)
-    assert message.custom_ids() == custom_ids(buttons.single_components(up.job_id))
+    assert message.custom_ids() == custom_ids(buttons.single_components(up.job_id, square=True))
     assert "Image #2" in message.content
     assert record(redis_conn, up.job_id).gpu_s == 0
 
@@ -127,7 +128,7 @@ def test_upscale2x_doubles_the_size_within_the_attachment_limit(redis_conn, tiny
     assert len(png) <= DISCORD_MAX_ATTACHMENT_BYTES
     assert record(redis_conn, big.job_id).total == 1  # 25% of the tiny model's 4 steps: a light pass
     message = discord.message(big.interaction.original_id)
-    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id))
+    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id, square=True))
     assert "Upscaled (2x)" in message.content
     assert record(redis_conn, big.job_id).gpu_s > 0
 
@@ -142,7 +143,7 @@ def test_a_source_that_expired_entirely_fails_with_reroll(redis_conn, tiny_engin
     rec = record(redis_conn, job.job_id)
     assert (rec.state, rec.attempt) == ("failed", 1)
     assert "expired" in discord.message(job.interaction.original_id).content
-    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x")
+    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x", "edit")
 
 
 def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x(
@@ -164,10 +165,60 @@ def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x
     assert Image.open(io.BytesIO(image(redis_conn, big.job_id, 0))).size == (128, 128)
     assert float(redis_conn.get(keys.job_work(big.job_id))) == pytest.approx(128 * 128 * 1 / 1e6)
     message = discord.message(big.interaction.original_id)
-    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id, upscale2x=False))
+    assert message.custom_ids() == custom_ids(buttons.single_components(big.job_id, upscale2x=False, square=True))
     assert not any(":up2x:" in c for c in message.custom_ids())
     huge = enqueue_from_discord(redis_conn, discord, user, dataclasses.replace(tiny_spec, width=256, height=256),
                                 kind="upscale2x", source={"job_id": big.job_id, "index": 1})
     run_in_process(redis_conn, tiny_engine, poster=poster)
     failed = record(redis_conn, huge.job_id)
     assert failed.state == "failed" and "over the model's 16384 pixels" in failed.reason and failed.gpu_s == 0
+
+
+def test_zoom_out_makes_a_grid_around_the_kept_image(redis_conn, tiny_engine, tiny_spec,
+                                                     discord: ThreadedEmulator):  # noqa: F811
+    """Zoom Out 2x of U1: a new grid of four images of the same size, each holding U1 shrunk to half its sides at
+    its centre, pixel for pixel away from the seam; posted with the grid's buttons and named "Zoom Out 2x"."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 1})
+    zoom = run_job(redis_conn, tiny_engine, discord, dataclasses.replace(tiny_spec, seed=99), kind="edit",
+                   source={"job_id": up.job_id, "index": 1, "op": "zoom", "zoom": 2.0})
+    shrunk = Image.open(io.BytesIO(image(redis_conn, up.job_id, 0))).convert("RGB").resize(
+        (32, 32), Image.Resampling.LANCZOS)
+    band = 4  # worker.editing.feather at 64x64
+    inner = np.asarray(shrunk, dtype=np.float32)[band:-band, band:-band]
+    for k in range(4):
+        assert pixels(image(redis_conn, zoom.job_id, k)).shape == (64, 64, 3)
+        assert np.array_equal(pixels(image(redis_conn, zoom.job_id, k))[16 + band:48 - band, 16 + band:48 - band],
+                              inner)
+    message = discord.message(zoom.interaction.original_id)
+    assert message.custom_ids() == custom_ids(buttons.grid_components(zoom.job_id))
+    assert "Zoom Out 2x by" in message.content and "--seed 99" in message.content
+    assert record(redis_conn, zoom.job_id).gpu_s > 0
+
+
+def test_pan_renders_the_grown_canvas_its_spec_names(redis_conn, tiny_engine, tiny_spec,
+                                                     discord: ThreadedEmulator):  # noqa: F811
+    """Pan right of a 64x64 image on the tiny model (4,096 pixels): the canvas core.canvas plans (72x48, the kept
+    part scaled down to fit), which is the job's size."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    layout = plan(Edit("pan", direction="right"), (64, 64), multiple=8, max_pixels=64 * 64)
+    assert layout.canvas == (72, 48) and layout.scaled
+    pan = run_job(redis_conn, tiny_engine, discord,
+                  dataclasses.replace(tiny_spec, width=72, height=48, aspect="3:2"), kind="edit",
+                  source={"job_id": parent.job_id, "index": 2, "op": "pan", "direction": "right"})
+    assert all(pixels(image(redis_conn, pan.job_id, k)).shape == (48, 72, 3) for k in range(4))
+    assert "Pan right by" in discord.message(pan.interaction.original_id).content
+
+
+def test_an_edit_not_sized_by_its_plan_fails_without_rendering(redis_conn, tiny_engine, tiny_spec,
+                                                               discord: ThreadedEmulator):  # noqa: F811
+    """A pan payload whose spec keeps the source's size was not made by this bot: the job fails, saying why,
+    before any GPU time is spent."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    user = discord.call(lambda: discord.emu.add_user("lee"))
+    job = enqueue_from_discord(redis_conn, discord, user, tiny_spec, kind="edit",
+                               source={"job_id": parent.job_id, "index": 1, "op": "pan", "direction": "up"})
+    run_in_process(redis_conn, tiny_engine, poster=discord.poster())
+    failed = record(redis_conn, job.job_id)
+    assert failed.state == "failed" and "the edit makes 48x72" in failed.reason and failed.gpu_s == 0

@@ -64,7 +64,7 @@ def test_upscale2x_uses_the_upscaler_once_and_doubles_the_size(redis_conn, upsca
     assert (rec.total, rec.gpu_s > 0) == (tiny_spec.steps, True)
     message = discord.message(job.interaction.original_id)
     assert "Upscaled (2x)" in message.content and message.attachments[0].data == png
-    assert message.custom_ids() == [c["custom_id"] for row in buttons.single_components(big)
+    assert message.custom_ids() == [c["custom_id"] for row in buttons.single_components(big, square=True)
                                     for c in row["components"]]
 
 
