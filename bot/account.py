@@ -1,4 +1,5 @@
-"""A user's own things: `/info`, `/settings` (and its selects), `/fast`, `/relax`, `/subscribe`, `/cancel`, `/show`.
+"""A user's own things: `/info`, `/settings` (and its selects), `/prefer remix`, `/fast`, `/relax`, `/subscribe`,
+`/cancel`, `/show`.
 What they do with jobs is `bot.myjobs`'; the settings' choices and their check are here."""
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ STYLIZE = {"50": "low (50)", "100": "med (100)", "250": "high (250)", "750": "ve
 RESET = "default"
 """Select value that forgets a saved default."""
 
-SETTINGS_TEMPLATE = r"imagine:settings:(?P<name>mode|ar|stylize|model)"
+SETTINGS_TEMPLATE = r"imagine:settings:(?P<name>mode|ar|stylize|model|remix)"
+
+SETTING_ROWS = ("mode", "ar", "stylize", "model", "remix")
+"""The `/settings` selects, one per row (Discord allows five)."""
 
 
 def choices(name: str, registry: ModelRegistry) -> dict[str, str]:
     """The values a settings select offers -> their labels."""
     if name == "mode":
         return {"fast": "Fast mode", "relax": "Relax mode"}
+    if name == "remix":
+        return {"off": "Remix mode: off", "on": "Remix mode: on (edit the prompt on V, Vary, Zoom, Pan, re-roll)"}
     if name == "ar":
         return {RESET: "Aspect ratio: default (1:1)", **{a: f"Aspect ratio {a}" for a in ASPECTS}}
     if name == "stylize":
@@ -56,10 +62,12 @@ def save_choice(
     the guild's block list covers (`bot.screening.check_default`)."""
     if value not in choices(name, registry):
         raise ImagineError(f"{value!r} is not a choice for {name}")
-    if name != "mode" and value != RESET:
+    if name not in ("mode", "remix") and value != RESET:
         moderation.check_default(conn, guild, name, value, channel_nsfw=channel_nsfw)
     if name == "mode":
         usersettings.set_mode(conn, owner, value)
+    elif name == "remix":
+        usersettings.set_remix(conn, owner, value == "on")
     else:
         usersettings.set_default(conn, owner, name, None if value == RESET else value)
     return usersettings.get(conn, owner)
@@ -67,7 +75,9 @@ def save_choice(
 
 def settings_text(saved: usersettings.UserSettings) -> str:
     defaults = " ".join(f"--{k} {v}" for k, v in sorted(saved.defaults.items())) or "none"
-    return f"**Your settings** - mode: **{saved.mode}**, defaults: {defaults}\nParameters in a prompt always win."
+    remix = "on" if saved.remix else "off"
+    return (f"**Your settings** - mode: **{saved.mode}**, remix: **{remix}**, defaults: {defaults}\n"
+            "Parameters in a prompt always win.")
 
 
 class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS_TEMPLATE):
@@ -108,8 +118,9 @@ DYNAMIC_ITEMS = (SettingSelect,)
 
 def settings_view(saved: usersettings.UserSettings, bot: ImagineBot) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    current = {"mode": saved.mode, **{n: saved.defaults.get(n, RESET) for n in usersettings.DEFAULT_NAMES}}
-    for row, name in enumerate(("mode", "ar", "stylize", "model")):
+    current = {"mode": saved.mode, "remix": "on" if saved.remix else "off",
+               **{n: saved.defaults.get(n, RESET) for n in usersettings.DEFAULT_NAMES}}
+    for row, name in enumerate(SETTING_ROWS):
         view.add_item(SettingSelect(name, bot.registry, current[name], row=row))
     return view
 
@@ -140,6 +151,15 @@ class Account(commands.Cog):
         await interaction.response.send_message(
             settings_text(saved), view=settings_view(saved, self.bot), ephemeral=True
         )
+
+    prefer = app_commands.Group(name="prefer", description="Your preferences")
+
+    @prefer.command(name="remix", description="Remix mode on or off: edit the prompt on V, Vary, Zoom, Pan, re-roll")
+    async def prefer_remix(self, interaction: discord.Interaction) -> None:
+        on = await self.bot.redis_call(usersettings.toggle_remix, owner_of(interaction.user.id))
+        text = ("Remix mode is **on**: V, Vary, Zoom, Pan and re-roll first open the prompt for you to edit."
+                if on else "Remix mode is **off**.")
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="fast", description="Run your next jobs in fast mode")
     async def fast(self, interaction: discord.Interaction) -> None:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "imagine:"
 """The prefix of every custom_id the bot and its workers put on a message."""
 
-HANDLED_BY: tuple[type[discord.ui.DynamicItem[Any]], ...] = (*buttons.DYNAMIC_ITEMS, *account.DYNAMIC_ITEMS)
+HANDLED_BY: tuple[type[discord.ui.DynamicItem[Any]], ...] = (*buttons.ALL_ITEMS, *account.DYNAMIC_ITEMS)
 """The `DynamicItem`s that answer clicks on `imagine:` custom_ids."""
 
 UNKNOWN = "This button or menu is not one this bot offers (any more); nothing was done."

@@ -114,9 +114,8 @@ def show(conn: redis.Redis, job_id: str, place: Place, registry: ModelRegistry) 
         return Shown(content, name, grid, buttons.grid_components(job_id))
     single = conn.get(keys.job_image(job_id, 0))
     if isinstance(single, bytes):
-        model = registry.get(spec.model)  # no Upscale (2x) under an image as large as its model's upscales go
-        upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
-        return Shown(content, name, single, buttons.single_components(job_id, upscale2x=upscale2x))
+        components = buttons.image_components(job_id, (spec.width, spec.height), registry.get(spec.model))
+        return Shown(content, name, single, components)
     raise JobExpired(f"The images of job {job_id} have expired.")
 
 

@@ -36,13 +36,15 @@ from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
-from core.buttons import EDIT_ACTIONS, ButtonRef
-from core.canvas import Edit, plan
+from core.buttons import EDIT_ACTIONS, REMIX_ACTIONS, ButtonRef
+from core.canvas import REGIONS, Edit, plan
 from core.errors import (
     QUEUE_UNREACHABLE,
     EditRefused,
     ImagineError,
     JobExpired,
+    MalformedInteraction,
+    PromptError,
     QuotaExceeded,
     TierLimit,
     TooManyJobs,
@@ -145,10 +147,22 @@ async def plan_prompt(
     return specs, quotas.plan_reserve(bot.tiers, who, specs, replies[3:], kind="grid", now=now)
 
 
+@dataclass(frozen=True)
+class Remix:
+    """The click's answer before admission: first open its prompt for editing (Remix mode, Vary (Region))."""
+
+    prompt: str  # the prompt to show, as the job would run it
+
+
 @_before_ack
-async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef) -> tuple[Admission, ButtonJob]:
+async def admit_click(
+    bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef, *, prompt: str | None = None, region: str = ""
+) -> tuple[Admission, ButtonJob] | Remix:
     """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
     from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
+
+    `prompt`: the prompt the clicker edited (`remixed`); without one, a button in `REMIX_ACTIONS` answers `Remix`
+    when the clicker's Remix mode is on, and Vary (Region) (which also takes the `region` chosen) always does.
 
     The job is admitted for what it renders: an Upscale (2x) at twice its source's sides (refused past the tier's
     or the model's pixel limit), a variation for the steps its strength runs, U1-U4 free while the image is stored
@@ -158,6 +172,8 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
         JobExpired: the clicked job's record is gone.
         RepostRefused: its image may not be re-sent here (another server, an age-restricted origin).
         TierLimit: also an Upscale (2x) past the model's largest upscale.
+        EditRefused: an edit the model cannot make (`button_job`).
+        PromptError: the edited prompt does not parse.
         Otherwise as `admit_prompt`.
     """
     who, now = members.who(interaction), time.time()
@@ -167,8 +183,12 @@ async def admit_click(bot: ImagineBot, interaction: discord.Interaction, ref: Bu
         bot.redis_call(parent_and_origin, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
         aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
-    job = button_job(parent, ref, usersettings.from_hash(replies[0]).mode,  # JobExpired: answered ephemerally
-                     registry=bot.registry)  # EditRefused too
+    saved = usersettings.from_hash(replies[0])
+    job = button_job(parent, ref, saved.mode, registry=bot.registry, region=region)  # JobExpired, EditRefused
+    if prompt is None and ref.action in REMIX_ACTIONS and (saved.remix or ref.action == "region"):
+        return Remix(job.spec.prompt)
+    if prompt is not None:
+        job = remixed(bot, job, prompt, saved)  # PromptError: answered ephemerally, nothing charged
     if job.kind == "upscale2x":
         check_upscale2x(bot.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:
@@ -290,6 +310,25 @@ def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> JobSpec
                                extras=extras)
 
 
+def remixed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.UserSettings) -> ButtonJob:
+    """`job` with the prompt its clicker edited (Remix mode, Vary (Region)), parsed like `/imagine`'s under the
+    clicker's saved defaults. A re-roll takes the whole new prompt, parameters too; a job from an image keeps its
+    size and seed and takes the new text, `--no`, `--chaos` and `--stylize`.
+
+    Raises:
+        PromptError: the text does not parse, or names more than one prompt.
+    """
+    specs = parse_prompt(bot, text, saved)
+    if len(specs) != 1:
+        raise PromptError("Remix takes one prompt: {a, b} permutations and --repeat work in /imagine.")
+    (new,) = specs
+    if job.kind == "grid":
+        return dataclasses.replace(job, spec=dataclasses.replace(new, mode=job.spec.mode))
+    spec = dataclasses.replace(job.spec, prompt=new.prompt, parts=new.parts, negative_prompt=new.negative_prompt,
+                               chaos=new.chaos, stylize=new.stylize, guidance_scale=new.guidance_scale)
+    return dataclasses.replace(job, spec=spec)
+
+
 def with_new_seed(spec: JobSpec, rng: random.Random) -> JobSpec:
     """`spec` with a new random seed."""
     return dataclasses.replace(spec, seed=rng.randint(0, MAX_SEED), seed_random=True)
@@ -306,9 +345,10 @@ def at_base_size(spec: JobSpec) -> JobSpec:
 
 def button_job(
     parent: jobs.JobRecord | None, ref: ButtonRef, mode: Mode, rng: random.Random | None = None, *,
-    registry: ModelRegistry | None = None,
+    registry: ModelRegistry | None = None, region: str = "",
 ) -> ButtonJob:
-    """The new job for a click on `ref`, run in the clicker's `mode`; an edit is sized for its model in `registry`.
+    """The new job for a click on `ref`, run in the clicker's `mode`; an edit is sized for its model in `registry`;
+    Vary (Region) repaints `region` (`core.canvas.REGIONS`).
 
     Raises:
         JobExpired: the parent's record is gone.
@@ -333,8 +373,10 @@ def button_job(
         return ButtonJob(upscaled(same), "upscale2x", source, "Upscaled (2x)")
     if ref.action == "reroll":
         return ButtonJob(reseeded, "grid", {"job_id": ref.job_id}, "Re-roll")
-    if ref.action in EDIT_ACTIONS:
-        edit = EDIT_ACTIONS[ref.action]
+    if ref.action in EDIT_ACTIONS or ref.action == "region":
+        if ref.action == "region" and region not in REGIONS:
+            raise MalformedInteraction(f"Vary (Region) needs one of the regions, not {region[:40]!r}.")
+        edit = EDIT_ACTIONS.get(ref.action) or Edit("region", region=region)
         return ButtonJob(edited(with_new_seed(same, rng), edit, registry), "edit", {**source, **edit.to_source()},
                          edit.label())
     raise ValueError(f"no job for button action {ref.action!r}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.canvas import Edit
+from core.models import ModelInfo
 
 EDIT_ACTIONS: dict[str, Edit] = {
     "zoom2": Edit("zoom", zoom=2.0),
@@ -24,9 +25,17 @@ EDIT_ACTIONS: dict[str, Edit] = {
 }
 """The editing buttons under an upscaled image and the edit each asks for (`core.canvas`)."""
 
-ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", *EDIT_ACTIONS)
+ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", "region", *EDIT_ACTIONS)
 """u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
-upscaled image; up2x: twice the resolution; the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
+upscaled image; up2x: twice the resolution; region: Vary (Region), which first asks which region (`REGION_TEMPLATE`);
+the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
+
+REMIX_ACTIONS = frozenset({"v", "reroll", "strong", "subtle", "region", *EDIT_ACTIONS})
+"""The buttons that, in Remix mode, open the prompt for editing before their job starts (U and Upscale (2x) copy or
+enlarge an image: no prompt to edit). Vary (Region) always asks for its prompt."""
+
+REGION_TEMPLATE = r"imagine:regions:(?P<index>[1-4]):(?P<job>[0-9a-f]{32})"
+"""The `custom_id` of Vary (Region)'s select menu of regions (`core.canvas.REGIONS`) for image `index` of `job`."""
 
 TEMPLATE = rf"imagine:(?P<act>{'|'.join(ACTIONS)}):(?P<index>[0-4]):(?P<job>[0-9a-f]{{32}})"
 """The `custom_id` pattern; index is 1-4 for a grid's images, 0 where it does not apply."""
@@ -54,6 +63,14 @@ def custom_id(action: str, job_id: str, index: int = 0) -> str:
     value = f"imagine:{action}:{index}:{job_id}"
     if not re.fullmatch(TEMPLATE, value):
         raise ValueError(f"job id {job_id!r} is not 32 hex digits")
+    return value
+
+
+def region_select_id(job_id: str, index: int) -> str:
+    """The `custom_id` of the regions menu Vary (Region) answers with."""
+    value = f"imagine:regions:{index}:{job_id}"
+    if not re.fullmatch(REGION_TEMPLATE, value):
+        raise ValueError(f"no region menu for image {index} of job {job_id!r}")
     return value
 
 
@@ -95,7 +112,7 @@ PAN_EMOJI = {"panl": "⬅️", "panr": "➡️", "panu": "⬆️", "pand": "⬇�
 
 
 def single_components(job_id: str, *, upscale2x: bool = True, square: bool = False) -> list[dict[str, Any]]:
-    """Under one upscaled image, as on Midjourney: Vary (Strong), Vary (Subtle), Upscale (2x) and re-roll; Zoom Out
+    """Under one upscaled image, as on Midjourney: Vary (Strong), (Subtle), (Region), Upscale (2x) and re-roll; Zoom Out
     2x, Zoom Out 1.5x and Make Square; the four pans. Without Upscale (2x) under an image already as large as the
     model's upscales go (`core.models.ModelInfo.may_upscale2x`), without Make Square under a `square` image."""
     up = [_button("Upscale (2x)", "up2x", job_id, 1)] if upscale2x else []
@@ -104,6 +121,7 @@ def single_components(job_id: str, *, upscale2x: bool = True, square: bool = Fal
         _row(
             _button("Vary (Strong)", "strong", job_id, 1, "🪄"),
             _button("Vary (Subtle)", "subtle", job_id, 1, "🪄"),
+            _button("Vary (Region)", "region", job_id, 1, "🖌️"),
             *up,
             _button("", "reroll", job_id, 0, "🔄"),
         ),
@@ -114,6 +132,14 @@ def single_components(job_id: str, *, upscale2x: bool = True, square: bool = Fal
         ),
         _row(*(_button("", action, job_id, 1, emoji) for action, emoji in PAN_EMOJI.items())),
     ]
+
+
+def image_components(job_id: str, size: tuple[int, int], model: ModelInfo | None) -> list[dict[str, Any]]:
+    """`single_components` for an image of `size` made by `model`: no Upscale (2x) when it is as large as the
+    model's upscales go (a model not served any more: offered; the click is checked anyway), no Make Square when
+    it is square."""
+    upscale2x = model is None or model.may_upscale2x(*size)
+    return single_components(job_id, upscale2x=upscale2x, square=size[0] == size[1])
 
 
 def failed_components(job_id: str) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ class UserSettings:
 
     mode: Mode = "fast"
     defaults: dict[str, str] = field(default_factory=dict)
+    remix: bool = False  # Remix mode: V, Vary, Zoom, Pan and re-roll first open the prompt for editing
 
 
 def get(conn: redis.Redis, owner: str) -> UserSettings:
@@ -38,7 +39,19 @@ def from_hash(data: Mapping[bytes | str, bytes | str]) -> UserSettings:
     text = {_str(k): _str(v) for k, v in data.items()}
     mode = text.pop("mode", "fast")
     defaults = {name: value for name, value in text.items() if name in DEFAULT_NAMES and value}
-    return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults)
+    return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults, remix=text.get("remix") == "1")
+
+
+def set_remix(conn: redis.Redis, owner: str, on: bool) -> None:
+    """Turn Remix mode on or off."""
+    conn.hset(keys.user_settings(owner), "remix", "1" if on else "0")
+
+
+def toggle_remix(conn: redis.Redis, owner: str) -> bool:
+    """Turn Remix mode over (Midjourney's `/prefer remix`); returns whether it is on now."""
+    on = not get(conn, owner).remix
+    set_remix(conn, owner, on)
+    return on
 
 
 def set_mode(conn: redis.Redis, owner: str, mode: str) -> None:

@@ -71,6 +71,13 @@ class Injection:
         return json_response(body, 429, headers)
 
 
+SELECT_MENU = 3
+"""Component type of a string select menu."""
+
+MODAL_SUBMIT = 5
+"""Interaction type of a submitted modal."""
+
+
 @dataclass
 class PendingInteraction:
     """An interaction the emulator dispatched; await its acknowledgement and read what the bot answered."""
@@ -244,6 +251,43 @@ class DiscordEmulator:
             raise ValueError("only the ephemeral message's user can see (and click) it")
         data = {"custom_id": custom_id, "component_type": button.get("type", 2)}
         return await self._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+
+    async def choose(
+        self, *, user: User, message: Message | str, custom_id: str, values: list[str]
+    ) -> PendingInteraction:
+        """Dispatch INTERACTION_CREATE for a choice in a string select menu the message carries; the values must be
+        among its options and their number within its min_values..max_values, as Discord's client enforces."""
+        message = message if isinstance(message, Message) else self.state.messages[message]
+        select = message.find_component(custom_id)
+        if select is None or select.get("type") != SELECT_MENU:
+            raise ValueError(f"message {message.id} has no select menu {custom_id!r}")
+        offered = {option["value"] for option in select.get("options", [])}
+        if not set(values) <= offered or not select.get("min_values", 1) <= len(values) <= select.get("max_values", 1):
+            raise ValueError(f"{values} is not a choice the menu {custom_id!r} offers")
+        if message.ephemeral and message.visible_to != user.id:
+            raise ValueError("only the ephemeral message's user can see (and use) it")
+        data = {"custom_id": custom_id, "component_type": SELECT_MENU, "values": values}
+        return await self._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+
+    async def submit_modal(
+        self, *, user: User, opened: PendingInteraction, values: dict[str, str]
+    ) -> PendingInteraction:
+        """Dispatch the MODAL_SUBMIT of the modal the bot answered `opened` with: each text input's value by its
+        label, checked as Discord's client checks it (required inputs filled, lengths within min/max)."""
+        modal = opened.record.modal
+        if modal is None:
+            raise ValueError("the bot did not answer that interaction with a modal")
+        rows = []
+        for row in modal["components"]:
+            text_input = row["components"][0] if row["type"] == 1 else row["component"]
+            value = values.get(text_input["label"], text_input.get("value", ""))
+            if not text_input.get("min_length", 1 if text_input.get("required", True) else 0) <= len(value) <= \
+                    text_input.get("max_length", 4000):
+                raise ValueError(f"{text_input['label']!r}: {len(value)} characters is outside what the modal allows")
+            rows.append({"type": 1, "components": [{"type": 4, "custom_id": text_input["custom_id"], "value": value}]})
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        return await self._dispatch_interaction(MODAL_SUBMIT, user, opened.record.channel_id, data,
+                                                message_id=opened.record.message_id)
 
     async def send_raw_command(
         self, *, user: User, name: str, options: list[Any], channel: str | None = None

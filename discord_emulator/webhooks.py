@@ -26,7 +26,7 @@ from discord_emulator.state import (
 )
 
 REPLY, DEFERRED_REPLY, DEFERRED_UPDATE, UPDATE_MESSAGE, MODAL = 4, 5, 6, 7, 9
-APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
+APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT = 2, 3, 5
 CHAT_INPUT_COMMAND_MESSAGE = 20
 """Message type of a slash command's response."""
 
@@ -94,7 +94,7 @@ class InteractionRoutes:
             await self.emu.store_message(message)
             return message
         if kind in (DEFERRED_UPDATE, UPDATE_MESSAGE):
-            if i.type != MESSAGE_COMPONENT or i.message_id is None:
+            if i.type not in (MESSAGE_COMPONENT, MODAL_SUBMIT) or i.message_id is None:
                 raise invalid_form(
                     "type", "BASE_TYPE_CHOICES", "Interaction response type is not valid for this interaction."
                 )

@@ -101,13 +101,12 @@ def flagged_note(action: str, flagged: tuple[int, ...], single: bool) -> str:
 
 
 def result_components(record: jobs.JobRecord, models: Sequence[ModelInfo] = ()) -> list[dict[str, Any]]:
-    """Grid buttons under a grid; single-image buttons under one image, without Upscale (2x) when the image is
-    already as large as its model's upscales go (a model not in `models`: offered; the click is checked anyway)."""
+    """Grid buttons under a grid; single-image buttons under one image (`core.buttons.image_components`; a model
+    not in `models` is taken for one not served any more)."""
     if record.kind in SINGLE_IMAGE_KINDS:
         spec = record.spec
         model = next((m for m in models if m.name == spec.model), None)
-        upscale2x = model is None or model.may_upscale2x(spec.width, spec.height)
-        return buttons.single_components(record.job_id, upscale2x=upscale2x, square=spec.width == spec.height)
+        return buttons.image_components(record.job_id, (spec.width, spec.height), model)
     return buttons.grid_components(record.job_id)
 
 

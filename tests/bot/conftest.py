@@ -115,10 +115,8 @@ async def post_result(emu: DiscordEmulator, components: list[dict[str, Any]], co
 
 
 async def choose(emu: DiscordEmulator, user: User, message: Message, custom_id: str, value: str) -> PendingInteraction:
-    """A user picking `value` in a select menu (the emulator's click_button sends no `values`)."""
-    assert message.find_component(custom_id) is not None, message.custom_ids()
-    data = {"custom_id": custom_id, "component_type": 3, "values": [value]}
-    return await emu._dispatch_interaction(3, user, message.channel_id, data, message_id=message.id)
+    """A user picking `value` in a select menu the message carries."""
+    return await emu.choose(user=user, message=message, custom_id=custom_id, values=[value])
 
 
 def rq_job_keys(conn: redis.Redis) -> list[bytes]:
