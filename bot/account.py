@@ -19,7 +19,7 @@ from bot import errors, myjobs, screening
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from bot.members import owner_of, place, who
-from core import usersettings
+from core import prompt, usersettings
 from core.errors import ImagineError
 from core.models import ModelRegistry
 
@@ -152,7 +152,39 @@ class Account(commands.Cog):
             settings_text(saved), view=settings_view(saved, self.bot), ephemeral=True
         )
 
-    prefer = app_commands.Group(name="prefer", description="Your preferences")
+    prefer = app_commands.Group(name="prefer", description="Your preferences: Remix mode, a suffix, custom options")
+    option = app_commands.Group(name="option", description="Custom --options that stand for parameters",
+                                parent=prefer)
+
+    @prefer.command(name="suffix", description="Text added to the end of every prompt you write")
+    @app_commands.describe(text="e.g. --ar 16:9 --stylize 250; leave out to remove your suffix")
+    async def prefer_suffix(self, interaction: discord.Interaction, text: str = "") -> None:
+        saved = await self.bot.redis_call(usersettings.set_suffix, owner_of(interaction.user.id), text)
+        await interaction.response.send_message(
+            f"Every prompt of yours now ends with `{saved}`." if saved else "Your suffix is removed.", ephemeral=True)
+
+    @option.command(name="set", description="Make --name stand for the text you give")
+    @app_commands.describe(name="the option's name, used as --name", value="what it stands for, e.g. --ar 16:9")
+    async def option_set(self, interaction: discord.Interaction, name: str, value: str) -> None:
+        name, value = prompt.check_option(name, value, self.bot.registry)  # PromptError: answered ephemerally
+        await self.bot.redis_call(usersettings.set_option, owner_of(interaction.user.id), name, value)
+        await interaction.response.send_message(f"`--{name}` now stands for `{value}`.", ephemeral=True)
+
+    @option.command(name="list", description="Your custom options and your suffix")
+    async def option_list(self, interaction: discord.Interaction) -> None:
+        saved = (await self.bot.redis_call(usersettings.get, owner_of(interaction.user.id))).preferences
+        lines = [f"`--{name}` = `{value}`" for name, value in sorted(saved.options.items())] or ["No custom options."]
+        if saved.suffix:
+            lines.append(f"Suffix: `{saved.suffix}`")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @option.command(name="delete", description="Forget a custom option")
+    @app_commands.describe(name="the option's name")
+    async def option_delete(self, interaction: discord.Interaction, name: str) -> None:
+        gone = await self.bot.redis_call(usersettings.delete_option, owner_of(interaction.user.id), name)
+        shown = name.strip().lower().removeprefix("--")[:40]
+        await interaction.response.send_message(
+            f"`--{shown}` is forgotten." if gone else f"You have no option `--{shown}`.", ephemeral=True)
 
     @prefer.command(name="remix", description="Remix mode on or off: edit the prompt on V, Vary, Zoom, Pan, re-roll")
     async def prefer_remix(self, interaction: discord.Interaction) -> None:

@@ -245,6 +245,7 @@ def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -
         max_chars=caps.max_prompt_chars,
         defaults=saved.defaults,
         default_mode=saved.mode,
+        preferences=saved.preferences,
     )
 
 

@@ -3,10 +3,11 @@
     parse("a {red, blue} lighthouse::2 sea --ar 16:9 --seed 7 --no people", registry)
 
 Pure: text in, frozen specs out, or one PromptError whose message names the parameter, the value and what is allowed.
-The steps: (1) expand `{}` permutations over the whole text (core/permutations.py); (2) split each expansion into its
-prompt and `--name value` parameters; (3) fill what is absent from the user's saved defaults, then the built-in ones;
-(4) check each value and derive the model-dependent numbers (size, guidance, steps); (5) count the jobs against the
-cap, then give each its seed. `canonical` writes a spec back as text that parses to the same spec.
+The steps: (0) expand the member's custom options and suffix (core/preferences.py); (1) expand `{}` permutations
+over the whole text (core/permutations.py); (2) split each expansion into its prompt and `--name value` parameters;
+(3) fill what is absent from the user's saved defaults, then the built-in ones; (4) check each value and derive the
+model-dependent numbers (size, guidance, steps); (5) count the jobs against the cap, then give each its seed.
+`canonical` writes a spec back as text that parses to the same spec.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from core import permutations
 from core.errors import PromptError
 from core.models import ModelInfo, ModelRegistry
+from core.preferences import MAX_OPTION_CHARS, Preferences, check_name, check_text
 from core.spec import MAX_SEED, JobSpec, Mode, PromptPart
 
 DEFAULT_ASPECT = "1:1"
@@ -66,6 +68,8 @@ _SETTING_OF = {  # every name accepted after `--` -> the setting it sets (aliase
 _UNSUPPORTED = frozenset(
     {"niji", "weird", "w", "iw", "style", "sref", "sw", "cref", "cw", "turbo", "raw", "p", "personalize"}
 )
+BUILTIN_NAMES = frozenset(_SETTING_OF) | _UNSUPPORTED
+"""Every parameter name the language knows (supported or not): no custom option may take one."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,14 @@ def parse(
     defaults: Mapping[str, str] | None = None,
     default_mode: Mode = "fast",
     rng: random.Random | None = None,
+    preferences: Preferences | None = None,
 ) -> list[JobSpec]:
-    """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError."""
+    """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError.
+    `preferences`: the member's custom options and suffix, expanded first (`core.preferences`)."""
     if len(text) > max_chars:
         raise PromptError(f"the prompt is {len(text)} characters long; the limit is {max_chars}")
+    if preferences is not None:
+        text = preferences.expand(text)
     saved = _collect(_saved_parameters(defaults or {}), saved=True)
     template = permutations.parse(text)
     _check_job_count(permutations.count(template), max_jobs)
@@ -107,6 +115,29 @@ def parse(
             else:
                 specs.append(JobSpec(**fields, seed=(seed + REPEAT_SEED_STEP * i) % (MAX_SEED + 1)))
     return specs
+
+
+def check_option(name: str, value: str, registry: ModelRegistry) -> tuple[str, str]:
+    """A custom option (`/prefer option set`) as it may be saved: its name lowercased, its value with whitespace
+    squashed, which must parse after a prompt ("x " + value) on its own.
+
+    Raises:
+        PromptError: a name of the wrong shape or a built-in one, a value empty, too long or that does not parse.
+    """
+    name = check_name(name, BUILTIN_NAMES)
+    value = check_text(f"--{name}'s value", value, MAX_OPTION_CHARS)
+    if not value:
+        raise PromptError(f"--{name} needs a value: the text it stands for, e.g. `--ar 16:9 --stylize 250`")
+    try:
+        parse(f"x {value}", registry, max_jobs=MAX_OPTION_JOBS)
+    except PromptError as exc:
+        raise PromptError(f"--{name} would stand for something that does not parse: {exc}") from None
+    return name, value
+
+
+MAX_OPTION_JOBS = 40
+"""Jobs the test parse of an option's value may make (its `{}` and `--repeat` are counted against the cap when
+the option is used)."""
 
 
 def canonical(spec: JobSpec, *, with_seed: bool = True) -> str:

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core import keys
+from core import keys, preferences
+from core.errors import PromptError
+from core.preferences import Preferences
 from core.spec import Mode
 
 DEFAULT_NAMES = ("ar", "stylize", "model")
 """The parameters `/settings` can save a default for."""
 
 MODES: tuple[Mode, ...] = ("fast", "relax")
+
+OPTION_FIELD = "option:"
+"""Hash fields `option:<name>` hold the custom options (`/prefer option set`)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class UserSettings:
     mode: Mode = "fast"
     defaults: dict[str, str] = field(default_factory=dict)
     remix: bool = False  # Remix mode: V, Vary, Zoom, Pan and re-roll first open the prompt for editing
+    preferences: Preferences = field(default_factory=Preferences)  # `/prefer suffix` and `/prefer option`
 
 
 def get(conn: redis.Redis, owner: str) -> UserSettings:
@@ -39,12 +45,45 @@ def from_hash(data: Mapping[bytes | str, bytes | str]) -> UserSettings:
     text = {_str(k): _str(v) for k, v in data.items()}
     mode = text.pop("mode", "fast")
     defaults = {name: value for name, value in text.items() if name in DEFAULT_NAMES and value}
-    return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults, remix=text.get("remix") == "1")
+    options = {name.removeprefix(OPTION_FIELD): value for name, value in text.items() if name.startswith(OPTION_FIELD)}
+    return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults,
+                        remix=text.get("remix") == "1", preferences=Preferences(text.get("suffix", ""), options))
 
 
 def set_remix(conn: redis.Redis, owner: str, on: bool) -> None:
     """Turn Remix mode on or off."""
     conn.hset(keys.user_settings(owner), "remix", "1" if on else "0")
+
+
+def set_suffix(conn: redis.Redis, owner: str, suffix: str) -> str:
+    """Save the text appended to every prompt ("" forgets it); returns it as saved.
+
+    Raises:
+        PromptError: it is longer than `core.preferences.MAX_SUFFIX_CHARS`.
+    """
+    suffix = preferences.check_text("the suffix", suffix, preferences.MAX_SUFFIX_CHARS)
+    if suffix:
+        conn.hset(keys.user_settings(owner), "suffix", suffix)
+    else:
+        conn.hdel(keys.user_settings(owner), "suffix")
+    return suffix
+
+
+def set_option(conn: redis.Redis, owner: str, name: str, value: str) -> None:
+    """Save custom option `--name` standing for `value`, both as `core.prompt.check_option` returned them.
+
+    Raises:
+        PromptError: MAX_OPTIONS are already kept.
+    """
+    saved = get(conn, owner).preferences.options
+    if name not in saved and len(saved) >= preferences.MAX_OPTIONS:
+        raise PromptError(f"you already keep {preferences.MAX_OPTIONS} options; delete one first")
+    conn.hset(keys.user_settings(owner), OPTION_FIELD + name, value)
+
+
+def delete_option(conn: redis.Redis, owner: str, name: str) -> bool:
+    """Forget custom option `--name`; whether there was one."""
+    return bool(conn.hdel(keys.user_settings(owner), OPTION_FIELD + name.strip().lower().removeprefix("--")))
 
 
 def toggle_remix(conn: redis.Redis, owner: str) -> bool:

@@ -1,6 +1,8 @@
 """`imagine`: render a prompt from the command line, through Redis and a worker (or in-process with `--local`).
 
     imagine --explain "a cat --ar 16:9"     print the parsed job specs as JSON
+    imagine --explain "a cat --wide" --option wide="--ar 16:9" --suffix "--s 250"
+                                            custom options and a suffix, as `/prefer` saves them
     imagine "a cat --seed 7" --out cat.png  enqueue, wait for a worker, write the 2x2 grid
 
 Exit status: 0 done; 1 generation failed, timed out, or Redis unreachable; 2 bad prompt or usage; 130 Ctrl-C (the
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from core import jobs, keys, prompt, queue
 from core.errors import ImagineError, PromptError
 from core.models import ModelRegistry
+from core.preferences import MAX_SUFFIX_CHARS, Preferences, check_text
 from core.settings import JobSettings, ModelSettings, RedisSettings, WorkerSettings
 from core.spec import JobSpec
 
@@ -51,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("grid.png"), help="where to write the grid (PNG)")
     parser.add_argument("--local", action="store_true", help="render in this process: no Redis, no worker")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="give up after S s")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a custom --NAME that stands for VALUE (repeatable), as /prefer option set")
+    parser.add_argument("--suffix", default="", help="text appended to the prompt, as /prefer suffix")
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error(f"--timeout must be positive, not {args.timeout:g}")
@@ -58,12 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = JobSettings()
     try:
         registry = ModelSettings().registry()
-        specs = prompt.parse(
-            args.prompt, registry, max_jobs=limits.max_jobs_per_command, max_chars=limits.max_prompt_chars
-        )
+        wanted = _preferences(args.option, args.suffix, registry)
+        specs = prompt.parse(args.prompt, registry, max_jobs=limits.max_jobs_per_command,
+                             max_chars=limits.max_prompt_chars, preferences=wanted)
     except (PromptError, ImagineError) as exc:
         return _fail(EXIT_USAGE, str(exc))
     if args.explain:
+        if wanted.expand(args.prompt) != args.prompt:
+            _say(f"expanded: {wanted.expand(args.prompt)}")
         print(json.dumps([spec.to_dict() for spec in specs], indent=2))
         return EXIT_DONE
 
@@ -76,6 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _render_queued(specs, outs, RedisSettings().redis_url, timeout_s=args.timeout)
     except KeyboardInterrupt:
         return _fail(EXIT_INTERRUPTED, "interrupted")
+
+
+def _preferences(options: list[str], suffix: str, registry: ModelRegistry) -> Preferences:
+    """The `--option NAME=VALUE`s and `--suffix`, checked as `/prefer` checks them.
+
+    Raises:
+        PromptError: one is malformed.
+    """
+    saved: dict[str, str] = {}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if not equals:
+            raise PromptError(f"--option takes NAME=VALUE, not {option[:40]!r}")
+        name, value = prompt.check_option(name, value, registry)
+        saved[name] = value
+    return Preferences(check_text("the suffix", suffix, MAX_SUFFIX_CHARS), saved)
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

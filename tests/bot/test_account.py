@@ -31,9 +31,9 @@ from tests.bot.conftest import (
 MANAGE_GUILD = 1 << 5
 
 
-async def reply(emu: DiscordEmulator, user: User, name: str, **options) -> str:
+async def reply(emu: DiscordEmulator, user: User, command: str, **options) -> str:
     """Run a command and return its one ephemeral reply."""
-    pending = await emu.send_slash_command(user=user, name=name, options=options or None)
+    pending = await emu.send_slash_command(user=user, name=command, options=options or None)
     callback = await pending.wait_acknowledged()
     assert callback.data.get("flags", 0) & EPHEMERAL, callback
     return pending.ephemeral_messages[0].content
@@ -277,3 +277,33 @@ async def test_info_and_show_answer_try_again_in_time_when_redis_hangs(
             finally:
                 os.kill(pid, signal.SIGCONT)
         conn.close()
+
+
+async def test_prefer_suffix_and_options_shape_later_prompts(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/prefer option set wide "--ar 2:1" and /prefer suffix "--s 250": a later `/imagine a cat --wide` runs at 2:1
+    and stylize 250; /prefer option list shows both; delete forgets the option; an empty suffix removes it."""
+    said = await reply(discord_emulator, alice, "prefer option set", name="Wide", value="--ar  2:1")
+    assert "`--wide` now stands for `--ar 2:1`" in said
+    assert "ends with `--s 250`" in await reply(discord_emulator, alice, "prefer suffix", text="--s 250")
+    listed = await reply(discord_emulator, alice, "prefer option list")
+    assert "`--wide` = `--ar 2:1`" in listed and "Suffix: `--s 250`" in listed
+    pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": "a cat --wide"})
+    await pending.wait_original(lambda m: "Waiting to start" in m.content)
+    job_id = (await eventually(lambda: queue.rq_queue(redis_conn, "fast:tiny").job_ids))[0]
+    spec = jobs.get(redis_conn, job_id).spec
+    assert (spec.prompt, spec.aspect, spec.stylize) == ("a cat", "2:1", 250)
+    assert "is forgotten" in await reply(discord_emulator, alice, "prefer option delete", name="wide")
+    assert "removed" in await reply(discord_emulator, alice, "prefer suffix")
+    assert usersettings.get(redis_conn, f"discord:{alice.id}").preferences == usersettings.Preferences()
+
+
+async def test_a_bad_option_is_answered_and_not_saved(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/prefer option set with a built-in name or a value that does not parse: an ephemeral answer, nothing saved."""
+    assert "built-in parameter" in await reply(discord_emulator, alice, "prefer option set", name="ar", value="--s 5")
+    said = await reply(discord_emulator, alice, "prefer option set", name="big", value="--ar 99:1")
+    assert "does not parse" in said
+    assert usersettings.get(redis_conn, f"discord:{alice.id}").preferences.options == {}

@@ -77,7 +77,8 @@ def raw_option(draw: st.DrawFn, names: list[str]) -> Any:
 
 MEMBER_COMMANDS = {
     "imagine": ["prompt"], "cancel": ["job_id"], "show": ["job_id"], "info": [], "settings": [], "fast": [],
-    "relax": [], "subscribe": [], "admin": ["status", "tier", "cancel", "user", "prompt"], "prefer": ["remix"],
+    "relax": [], "subscribe": [], "admin": ["status", "tier", "cancel", "user", "prompt"],
+    "prefer": ["remix", "suffix", "option"],
 }  # fmt: skip
 """Commands any member can send, with the option (or subcommand) names they declare."""
 

@@ -46,6 +46,28 @@ def test_explain_prints_specs_as_json(capsys):
     assert specs[0]["seed"] == 7 and specs[0]["aspect"] == "16:9"
 
 
+def test_explain_shows_custom_options_and_the_suffix_expanded(capsys):
+    """--option NAME=VALUE and --suffix, as /prefer saves them: --explain says what the prompt expanded to, and the
+    specs carry it."""
+    assert cli.main(["--explain", "a cat --wide", "--option", "wide=--ar 16:9", "--suffix", "--s 250"]) == 0
+    out = capsys.readouterr()
+    assert "expanded: a cat --ar 16:9 --s 250" in out.err
+    (spec,) = json.loads(out.out)
+    assert (spec["aspect"], spec["stylize"]) == ("16:9", 250)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["a cat", "--option", "wide"], "NAME=VALUE"),
+    (["a cat", "--option", "ar=--ar 2:1"], "built-in parameter"),
+    (["a cat", "--option", "wide=--ar 99:1"], "does not parse"),
+])
+def test_a_bad_option_exits_2_with_one_line(capsys, argv: list[str], says: str):
+    """A malformed --option: exit 2, one line saying what is wrong."""
+    assert cli.main(["--explain", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
+
+
 def test_bad_prompt_exits_2_with_one_line(capsys):
     """A bad parameter: exit 2, one line on stderr naming it, no traceback."""
     assert cli.main(["a cat --ar 99:1"]) == 2
