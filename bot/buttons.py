@@ -74,8 +74,9 @@ class RerollButton(JobButton, template=_template("reroll")):
     """Re-roll: the same prompt with a new seed."""
 
 
-class EditButton(JobButton, template=_template(*buttons.EDIT_ACTIONS)):
-    """Zoom Out 2x / 1.5x, Make Square and the four pans under a single image: a new grid of the edited image."""
+class EditButton(JobButton, template=_template(*buttons.EDIT_ACTIONS, "zoomc")):
+    """Zoom Out 2x / 1.5x, Custom Zoom, Make Square and the four pans under a single image: a new grid of the
+    edited image (Custom Zoom first asks for its prompt and `--zoom`)."""
 
 
 class VaryRegionButton(JobButton, template=_template("region")):
@@ -129,7 +130,8 @@ class PromptModal(discord.ui.Modal):
     """The prompt of a click's job, to edit before it starts: Remix mode, and Vary (Region)'s "what should it show"."""
 
     def __init__(self, ref: ButtonRef, prompt: str, region: str = "") -> None:
-        title = f"Vary (Region): {REGIONS[region][0].lower()}" if region else "Remix"
+        title = f"Vary (Region): {REGIONS[region][0].lower()}" if region else \
+            "Custom Zoom: --zoom 1 to 2, --ar may change" if ref.action == "zoomc" else "Remix"
         super().__init__(title=title[:45], timeout=MODAL_TIMEOUT_S)
         self.ref, self.region = ref, region
         self.prompt: discord.ui.TextInput = discord.ui.TextInput(

@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
 from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
-from core.buttons import EDIT_ACTIONS, REMIX_ACTIONS, ButtonRef
-from core.canvas import REGIONS, Edit, plan
+from core.buttons import ASK_ACTIONS, EDIT_ACTIONS, REMIX_ACTIONS, ButtonRef
+from core.canvas import REGIONS, ZOOM_MAX, Edit, custom_zoom, plan
 from core.errors import (
     QUEUE_UNREACHABLE,
     EditRefused,
@@ -51,6 +52,7 @@ from core.errors import (
 )
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
+from core.safety import parse_flags
 from core.spec import BASE_SIZE, MAX_SEED, VARY_STRENGTH, JobSpec, Mode
 from quotas import Admission, Who
 
@@ -161,8 +163,9 @@ async def admit_click(
     """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
     from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
 
-    `prompt`: the prompt the clicker edited (`remixed`); without one, a button in `REMIX_ACTIONS` answers `Remix`
-    when the clicker's Remix mode is on, and Vary (Region) (which also takes the `region` chosen) always does.
+    `prompt`: the prompt the clicker edited (`remixed`, `custom_zoomed`); without one, a button in `REMIX_ACTIONS`
+    answers `Remix` when the clicker's Remix mode is on, and Vary (Region) (which also takes the `region` chosen) and
+    Custom Zoom always do.
 
     The job is admitted for what it renders: an Upscale (2x) at twice its source's sides (refused past the tier's
     or the model's pixel limit), a variation for the steps its strength runs, U1-U4 free while the image is stored
@@ -179,27 +182,29 @@ async def admit_click(
     who, now = members.who(interaction), time.time()
     quotas.check_place(who)
     settings_read = ("HGETALL", keys.user_settings(members.owner_of(interaction.user.id)))
-    (parent, origin, stored), replies = await asyncio.gather(
-        bot.redis_call(parent_and_origin, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
+    read, replies = await asyncio.gather(
+        bot.redis_call(read_parent, ref),  # core.jobs reads with the sync client: in a thread, meanwhile
         aredis.read(bot.batcher, [settings_read, *screening.reads(interaction), *quotas.reserve_reads(who)]),
     )
     saved = usersettings.from_hash(replies[0])
-    job = button_job(parent, ref, saved.mode, registry=bot.registry, region=region)  # JobExpired, EditRefused
-    if prompt is None and ref.action in REMIX_ACTIONS and (saved.remix or ref.action == "region"):
-        return Remix(job.spec.prompt)
-    if prompt is not None:
-        job = remixed(bot, job, prompt, saved)  # PromptError: answered ephemerally, nothing charged
+    job = button_job(read.record, ref, saved.mode, registry=bot.registry, region=region)  # JobExpired, EditRefused
+    check_editable(job, read)
+    if prompt is None and ref.action in REMIX_ACTIONS and (saved.remix or ref.action in ASK_ACTIONS):
+        return Remix(f"{job.spec.prompt} --zoom 2" if ref.action == "zoomc" else job.spec.prompt)
+    if prompt is not None:  # PromptError: answered ephemerally, nothing charged
+        job = custom_zoomed(bot, job, prompt, saved) if ref.action == "zoomc" else remixed(bot, job, prompt, saved)
     if job.kind == "upscale2x":
         check_upscale2x(bot.registry, job.spec)
-    if parent is not None and job.kind in FROM_STORED_IMAGE:
-        reposting.check_place(parent.spec, origin, members.place(interaction, bot.admins))
+    if read.record is not None and job.kind in FROM_STORED_IMAGE:
+        reposting.check_place(read.record.spec, read.origin, members.place(interaction, bot.admins))
     if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
         screening.check_suspension(replies[1:3], now)
         spec = job.spec
     else:
         (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
-    admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now, strength=strength, stored=stored)
+    admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now, strength=strength,
+                             stored=read.stored)
     return admitted, dataclasses.replace(job, spec=spec)
 
 
@@ -264,16 +269,39 @@ FROM_STORED_IMAGE = frozenset({"upscale", "vary", "upscale2x", "edit"})
 starts from its prompt only."""
 
 
-def parent_and_origin(
-    conn: redis.Redis, ref: ButtonRef
-) -> tuple[jobs.JobRecord | None, deliveries.Delivery | None, bool]:
-    """The clicked job's record, where it was made (its delivery record), and whether the image the button starts
-    from is still stored (after WORKER_IMAGE_TTL_S it is not, and a U button renders it again)."""
-    parent = jobs.get(conn, ref.job_id)
-    single = parent is None or parent.kind in SINGLE_IMAGE_KINDS
+@dataclass(frozen=True)
+class Parent:
+    """What a click reads of the clicked job."""
+
+    record: jobs.JobRecord | None  # None: expired
+    origin: deliveries.Delivery | None  # where it was made
+    stored: bool  # the image the button starts from is still stored (after WORKER_IMAGE_TTL_S it is not)
+    flagged: bool  # that image is one the safety check replaced (blurred or withheld)
+
+
+def read_parent(conn: redis.Redis, ref: ButtonRef) -> Parent:
+    """The clicked job's record, where it was made, and the state of the image the button starts from."""
+    record = jobs.get(conn, ref.job_id)
+    single = record is None or record.kind in SINGLE_IMAGE_KINDS
     position = 0 if single else max(ref.index, 1) - 1
     stored = bool(conn.exists(keys.job_image(ref.job_id, position)))
-    return parent, deliveries.load(conn, ref.job_id), stored
+    _, flagged = parse_flags(conn.get(keys.job_flagged(ref.job_id)))
+    return Parent(record, deliveries.load(conn, ref.job_id), stored, position in flagged)
+
+
+def check_editable(job: ButtonJob, parent: Parent) -> None:
+    """Refuse an edit (zoom, pan, square, region) of an image that expired or that the safety check replaced: its
+    pixels are the edit's start, and a replacement's are not the picture.
+
+    Raises:
+        JobExpired, EditRefused: it is.
+    """
+    if job.kind != "edit":
+        return
+    if not parent.stored:
+        raise JobExpired("This image has expired, so it cannot be edited; run the prompt again.")
+    if parent.flagged:
+        raise EditRefused("This image was replaced by the server's image safety check, so it cannot be edited.")
 
 
 def check_upscale2x(registry: ModelRegistry, spec: JobSpec) -> None:
@@ -319,15 +347,48 @@ def remixed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.User
     Raises:
         PromptError: the text does not parse, or names more than one prompt.
     """
+    new = one_prompt(bot, text, saved)
+    if job.kind == "grid":
+        return dataclasses.replace(job, spec=dataclasses.replace(new, mode=job.spec.mode))
+    return dataclasses.replace(job, spec=with_text_of(job.spec, new))
+
+
+def custom_zoomed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.UserSettings) -> ButtonJob:
+    """Custom Zoom's job from its edited prompt: the `--zoom` given (1 to 2), the new text as `remixed` takes it,
+    and with `--ar` a canvas of that aspect (the model's size for it) instead of the image's own.
+
+    Raises:
+        PromptError: a `--zoom` out of range, or as `remixed`.
+    """
+    text, zoom = custom_zoom(text)
+    new = one_prompt(bot, text, saved)
+    spec = with_text_of(job.spec, new)
+    if ASPECT_GIVEN.search(text):
+        spec = dataclasses.replace(spec, width=new.width, height=new.height, aspect=new.aspect)
+    edit = Edit("zoom", zoom=zoom)
+    return ButtonJob(spec, "edit", {**job.source, **edit.to_source()}, edit.label())
+
+
+ASPECT_GIVEN = re.compile(r"(?<!\S)(?:--|\u2014|\u2013)(?:ar|aspect)(?!\S)", re.IGNORECASE)
+"""An `--ar` written in Custom Zoom's prompt."""
+
+
+def one_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> JobSpec:
+    """The one job an edited prompt asks for.
+
+    Raises:
+        PromptError: it does not parse, or asks for several jobs.
+    """
     specs = parse_prompt(bot, text, saved)
     if len(specs) != 1:
         raise PromptError("Remix takes one prompt: {a, b} permutations and --repeat work in /imagine.")
-    (new,) = specs
-    if job.kind == "grid":
-        return dataclasses.replace(job, spec=dataclasses.replace(new, mode=job.spec.mode))
-    spec = dataclasses.replace(job.spec, prompt=new.prompt, parts=new.parts, negative_prompt=new.negative_prompt,
+    return specs[0]
+
+
+def with_text_of(spec: JobSpec, new: JobSpec) -> JobSpec:
+    """`spec` with the text, `--no`, `--chaos` and `--stylize` of `new`."""
+    return dataclasses.replace(spec, prompt=new.prompt, parts=new.parts, negative_prompt=new.negative_prompt,
                                chaos=new.chaos, stylize=new.stylize, guidance_scale=new.guidance_scale)
-    return dataclasses.replace(job, spec=spec)
 
 
 def with_new_seed(spec: JobSpec, rng: random.Random) -> JobSpec:
@@ -374,10 +435,11 @@ def button_job(
         return ButtonJob(upscaled(same), "upscale2x", source, "Upscaled (2x)")
     if ref.action == "reroll":
         return ButtonJob(reseeded, "grid", {"job_id": ref.job_id}, "Re-roll")
-    if ref.action in EDIT_ACTIONS or ref.action == "region":
+    if ref.action in EDIT_ACTIONS or ref.action in ASK_ACTIONS:
         if ref.action == "region" and region not in REGIONS:
             raise MalformedInteraction(f"Vary (Region) needs one of the regions, not {region[:40]!r}.")
-        edit = EDIT_ACTIONS.get(ref.action) or Edit("region", region=region)
+        edit = EDIT_ACTIONS.get(ref.action) or (Edit("zoom", zoom=ZOOM_MAX) if ref.action == "zoomc" else
+                                                Edit("region", region=region))
         return ButtonJob(edited(with_new_seed(same, rng), edit, registry), "edit", {**source, **edit.to_source()},
                          edit.label())
     raise ValueError(f"no job for button action {ref.action!r}")

@@ -25,14 +25,17 @@ EDIT_ACTIONS: dict[str, Edit] = {
 }
 """The editing buttons under an upscaled image and the edit each asks for (`core.canvas`)."""
 
-ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", "region", *EDIT_ACTIONS)
+ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", "region", "zoomc", *EDIT_ACTIONS)
 """u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
 upscaled image; up2x: twice the resolution; region: Vary (Region), which first asks which region (`REGION_TEMPLATE`);
-the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
+zoomc: Custom Zoom, which asks for the prompt with its `--zoom`; the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
 
-REMIX_ACTIONS = frozenset({"v", "reroll", "strong", "subtle", "region", *EDIT_ACTIONS})
+ASK_ACTIONS = frozenset({"region", "zoomc"})
+"""The buttons that always open their prompt before their job starts: Vary (Region) and Custom Zoom."""
+
+REMIX_ACTIONS = frozenset({"v", "reroll", "strong", "subtle", *ASK_ACTIONS, *EDIT_ACTIONS})
 """The buttons that, in Remix mode, open the prompt for editing before their job starts (U and Upscale (2x) copy or
-enlarge an image: no prompt to edit). Vary (Region) always asks for its prompt."""
+enlarge an image: no prompt to edit)."""
 
 REGION_TEMPLATE = r"imagine:regions:(?P<index>[1-4]):(?P<job>[0-9a-f]{32})"
 """The `custom_id` of Vary (Region)'s select menu of regions (`core.canvas.REGIONS`) for image `index` of `job`."""
@@ -128,6 +131,7 @@ def single_components(job_id: str, *, upscale2x: bool = True, square: bool = Fal
         _row(
             _button("Zoom Out 2x", "zoom2", job_id, 1, "🔍"),
             _button("Zoom Out 1.5x", "zoom15", job_id, 1, "🔍"),
+            _button("Custom Zoom", "zoomc", job_id, 1, "🔍"),
             *make_square,
         ),
         _row(*(_button("", action, job_id, 1, emoji) for action, emoji in PAN_EMOJI.items())),

@@ -9,10 +9,11 @@ larger is scaled down as a whole (the kept part too), and says so (`Layout.scale
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import EditRefused
+from core.errors import EditRefused, PromptError
 
 OPS = ("zoom", "square", "pan", "region")
 """zoom: the image shrunk to 1/zoom at the centre of a canvas of its size; square: the whole image at the centre of
@@ -121,18 +122,24 @@ class Layout:
         return self.paste != (0, 0, *self.canvas) or not self.repaint
 
 
-def plan(edit: Edit, source: tuple[int, int], *, multiple: int, max_pixels: int) -> Layout:
+def plan(
+    edit: Edit, source: tuple[int, int], *, multiple: int, max_pixels: int, canvas: tuple[int, int] | None = None
+) -> Layout:
     """The layout of `edit` on a source image of `source` (width, height), for a model whose sides are multiples
-    of `multiple` and whose images have at most `max_pixels`.
+    of `multiple` and whose images have at most `max_pixels`. A zoom may be given its `canvas` (Custom Zoom with
+    `--ar`): the source, shrunk to fit 1/zoom of it, goes at its centre.
 
     Raises:
         EditRefused: a pan past MAX_ASPECT, Make Square of a square image, or an op this module does not know.
     """
     width, height = source
     if edit.op == "zoom":
-        canvas, scale = _fit(width, height, multiple, max_pixels)
-        inner = (_round(canvas[0] / edit.zoom, multiple), _round(canvas[1] / edit.zoom, multiple))
-        return _around(canvas, inner, (0.5, 0.5), scaled=scale < 1)
+        size, scale = _fit(width, height, multiple, max_pixels)
+        if canvas is not None:
+            size, scale = canvas, min(canvas[0] / width, canvas[1] / height)
+        fit = min(size[0] / width, size[1] / height) / edit.zoom  # the source's scale inside 1/zoom of the canvas
+        inner = (min(size[0], _round(width * fit, multiple)), min(size[1], _round(height * fit, multiple)))
+        return _around(size, inner, (0.5, 0.5), scaled=scale < 1)
     if edit.op == "square":
         if width == height:
             raise EditRefused("This image is already square.")
@@ -161,6 +168,30 @@ def plan(edit: Edit, source: tuple[int, int], *, multiple: int, max_pixels: int)
                _edge(right * canvas[0], multiple), _edge(bottom * canvas[1], multiple))
         return Layout(canvas, (0, 0, *canvas), (box,), scaled=scale < 1)
     raise EditRefused(f"Unknown edit {edit.op!r}.")
+
+
+ZOOM_PARAMETER = re.compile(r"(?<!\S)(?:--|\u2014|\u2013)zoom(?:\s+(\S+))?(?!\S)", re.IGNORECASE)
+
+
+def custom_zoom(text: str) -> tuple[str, float]:
+    """Custom Zoom's prompt: the text without its `--zoom`, and the zoom (2 when none is given).
+
+    Raises:
+        PromptError: `--zoom` without a number, given twice, or outside ZOOM_MIN..ZOOM_MAX.
+    """
+    found = list(ZOOM_PARAMETER.finditer(text))
+    if len(found) > 1:
+        raise PromptError("--zoom is given twice")
+    if not found:
+        return text, ZOOM_MAX
+    raw = found[0][1] or ""
+    try:
+        zoom = float(raw)
+    except ValueError:
+        zoom = math.nan
+    if not ZOOM_MIN <= zoom <= ZOOM_MAX:
+        raise PromptError(f"--zoom must be a number from {ZOOM_MIN:g} to {ZOOM_MAX:g}, not {raw[:20] or 'nothing'!r}")
+    return " ".join((text[: found[0].start()] + text[found[0].end():]).split()), zoom
 
 
 def _fit(width: float, height: float, multiple: int, max_pixels: int) -> tuple[tuple[int, int], float]:

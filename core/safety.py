@@ -4,6 +4,7 @@ in `JobSpec.extras["safety"]`: the negative prompt added at render time, and whe
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from core.spec import JobSpec
@@ -39,3 +40,11 @@ def safety_of(spec: JobSpec) -> Safety:
 def rendered_negative(spec: JobSpec) -> str:
     """The negative prompt the model sees: the member's `--no` text, then the safety negative prompt."""
     return ", ".join(text for text in (spec.negative_prompt, safety_of(spec).negative_prompt) if text)
+
+
+def parse_flags(raw: object) -> tuple[str, tuple[int, ...]]:
+    """(action, image indices) of a job's replaced images from `keys.job_flagged`'s value; ("", ()) for none."""
+    if not isinstance(raw, bytes | str):
+        return "", ()
+    data = json.loads(raw)
+    return str(data.get("action", "")), tuple(int(i) for i in data.get("flagged", ()))

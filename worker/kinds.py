@@ -146,8 +146,10 @@ def _edit_layout(ctx: Context, spec: JobSpec, source: dict[str, Any], image: Ima
             this bot for this model).
     """
     try:
-        layout = canvas.plan(canvas.Edit.from_source(source), image.size, multiple=ctx.model.multiple,
-                             max_pixels=ctx.model.pixels)
+        edit = canvas.Edit.from_source(source)
+        given = (spec.width, spec.height) if edit.op == "zoom" else None  # a Custom Zoom's --ar sets its canvas
+        layout = canvas.plan(edit, image.size, multiple=ctx.model.multiple, max_pixels=ctx.model.pixels,
+                             canvas=given)
     except (ValueError, EditRefused) as exc:
         raise GenerationFailed(f"malformed job payload: {exc}") from None
     if layout.canvas != (spec.width, spec.height):

@@ -24,7 +24,7 @@ from PIL import Image
 import moderation
 from core import delivery, keys
 from core.errors import GenerationFailed
-from core.safety import safety_of
+from core.safety import parse_flags, safety_of
 from core.spec import JobSpec
 from worker import safety
 from worker.discord_http import DiscordAPIError, DiscordHTTP
@@ -79,11 +79,7 @@ def save_flags(pipe: redis.client.Pipeline, job_id: str, flagged: Sequence[int],
 
 def flags_of(conn: redis.Redis, job_id: str) -> tuple[str, tuple[int, ...]]:
     """(action, indices) of a job's replaced images; ("", ()) when none was."""
-    raw = conn.get(keys.job_flagged(job_id))
-    if not isinstance(raw, bytes | str):
-        return "", ()
-    data = json.loads(raw)
-    return str(data.get("action", "")), tuple(int(i) for i in data.get("flagged", ()))
+    return parse_flags(conn.get(keys.job_flagged(job_id)))
 
 
 def report(conn: redis.Redis, http: DiscordHTTP | None, job_id: str, spec: JobSpec, detail: str) -> None:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from bot.client import ImagineBot
 from core import delivery as deliveries
-from core import jobs, prompt
+from core import jobs, keys, prompt
 from core.delivery import Delivery
 from core.models import ModelRegistry, tiny_model
 from core.safety import Safety, with_safety
@@ -99,6 +99,12 @@ def done_job(
     jobs.mark_running(conn, job_id, "test-worker")
     jobs.finish(conn, job_id, jobs.DONE)
     return job_id, spec
+
+
+def store_images(conn: redis.Redis, job_id: str, count: int = 4) -> None:
+    """Store a done job's images as the worker does (placeholder bytes: the bot only checks they are there)."""
+    for k in range(count):
+        conn.set(keys.job_image(job_id, k), b"\x89PNG image")
 
 
 async def post_result(emu: DiscordEmulator, components: list[dict[str, Any]], content: str = "result") -> Message:

@@ -9,7 +9,7 @@ from bot import buttons as bot_buttons
 from bot.client import ImagineBot
 from core import buttons, delivery, jobs, queue, usersettings
 from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
-from tests.bot.conftest import done_job, eventually, job_ids, post_result, running_bot
+from tests.bot.conftest import done_job, eventually, job_ids, post_result, running_bot, store_images
 
 CASES = [
     # (action, index, components, kind, strength, new seed)
@@ -52,6 +52,8 @@ async def test_each_button_enqueues_its_job_for_the_clicker(
 ) -> None:
     """U/V/re-roll/Vary Strong/Vary Subtle/Upscale 2x: the right kind, source and seed, owned by the clicker."""
     parent, spec = done_job(redis_conn, owner="discord:1", guild=discord_emulator.state.guild_id)
+    if kind == "edit":
+        store_images(redis_conn, parent)  # an edit starts from the stored pixels
     message = await post_result(discord_emulator, components(parent))
     record = await click_and_get_job(
         discord_emulator, redis_conn, bob, message, buttons.custom_id(action, parent, index)
@@ -81,6 +83,7 @@ async def test_edit_buttons_size_their_job_for_the_model(
     core.canvas plans for the parent's model (the tiny one: 4,096 pixels), with its aspect."""
     parent, spec = done_job(redis_conn, "a red cat --ar 2:1 --seed 7" if action == "square" else "a red cat",
                             guild=discord_emulator.state.guild_id)
+    store_images(redis_conn, parent)
     message = await post_result(discord_emulator, buttons.single_components(parent))
     record = await click_and_get_job(discord_emulator, redis_conn, bob, message,
                                      buttons.custom_id(action, parent, 1))
@@ -95,6 +98,7 @@ async def test_a_pan_past_the_aspect_limit_is_refused_ephemerally(
 ) -> None:
     """Pan left of a 4:1 image: an ephemeral answer saying why, nothing queued or charged."""
     parent, _ = done_job(redis_conn, "a red cat --ar 4:1", guild=discord_emulator.state.guild_id)
+    store_images(redis_conn, parent)
     message = await post_result(discord_emulator, buttons.single_components(parent))
     click = await discord_emulator.click_button(user=bob, message=message,
                                                 custom_id=buttons.custom_id("panl", parent, 1))

@@ -43,13 +43,15 @@ def test_grid_has_nine_buttons_in_two_rows() -> None:
 
 def test_single_image_buttons() -> None:
     """Under an upscaled image, in Midjourney's rows: Vary (Strong), (Subtle), (Region), Upscale (2x), re-roll; Zoom
-    Out 2x, Zoom Out 1.5x and Make Square; the four pans, arrows without labels. A square image has no Make Square."""
+    Out 2x, Zoom Out 1.5x, Custom Zoom and Make Square; the four pans, arrows without labels. A square image has no
+    Make Square."""
     rows = buttons.single_components(JOB)
     actions = [[buttons.parse(b["custom_id"]).action for b in row["components"]] for row in rows]
-    assert actions == [["strong", "subtle", "region", "up2x", "reroll"], ["zoom2", "zoom15", "square"],
+    assert actions == [["strong", "subtle", "region", "up2x", "reroll"], ["zoom2", "zoom15", "zoomc", "square"],
                        ["panl", "panr", "panu", "pand"]]
-    assert [b.get("label") for b in rows[1]["components"]] == ["Zoom Out 2x", "Zoom Out 1.5x", "Make Square"]
+    assert [b.get("label") for b in rows[1]["components"]] == ["Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom",
+                                                               "Make Square"]
     assert [(b.get("label"), b["emoji"]["name"]) for b in rows[2]["components"]] == [
         (None, "⬅️"), (None, "➡️"), (None, "⬆️"), (None, "⬇️")]
     square = buttons.single_components(JOB, square=True)
-    assert [buttons.parse(b["custom_id"]).action for b in square[1]["components"]] == ["zoom2", "zoom15"]
+    assert [buttons.parse(b["custom_id"]).action for b in square[1]["components"]] == ["zoom2", "zoom15", "zoomc"]

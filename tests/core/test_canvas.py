@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.canvas import REGIONS, Edit, Layout, plan
-from core.errors import EditRefused, MalformedPayload
+from core.canvas import REGIONS, Edit, Layout, custom_zoom, plan
+from core.errors import EditRefused, MalformedPayload, PromptError
 from core.models import ModelRegistry, tiny_model
 from core.payload import JobPayload
 from core.prompt import parse
@@ -118,3 +118,40 @@ def test_malformed_edit_sources_are_refused_at_the_door(source: dict, says: str)
 def _spec() -> dict:
     (spec,) = parse("a red cat --seed 7", ModelRegistry((tiny_model(),)))
     return spec.to_dict()
+
+
+@pytest.mark.parametrize(("canvas", "zoom", "paste"), [
+    ((640, 384), 2.0, (224, 96, 416, 288)),  # 2x inside a wider canvas: the source is sized by the short side
+    ((384, 640), 1.0, (0, 128, 384, 512)),
+    ((512, 512), 2.0, (128, 128, 384, 384)),  # the canvas the plain zoom would choose: the same layout
+])
+def test_custom_zoom_with_its_own_canvas(canvas, zoom: float, paste) -> None:
+    """Custom Zoom with --ar: the canvas is the one given; the source keeps its aspect, fits 1/zoom of it, centred."""
+    layout = plan(Edit("zoom", zoom=zoom), (512, 512), **SD15, canvas=canvas)
+    assert (layout.canvas, layout.paste) == (canvas, paste)
+
+
+@pytest.mark.parametrize(("text", "rest", "zoom"), [
+    ("a cat --zoom 1.5", "a cat", 1.5),
+    ("a cat --zoom 2 --ar 16:9", "a cat --ar 16:9", 2.0),
+    ("a cat —zoom 1", "a cat", 1.0),
+    ("a cat", "a cat", 2.0),
+    ("a cat --ZOOM 1.25 --no dogs", "a cat --no dogs", 1.25),
+])
+def test_custom_zoom_reads_its_zoom_from_the_prompt(text: str, rest: str, zoom: float) -> None:
+    """Custom Zoom's prompt: `--zoom` taken out (2 when absent), the rest parsed like any prompt."""
+    assert custom_zoom(text) == (rest, zoom)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("a cat --zoom 3", "from 1 to 2, not '3'"),
+    ("a cat --zoom 0.5", "from 1 to 2"),
+    ("a cat --zoom", "not 'nothing'"),
+    ("a cat --zoom big", "not 'big'"),
+    ("a cat --zoom nan", "not 'nan'"),
+    ("a --zoom 1 cat --zoom 2", "given twice"),
+])
+def test_a_custom_zoom_out_of_range_is_a_prompt_error(text: str, says: str) -> None:
+    """--zoom outside 1-2, missing its number or given twice: PromptError naming it."""
+    with pytest.raises(PromptError, match=says):
+        custom_zoom(text)

@@ -222,3 +222,21 @@ def test_an_edit_not_sized_by_its_plan_fails_without_rendering(redis_conn, tiny_
     run_in_process(redis_conn, tiny_engine, poster=discord.poster())
     failed = record(redis_conn, job.job_id)
     assert failed.state == "failed" and "the edit makes 48x72" in failed.reason and failed.gpu_s == 0
+
+
+def test_a_custom_zoom_renders_on_the_canvas_its_spec_names(redis_conn, tiny_engine, tiny_spec,
+                                                            discord: ThreadedEmulator):  # noqa: F811
+    """Custom Zoom 1x with --ar 5:3 of a square image: the 80x48 canvas of the spec, the image at its centre at
+    48x48 (it fits the short side), kept pixel for pixel away from the seam, the sides new."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    up = run_job(redis_conn, tiny_engine, discord, tiny_spec, kind="upscale",
+                 source={"job_id": parent.job_id, "index": 3})
+    zoom = run_job(redis_conn, tiny_engine, discord, dataclasses.replace(tiny_spec, width=80, height=48, aspect="5:3"),
+                   kind="edit", source={"job_id": up.job_id, "index": 1, "op": "zoom", "zoom": 1.0})
+    source = Image.open(io.BytesIO(image(redis_conn, up.job_id, 0))).convert("RGB").resize(
+        (48, 48), Image.Resampling.LANCZOS)
+    band = 3  # worker.editing.feather at 48 pixels
+    for k in range(4):
+        result = pixels(image(redis_conn, zoom.job_id, k))
+        assert result.shape == (48, 80, 3)
+        assert np.array_equal(result[:, 16 + band:64 - band], np.asarray(source, dtype=np.float32)[:, band:-band])
