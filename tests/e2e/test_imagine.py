@@ -148,3 +148,38 @@ async def test_a_button_works_after_the_bot_restarts(discord: DiscordEmulator, s
     assert np.array_equal(np.asarray(png(upscaled).convert("RGB")), np.asarray(png(first).convert("RGB"))[0:64, 0:64])
     assert "Image #1" in upscaled.content
     assert second_bot.proc is not None and second_bot.proc.returncode is None
+
+
+async def test_remix_a_preference_and_vary_region_through_the_real_processes(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """/prefer option set and /prefer remix, then: `/imagine ... --wide` runs at 2:1; with Remix on, V1's prompt
+    opens and the edited one is what the variations show; Vary (Region) of U1's top half with a new prompt posts
+    a grid whose images keep U1's bottom half exactly."""
+    alice = discord.add_user("alice")
+    for name, options in (("prefer option set", {"name": "wide", "value": "--ar 2:1"}), ("prefer remix", {})):
+        pending = await discord.send_slash_command(user=alice, name=name, options=options)
+        await pending.wait_acknowledged()
+    first = await result(await imagine(discord, alice, "a red cat --wide --seed 4"))
+    assert png(first).size == (160, 80)  # two 80x40 images a row: the tiny model's 2:1
+
+    remix = await discord.click_button(user=alice, message=first, custom_id=grid_ids(job_of(first))[5])  # V1
+    assert (await remix.wait_acknowledged()).type == 9
+    varied = await result(await discord.submit_modal(user=alice, opened=remix, values={"Prompt": "a blue dog"}))
+    assert jobs.get(redis_conn, job_of(varied)).spec.prompt == "a blue dog"
+    assert "a blue dog" in varied.content and "Variations (Strong)" in varied.content
+
+    upscaled = await result(await click(discord, alice, first, "u", 1))
+    menu_click = await discord.click_button(user=alice, message=upscaled,
+                                            custom_id=single_ids(job_of(upscaled))[2])  # Vary (Region)
+    await menu_click.wait_acknowledged()
+    opened = await discord.choose(user=alice, message=menu_click.ephemeral_messages[0],
+                                  custom_id=f"imagine:regions:1:{job_of(upscaled)}", values=["top"])
+    await opened.wait_acknowledged()
+    region = await result(await discord.submit_modal(user=alice, opened=opened, values={"Prompt": "a green sky"}))
+    assert "Vary (Region: top half) by" in region.content
+    kept = np.asarray(png(upscaled).convert("RGB"))[20:40]  # U1's bottom half (an 80x40 image)
+    grid = np.asarray(png(region).convert("RGB"))
+    for top, left in ((0, 0), (0, 80), (40, 0), (40, 80)):
+        assert np.array_equal(grid[top + 20 : top + 40, left : left + 80], kept)
+    await settled(redis_conn, WORKER_NAME)
