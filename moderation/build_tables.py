@@ -115,11 +115,19 @@ def _confusable(ch: str, groups: dict[str, list[str]]) -> str:
 
 
 def fold_table() -> dict[int, str]:
+    """Every character's fold, closed under itself: translating once is the whole of `moderation.normalize.fold`.
+
+    Per character: `fold_of`; else its compatibility decomposition (NFKD) with marks dropped; else its case fold.
+    Dropping the marks makes this per-character table equal to NFKC then folding for matching purposes (NFKC's
+    composition only builds the accented letters whose accents are dropped anyway). Expansions that hold no ASCII
+    letter or digit (an Arabic ligature's 18 letters, a Hangul syllable's jamo) are left out: they are never part
+    of a listed word, and expanding them is what made such text slow.
+    """
     import confusable_homoglyphs
 
     data = json.loads((Path(confusable_homoglyphs.__file__).parent / "confusables.json").read_text("utf-8"))
     groups = {char: [entry["c"] for entry in entries] for char, entries in data.items()}
-    table: dict[int, str] = {}
+    table: dict[str, str] = {}
     for cp in range(0x110000):
         if 0xD800 <= cp <= 0xDFFF:
             continue
@@ -127,9 +135,19 @@ def fold_table() -> dict[int, str]:
         if unicodedata.category(ch) == "Cn":
             continue
         folded = fold_of(ch, groups)
+        if folded is None:
+            decomposed = unicodedata.normalize("NFKD", ch)
+            if decomposed != ch:
+                folded = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me"))
+            elif ch.casefold() != ch:
+                folded = ch.casefold()
         if folded is not None and folded != ch:
-            table[cp] = folded
-    return table
+            table[ch] = folded
+    for _ in range(4):  # close it: a replacement's own characters are folded too
+        table = {ch: "".join(table.get(c, c) for c in text) for ch, text in table.items()}
+    assert all("".join(table.get(c, c) for c in text) == text for text in table.values()), "fold table not closed"
+    return {ord(ch): text for ch, text in table.items()
+            if text != ch and (len(text) <= 1 or any(c.isascii() and c.isalnum() for c in text))}
 
 
 NOT_ORDINARY = {

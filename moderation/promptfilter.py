@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,11 +156,10 @@ class Filter:
         # collapsed form -> (its runs, entry index, whether it is an inflection), for block and allow forms
         self._forms: dict[str, list[tuple[tuple[int, ...], int, bool]]] = {}
         self._allowed: dict[str, list[tuple[int, ...]]] = {}
-        self._glued = ahocorasick.Automaton()  # collapsed block forms, found anywhere (the scan and rule 3)
+        self._glued = ahocorasick.Automaton()  # collapsed block forms (keys of _forms), found anywhere
         self._phrases = ahocorasick.Automaton()  # " a b " over a view's words: (entry, words, allowed, length)
         self._any_phrase = False
-        self._short: set[str] = set()
-        self._short_runs: re.Pattern[str] | None = None
+        self._short: set[str] = set()  # the first letter run of each form of one or two letters once collapsed
 
     @classmethod
     def from_lists(cls, block: Iterable[str], allow: Iterable[str] = ()) -> Filter:
@@ -170,13 +170,12 @@ class Filter:
                 one normalises to fewer than MIN_ENTRY_LETTERS letters; the message quotes the entry.
         """
         allowed, blocked = _checked(allow, "allow"), _checked(block, "block")
+        ordinary_words()  # loaded once per process, here rather than in the first check
         compiled = cls([*allowed, *blocked])
         for index, entry in enumerate(compiled._entries):
             compiled._add(entry, index, allow=index < len(allowed))
         for forms in compiled._forms.values():
             forms.sort(key=lambda form: form[2])  # an entry as written before another entry's inflection
-        if compiled._short:
-            compiled._short_runs = re.compile("|".join(sorted(compiled._short)))
         for automaton in (compiled._glued, compiled._phrases):
             if len(automaton):
                 automaton.make_automaton()
@@ -192,10 +191,9 @@ class Filter:
                 elif key not in self._allowed:
                     self._forms.setdefault(key, []).append((normalize.runs(form), index, form != base))
                     if len(key) > 2:
-                        self._glued.add_word(key, (len(key), normalize.runs(form), index))
-                    else:  # `kkk`, `kkks`: found by their runs, not by every k in the text
-                        self._short.add("".join(f"{re.escape(ch)}{{{n},}}"
-                                                for ch, n in zip(key, normalize.runs(form), strict=True)))
+                        self._glued.add_word(key, key)
+                    else:  # `kkk`, `kkks`: found by their first run, not by every k in the text
+                        self._short.add(key[0] * normalize.runs(form)[0])
             if len(pieces) > 1:
                 for last in inflections(pieces[-1]):
                     phrase = " " + " ".join(normalize.collapse(p) for p in (*pieces[:-1], last)) + " "
@@ -216,13 +214,13 @@ class Filter:
     def check_counted(self, text: str) -> tuple[Match | None, int]:
         """`check`, and the matcher's work in steps (linear in the length of the text; for tests and benchmarks)."""
         work = [0]
-        if not len(self._glued) and self._short_runs is None:
+        if not len(self._glued) and not self._short:
             return None, 0
         for view in normalize.views(text):
             work[0] += len(view)
             joined = _NOT_ALNUM.sub("", view)
             if (not len(self._glued) or next(self._glued.iter(normalize.collapse(joined)), None) is None) and \
-                    (self._short_runs is None or self._short_runs.search(joined) is None):
+                    not any(run in joined for run in self._short):
                 continue  # no form anywhere, however the words are split or joined
             hit = self._check_view(view, work)
             if hit is not None:
@@ -232,38 +230,47 @@ class Filter:
     def _check_view(self, view: str, work: list[int]) -> int | None:
         """The entry of the first block match in one view that no allow match covers (rules 2-6)."""
         pieces: list[str] = []
-        word_of: list[int] = []
-        for number, word in enumerate(view.split()):
-            for piece in _PIECES.findall(word):
-                pieces.append(piece)
-                word_of.append(number)
+        starts_word: list[bool] = []  # whether pieces[i] starts a word (whitespace before it)
+        for word in view.split():
+            if word.isalnum():
+                pieces.append(word)
+                starts_word.append(True)
+            else:
+                found = _PIECES.findall(word)
+                pieces += found
+                starts_word += [True] + [False] * (len(found) - 1) if found else []
         count = len(pieces)
         work[0] += count
-        reach = [-1] * count  # reach[i]: the last piece an allow match starting at or before i covers
+        reach: list[int] | None = None  # reach[i]: the last piece an allow match starting at or before i covers
         phrase_hits: list[tuple[int, int, int]] = []
         if self._any_phrase and count:
-            stream = " " + " ".join(normalize.collapse(piece) for piece in pieces) + " "
-            starts = list(_starts(pieces))
+            stream = normalize.collapse(" " + " ".join(pieces) + " ")
+            starts: list[int] | None = None
             for end, (entry, size, allow, length) in self._phrases.iter(stream):
-                first = bisect.bisect_left(starts, end - length + 2)
+                if starts is None:
+                    starts = [0, *itertools.accumulate(len(piece) + 1 for piece in stream[1:-1].split(" "))]
+                first = bisect.bisect_left(starts, end - length + 1)
                 work[0] += size
                 if allow:
+                    if reach is None:
+                        reach = [-1] * count
                     reach[first] = max(reach[first], first + size - 1)
                 else:
                     phrase_hits.append((entry, first, first + size - 1))
-            for i in range(1, count):
-                reach[i] = max(reach[i], reach[i - 1])
+            if reach is not None:
+                reach = list(itertools.accumulate(reach, max))
         for entry, first, last in phrase_hits:
-            if reach[first] < last:
+            if reach is None or reach[first] < last:
                 return entry
-        cache: dict[tuple[str, bool], int | None] = {}
-        for candidate, first, last, glued in _candidates(pieces, word_of):
-            key = (candidate, glued)
-            if key not in cache:
+        cache: tuple[dict[str, int | None], dict[str, int | None]] = ({}, {})  # rule 3 not applied, applied
+        for candidate, first, last, glued in _candidates(pieces, starts_word):
+            known = cache[glued]
+            if candidate in known:
+                entry = known[candidate]
+            else:
                 work[0] += len(candidate)
-                cache[key] = self._word_hit(candidate, glued=glued)
-            entry = cache[key]
-            if entry is not None and reach[first] < last:
+                entry = known[candidate] = self._word_hit(candidate, glued=glued)
+            if entry is not None and (reach is None or reach[first] < last):
                 return entry
         return None
 
@@ -281,16 +288,17 @@ class Filter:
             return None
         long = len(key) > MAX_GLUED_CHARS
         before = after = None
-        for end, (size, runs, entry) in self._glued.iter(key):
-            start = end + 1 - size
-            if not _runs_cover(word_runs[start:end + 1], runs):
-                continue
-            if long:
-                return entry
-            if before is None or after is None:
-                before, after = self._splits(key)
-            if before[start] and after[end + 1]:
-                return entry
+        for end, form in self._glued.iter(key):
+            start = end + 1 - len(form)
+            for runs, entry, _ in self._forms[form]:
+                if not _runs_cover(word_runs[start:end + 1], runs):
+                    continue
+                if long:
+                    return entry
+                if before is None or after is None:
+                    before, after = self._splits(key)
+                if before[start] and after[end + 1]:
+                    return entry
         return None
 
     def _splits(self, key: str) -> tuple[list[bool], list[bool]]:
@@ -310,32 +318,24 @@ class Filter:
             part in self._forms
 
 
-def _starts(pieces: Sequence[str]) -> Iterable[int]:
-    """Where each piece starts in " " + " ".join(pieces) + " "."""
-    offset = 1
-    for piece in pieces:
-        yield offset
-        offset += len(normalize.collapse(piece)) + 1
-
-
 def _runs_cover(found: Sequence[int], required: Sequence[int]) -> bool:
     """Whether each run of a letter in the text is at least as long as the form's (`boob` needs two o's)."""
     return len(found) == len(required) and all(f >= r for f, r in zip(found, required, strict=True))
 
 
-def _candidates(pieces: Sequence[str], word_of: Sequence[int]) -> Iterable[tuple[str, int, int, bool]]:
+def _candidates(pieces: Sequence[str], starts_word: Sequence[bool]) -> Iterable[tuple[str, int, int, bool]]:
     """(text, first piece, last piece, whether rule 3 applies) for every word-level reading of a view (rules 2-5),
     in the order of the text, so that a match early in a long text is found without reading the rest."""
     words = ordinary_words()[0]
     count = len(pieces)
     run_end = -1
     for i, piece in enumerate(pieces):
-        if i == 0 or word_of[i] != word_of[i - 1]:  # a word of several pieces, punctuation inside it removed
-            last = i
-            while last + 1 < count and word_of[last + 1] == word_of[i]:
+        ends_word = i + 1 == count or starts_word[i + 1]
+        if starts_word[i] and not ends_word:  # a word of several pieces, punctuation inside it removed
+            last = i + 1
+            while last + 1 < count and not starts_word[last + 1]:
                 last += 1
-            if last > i:
-                yield "".join(pieces[i:last + 1]), i, last, False
+            yield "".join(pieces[i:last + 1]), i, last, False
         yield piece, i, i, True  # the piece: punctuation read as a space
         if len(piece) == 1 and i > run_end:  # a run of single letters, alone and with the piece either side
             j = i
@@ -351,7 +351,7 @@ def _candidates(pieces: Sequence[str], word_of: Sequence[int]) -> Iterable[tuple
                     yield run + pieces[j], i, j, True
                 if i > 0 and j < count:
                     yield pieces[i - 1] + run + pieces[j], i - 1, j, True
-        if i + 1 < count and word_of[i] != word_of[i + 1]:  # one space bridged, unless both are ordinary words
+        if ends_word and i + 1 < count:  # one space bridged, unless both sides are ordinary words
             right = pieces[i + 1]
             if not (piece in words and right in words):
                 yield piece + right, i, i + 1, False

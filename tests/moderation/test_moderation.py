@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bench.moderation_prompts import ORDINARY_PROMPTS
 from core.errors import AdminInputError
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
 from moderation.promptfilter import MAX_ENTRIES, MAX_ENTRY_CHARS, Filter, Match, check_spec, read_list_file
-from bench.moderation_prompts import ORDINARY_PROMPTS
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)
