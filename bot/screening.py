@@ -89,7 +89,7 @@ async def screen(
 
 
 def check_suspension(replies: Sequence[Any], now: float) -> None:
-    """Refuse a suspended member (a U button, a copy of an image already checked, is screened only for this).
+    """Refuse a suspended member.
 
     Raises:
         Suspended: the member is suspended here; the message says until when.
