@@ -23,7 +23,7 @@ from typing import Any
 from core import permutations
 from core.errors import PromptError
 from core.models import ModelInfo, ModelRegistry
-from core.spec import MAX_SEED, JobSpec, Mode, PromptPart
+from core.spec import MAX_SEED, MAX_TEXT_CHARS, JobSpec, Mode, PromptPart
 
 DEFAULT_ASPECT = "1:1"
 DEFAULT_CHAOS = 0
@@ -90,7 +90,9 @@ def parse(
     default_mode: Mode = "fast",
     rng: random.Random | None = None,
 ) -> list[JobSpec]:
-    """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError."""
+    """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError.
+    `max_chars` may lower the hard cap on a prompt's length (MAX_TEXT_CHARS), never raise it."""
+    max_chars = min(max_chars, MAX_TEXT_CHARS)
     if len(text) > max_chars:
         raise PromptError(f"the prompt is {len(text)} characters long; the limit is {max_chars}")
     saved = _collect(_saved_parameters(defaults or {}), saved=True)
