@@ -99,7 +99,6 @@ class Match:
 
 
 _PIECES = re.compile(r"[^\W_]+")
-_NOT_ALNUM = re.compile(r"[\W_]+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -218,7 +217,7 @@ class Filter:
             return None, 0
         for view in normalize.views(text):
             work[0] += len(view)
-            joined = _NOT_ALNUM.sub("", view)
+            joined = normalize.joined(view)
             if (not len(self._glued) or next(self._glued.iter(normalize.collapse(joined)), None) is None) and \
                     not any(run in joined for run in self._short):
                 continue  # no form anywhere, however the words are split or joined
