@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.moderation_cases import EVASIONS, ORDINARY
 from bench.moderation_prompts import ORDINARY_PROMPTS
-from moderation.promptfilter import Filter, Match, read_list_file
+from moderation import Filter, Match, default_lists
 
 ADVERSARIAL = {
     "spaced letters, the issue's quadratic case (matches)": "nud e f ",
@@ -42,7 +42,7 @@ def best_of(repeat: int, call: Callable[[], Any]) -> float:
 
 
 def run(repeat: int = 5) -> dict[str, Any]:
-    lists = read_list_file()
+    lists = default_lists()
     prompt_filter = Filter.from_lists(lists.blocked(mature_allowed=False), lists.allow)
     misses = [text for text, entry in EVASIONS if prompt_filter.check(text) != Match(entry)]
     false_positives = [text for text in ORDINARY if prompt_filter.check(text) is not None]

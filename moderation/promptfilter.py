@@ -161,8 +161,10 @@ class Filter:
         self._short: set[str] = set()  # the first letter run of each form of one or two letters once collapsed
 
     @classmethod
-    def from_lists(cls, block: Iterable[str], allow: Iterable[str] = ()) -> Filter:
-        """Compile the lists (a word or phrase in both, however spelled, counts as allowed).
+    def from_lists(cls, block: Iterable[str], allow: Iterable[str] = (), ordinary: Iterable[str] = ()) -> Filter:
+        """Compile the lists (a word or phrase in both, however spelled, counts as allowed). `ordinary` words are
+        allowed as they are written and nothing else (a listed word that is an ordinary word in a language the
+        guild speaks: `sex` alone in Swedish; `sexy` and `hotsex` stay blocked).
 
         Raises:
             AdminInputError: a list holds more than MAX_ENTRIES entries, an entry is longer than MAX_ENTRY_CHARS, or
@@ -173,6 +175,10 @@ class Filter:
         compiled = cls([*allowed, *blocked])
         for index, entry in enumerate(compiled._entries):
             compiled._add(entry, index, allow=index < len(allowed))
+        for word in _checked(ordinary, "ordinary word"):
+            for pieces in entry_forms(word):
+                form = "".join(pieces)
+                compiled._allowed.setdefault(normalize.collapse(form), []).append(normalize.runs(form))
         for forms in compiled._forms.values():
             forms.sort(key=lambda form: form[2])  # an entry as written before another entry's inflection
         for automaton in (compiled._glued, compiled._phrases):
@@ -382,20 +388,28 @@ def check_spec(prompt_filter: Filter, specs: Sequence[JobSpec], user_defaults: M
 
 @dataclass(frozen=True)
 class Lists:
-    """The entries of a list file: `block` everywhere, `mature` outside age-restricted channels, and `allow`."""
+    """The entries of a list file: `block` everywhere, `mature` outside age-restricted channels, `allow`, and
+    `languages`: (language code, word) for listed words that are ordinary words in that language."""
 
     block: tuple[str, ...] = ()
     mature: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
+    languages: tuple[tuple[str, str], ...] = ()
 
     def blocked(self, *, mature_allowed: bool) -> tuple[str, ...]:
         """What is blocked in a channel: `mature` entries too, unless mature content is allowed there."""
         return self.block if mature_allowed else self.block + self.mature
 
+    def ordinary_in(self, codes: Iterable[str]) -> tuple[str, ...]:
+        """The listed words that are ordinary words in one of these languages (read alone as those words)."""
+        wanted = set(codes)
+        return tuple(sorted({word for code, word in self.languages if code in wanted}))
+
 
 def read_list_file(path: Path = DEFAULT_LIST_FILE) -> Lists:
-    """The entries of a list file: one per line, `#` comments, sections `[block]` (the start), `[mature]`, `[allow]`."""
-    sections: dict[str, list[str]] = {"[block]": [], "[mature]": [], "[allow]": []}
+    """The entries of a list file: one per line, `#` comments, sections `[block]` (the start), `[mature]`, `[allow]`
+    and `[languages]` (lines `CODE: word`)."""
+    sections: dict[str, list[str]] = {"[block]": [], "[mature]": [], "[allow]": [], "[languages]": []}
     target = sections["[block]"]
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.split("#", 1)[0].strip()
@@ -403,7 +417,9 @@ def read_list_file(path: Path = DEFAULT_LIST_FILE) -> Lists:
             target = sections[text]
         elif text:
             target.append(text)
-    return Lists(*(tuple(entries) for entries in sections.values()))
+    languages = tuple((code.strip(), word.strip()) for code, _, word in
+                      (line.partition(":") for line in sections.pop("[languages]")))
+    return Lists(tuple(sections["[block]"]), tuple(sections["[mature]"]), tuple(sections["[allow]"]), languages)
 
 
 @functools.lru_cache(maxsize=2)

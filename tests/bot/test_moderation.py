@@ -16,7 +16,7 @@ from core import audit, buttons, jobs, keys, queue, usersettings
 from core.safety import Safety, safety_of
 from discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 from discord_emulator.state import Channel
-from moderation.store import BLOCKED_DEFAULT
+from moderation import BLOCKED_DEFAULT
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, rq_job_keys, running_bot
 from tests.bot.test_admin import run
 
@@ -218,3 +218,19 @@ async def test_show_of_a_blurred_result_is_a_spoiler_again(
     pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
     message = await pending.wait_original()
     assert message.attachments[0].filename == f"SPOILER_{job_id}.png"
+
+
+async def test_a_guilds_languages_keep_their_ordinary_words_allowed(
+    discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, alice: User, admin: User
+) -> None:
+    """`sex` (Swedish: six) is blocked until an admin names Swedish in the policy; then it is allowed alone, while
+    its other forms (`sexy`) stay blocked; an unknown code is refused."""
+    prompt = "sex katter på en soffa"
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, prompt))
+    text = await run(discord_emulator, admin, "admin moderation policy", languages="sv")
+    assert "ordinary words stay allowed: sv" in text
+    pending = await imagine(discord_emulator, alice, prompt)
+    await pending.wait_original(lambda m: "Waiting to start" in m.content)
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "sexy katter"))
+    assert "no listed word is an ordinary word in xx" in await run(
+        discord_emulator, admin, "admin moderation policy", languages="sv, xx")

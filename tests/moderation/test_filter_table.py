@@ -77,3 +77,13 @@ def test_adversarial_work_is_linear(unit: str) -> None:
     small = DEFAULT.check_counted(unit * 200)[1]
     large = DEFAULT.check_counted(unit * 2000)[1]
     assert large <= 11 * small
+
+
+def test_ordinary_words_of_a_language_are_allowed_alone() -> None:
+    """A word given as ordinary (Swedish `sex`, Slovene `gore`) passes alone; its inflections, compounds and other
+    spellings that are not the word itself stay blocked."""
+    swedish = Filter.from_lists(["sex", "gore"], [], LISTS.ordinary_in(["sv", "sl"]))
+    assert swedish.check("sex katter på en soffa") is None and swedish.check("visoke gore v megli") is None
+    assert swedish.check("sexy") == Match("sex") and swedish.check("hotsex") == Match("sex")
+    assert swedish.check("goreart") == Match("gore")
+    assert Filter.from_lists(["sex"]).check("sex katter") == Match("sex")
