@@ -80,7 +80,6 @@ _SYMBOL_NOT_BEFORE_LETTER = re.compile(r"[@$!|](?![^\W_]|[@$!|])")
 _HAS_SYMBOL = re.compile(r"[@$!|]")
 _REPEATS = re.compile(r"([a-z])\1+")
 _FIRST_LETTER = operator.itemgetter(1)  # a C callable: a backreference template is expanded in Python per match
-_RUNS = re.compile(r"([a-z])\1*|.", re.DOTALL)
 
 
 def fold(text: str) -> str:
@@ -141,6 +140,22 @@ def joined(view: str) -> str:
     return _NOT_ALNUM.sub("", view)
 
 
-def runs(word: str) -> tuple[int, ...]:
-    """The length of each run of one letter in `word`, in order (`boob` -> 1, 2, 1)."""
-    return tuple(len(found.group()) for found in _RUNS.finditer(word))
+def runs(word: str) -> tuple[int, ...] | None:
+    """The length of each run of one letter in `word`, in order (`boob` -> 1, 2, 1); None when every run is one
+    letter long (most words: nothing to compare)."""
+    return collapse_runs(word)[1]
+
+
+def collapse_runs(word: str) -> tuple[str, tuple[int, ...] | None]:
+    """`collapse(word)` and `runs(word)` in one pass over the repeats only."""
+    if _REPEATS.search(word) is None:
+        return word, None
+    repeats = list(_REPEATS.finditer(word))
+    size = len(word) - sum(found.end() - found.start() - 1 for found in repeats)
+    lengths = [1] * size
+    removed = 0
+    for found in repeats:
+        length = found.end() - found.start()
+        lengths[found.start() - removed] = length
+        removed += length - 1
+    return _REPEATS.sub(_FIRST_LETTER, word), tuple(lengths)

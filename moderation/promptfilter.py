@@ -152,13 +152,15 @@ class Filter:
 
     def __init__(self, entries: Sequence[str]) -> None:
         self._entries = entries  # as written in the lists
-        # collapsed form -> (its runs, entry index, whether it is an inflection), for block and allow forms
-        self._forms: dict[str, list[tuple[tuple[int, ...], int, bool]]] = {}
-        self._allowed: dict[str, list[tuple[int, ...]]] = {}
-        self._glued = ahocorasick.Automaton()  # collapsed block forms (keys of _forms), found anywhere
+        # Collapsed stem -> (its runs, entry index, whether it is slang for the entry): each entry as written, and
+        # its slang. Inflections are found from these by `_stems_of` (stripping SUFFIXES), not stored one by one.
+        self._blocked: dict[str, list[tuple[tuple[int, ...] | None, int, bool]]] = {}
+        self._allowed: dict[str, list[tuple[tuple[int, ...] | None, int, bool]]] = {}
+        self._ordinary: dict[str, list[tuple[int, ...] | None]] = {}  # allowed as written, not inflected
+        self._glued = ahocorasick.Automaton()  # collapsed block stems, and forms that do not start with theirs
         self._phrases = ahocorasick.Automaton()  # " a b " over a view's words: (entry, words, allowed, length)
         self._any_phrase = False
-        self._short: set[str] = set()  # the first letter run of each form of one or two letters once collapsed
+        self._short: set[str] = set()  # the first letter run of each stem of one or two letters once collapsed
 
     @classmethod
     def from_lists(cls, block: Iterable[str], allow: Iterable[str] = (), ordinary: Iterable[str] = ()) -> Filter:
@@ -177,40 +179,74 @@ class Filter:
             compiled._add(entry, index, allow=index < len(allowed))
         for word in _checked(ordinary, "ordinary word"):
             for pieces in entry_forms(word):
-                form = "".join(pieces)
-                compiled._allowed.setdefault(normalize.collapse(form), []).append(normalize.runs(form))
-        for forms in compiled._forms.values():
-            forms.sort(key=lambda form: form[2])  # an entry as written before another entry's inflection
+                key, runs = normalize.collapse_runs("".join(pieces))
+                compiled._ordinary.setdefault(key, []).append(runs)
+        for stems in compiled._blocked.values():
+            stems.sort(key=lambda stem: stem[2])  # an entry as written before another entry's slang
         for automaton in (compiled._glued, compiled._phrases):
             if len(automaton):
                 automaton.make_automaton()
         return compiled
 
     def _add(self, entry: str, index: int, *, allow: bool) -> None:
-        for pieces in entry_forms(entry):
-            base = "".join(pieces)
-            for form in word_forms(entry) if len(pieces) == 1 else inflections(base):
-                key = normalize.collapse(form)
-                if allow:
-                    self._allowed.setdefault(key, []).append(normalize.runs(form))
-                elif key not in self._allowed:
-                    self._forms.setdefault(key, []).append((normalize.runs(form), index, form != base))
-                    if len(key) > 2:
-                        self._glued.add_word(key, key)
-                    else:  # `kkk`, `kkks`: found by their first run, not by every k in the text
-                        self._short.add(key[0] * normalize.runs(form)[0])
+        readings = entry_forms(entry)
+        stems = {"".join(pieces): False for pieces in readings}
+        for pieces in readings:
             if len(pieces) > 1:
                 for last in inflections(pieces[-1]):
                     phrase = " " + " ".join(normalize.collapse(p) for p in (*pieces[:-1], last)) + " "
                     if allow or phrase not in self._phrases:
                         self._phrases.add_word(phrase, (index, len(pieces), allow, len(phrase)))
                         self._any_phrase = True
-        if allow:  # an allowed one-word entry is also a phrase: it covers the words of a longer match it is in
-            for pieces in entry_forms(entry):
-                if len(pieces) == 1:
-                    key = " " + normalize.collapse(pieces[0]) + " "
-                    self._phrases.add_word(key, (index, 1, True, len(key)))
+            else:
+                stems.update((slang, True) for slang, word in SLANG.items() if word == pieces[0])
+                if allow:  # an allowed word is also a phrase: it covers the words of a longer match it is in
+                    phrase = " " + normalize.collapse(pieces[0]) + " "
+                    self._phrases.add_word(phrase, (index, 1, True, len(phrase)))
                     self._any_phrase = True
+        for stem, slang in stems.items():
+            key, runs = normalize.collapse_runs(stem)
+            if allow:
+                self._allowed.setdefault(key, []).append((runs, index, slang))
+                continue
+            if key in self._allowed:
+                continue
+            self._blocked.setdefault(key, []).append((runs, index, slang))
+            if len(key) <= 2:  # `kkk`: found by its first run, not by every k in the text
+                self._short.add(key[0] * (runs[0] if runs else 1))
+                continue
+            self._glued.add_word(key, key)
+            for form in inflections(stem):  # the forms the stem is not inside (rape -> raping), for the scan
+                form_key = normalize.collapse(form)
+                if not form_key.startswith(key) and form_key not in self._glued:
+                    self._glued.add_word(form_key, form_key)
+
+    def _stems_of(
+        self, table: Mapping[str, list[tuple[tuple[int, ...] | None, int, bool]]], key: str,
+        runs: tuple[int, ...] | None,
+    ) -> Iterable[tuple[int, bool]]:
+        """(entry index, whether inflected or slang) for each stem in `table` that collapsed `key` (with `runs`) is a
+        form of: the stem itself, or the stem with one of SUFFIXES (rule 1)."""
+        for stem_runs, entry, slang in table.get(key, ()):
+            if _runs_cover(runs, stem_runs):
+                yield entry, slang
+        for suffix, vowel in _SUFFIX_KEYS:
+            if len(key) <= len(suffix) + 1 or not key.endswith(suffix):
+                continue
+            stem = key[: -len(suffix)]
+            options = [stem]
+            if vowel:
+                options.append(stem + "e")  # rape -> raping
+                if suffix[0] == "i":
+                    options.append(stem + "i")  # nazi -> nazism
+                elif stem.endswith("i"):
+                    options.append(stem[:-1] + "y")  # gory -> gories
+            for option in options:
+                for stem_runs, entry, _ in table.get(option, ()):
+                    shared = len(stem) if option.startswith(stem) else len(stem) - 1
+                    if _runs_cover(None if runs is None else runs[:shared],
+                                   None if stem_runs is None else stem_runs[:shared]):
+                        yield entry, True
 
     def check(self, text: str) -> Match | None:
         """The first block-list entry the text matches and no allow-list entry covers, or None."""
@@ -282,27 +318,26 @@ class Filter:
     def _word_hit(self, word: str, *, glued: bool) -> int | None:
         """The block entry `word` is a form of (rules 1-3), or None."""
         words, collapsed, _ = ordinary_words()
-        key = normalize.collapse(word)
-        word_runs = normalize.runs(word)
-        if any(_runs_cover(word_runs, runs) for runs in self._allowed.get(key, ())):
+        key, word_runs = normalize.collapse_runs(word)
+        if any(_runs_cover(word_runs, runs) for runs in self._ordinary.get(key, ())) or \
+                next(iter(self._stems_of(self._allowed, key, word_runs)), None) is not None:
             return None
-        for runs, entry, inflected in self._forms.get(key, ()):
-            if _runs_cover(word_runs, runs) and not (inflected and word in words):
+        for entry, inflected in self._stems_of(self._blocked, key, word_runs):
+            if not (inflected and word in words):
                 return entry
-        if key in collapsed or not glued or len(key) < 2:
+        if key in collapsed or not glued or len(key) < 2 or not len(self._glued):
             return None
         long = len(key) > MAX_GLUED_CHARS
         before = after = None
         for end, form in self._glued.iter(key):
             start = end + 1 - len(form)
-            for runs, entry, _ in self._forms[form]:
-                if not _runs_cover(word_runs[start:end + 1], runs):
-                    continue
+            span_runs = None if word_runs is None else word_runs[start:end + 1]
+            for entry, _ in self._stems_of(self._blocked, form, span_runs):
                 if long:
                     return entry
                 if before is None or after is None:
                     before, after = self._splits(key)
-                if before[start] and after[end + 1]:
+                if before[start] and any(after[stop] for stop in _form_ends(key, end + 1)):
                     return entry
         return None
 
@@ -320,12 +355,28 @@ class Filter:
     def _unit(self, part: str) -> bool:
         """Whether a compound may be split off `part`: an ordinary word, a number (`8k` too), or a form."""
         return part in ordinary_words()[2] or part.isdigit() or (part[:-1].isdigit() and len(part) > 1) or \
-            part in self._forms
+            next(iter(self._stems_of(self._blocked, part, None)), None) is not None
 
 
-def _runs_cover(found: Sequence[int], required: Sequence[int]) -> bool:
-    """Whether each run of a letter in the text is at least as long as the form's (`boob` needs two o's)."""
-    return len(found) == len(required) and all(f >= r for f, r in zip(found, required, strict=True))
+_SUFFIX_KEYS = tuple(sorted(((normalize.collapse(suffix), suffix[0] in "aeiouy") for suffix in SUFFIXES),
+                            key=lambda item: -len(item[0])))
+"""SUFFIXES collapsed as text is (`ness` -> nes), longest first, each with whether it starts with a vowel."""
+
+
+def _form_ends(key: str, after: int) -> Iterable[int]:
+    """Where a form found to end before `after` in `key` may end: there, or after one of SUFFIXES (nudes-woman)."""
+    yield after
+    for suffix, _ in _SUFFIX_KEYS:
+        if key.startswith(suffix, after):
+            yield after + len(suffix)
+
+
+def _runs_cover(found: Sequence[int] | None, required: Sequence[int] | None) -> bool:
+    """Whether each run of a letter in the text is at least as long as the form's (`boob` needs two o's); the two
+    have the same collapsed letters, and None stands for runs all one letter long."""
+    if required is None:
+        return True
+    return found is not None and all(f >= r for f, r in zip(found, required, strict=True))
 
 
 def _candidates(pieces: Sequence[str], starts_word: Sequence[bool]) -> Iterable[tuple[str, int, int, bool]]:
