@@ -46,7 +46,7 @@ from moderation.policy import (
     policy_from,
     set_policy,
 )
-from moderation.promptfilter import MAX_ENTRIES, Filter, Match, check_spec, default_lists
+from moderation.promptfilter import MAX_ENTRIES, Filter, Match, check_spec, default_lists, warm_up
 from moderation.screening import (
     BLOCKED_DEFAULT,
     BLOCKED_MESSAGE,
@@ -78,4 +78,5 @@ __all__ = [
     "language_codes", "lift", "load_filter", "load_policy", "log_channel_failed", "log_channel_worked",
     "mature_allowed", "policy_from", "record_event", "record_strike", "screen", "screen_reads", "set_log_channel",
     "set_policy", "status_lines", "suspend", "suspended_count", "suspended_error", "suspension", "suspension_from",
+    "warm_up",
 ]

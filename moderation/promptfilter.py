@@ -473,6 +473,13 @@ def read_list_file(path: Path = DEFAULT_LIST_FILE) -> Lists:
     return Lists(tuple(sections["[block]"]), tuple(sections["[mature]"]), tuple(sections["[allow]"]), languages)
 
 
+def warm_up() -> None:
+    """Load the filter's tables and compile the default lists once (~0.5 s): a process calls this at start, so
+    that the first prompt it screens, before an acknowledgement, does not pay for it."""
+    lists = default_lists()
+    Filter.from_lists(lists.blocked(mature_allowed=False), lists.allow)
+
+
 @functools.lru_cache(maxsize=2)
 def default_lists() -> Lists:
     """The shipped default lists (read once per process)."""
