@@ -5,9 +5,10 @@ This module is the whole API.
     specs = [core.safety.with_safety(spec, safety) for spec in specs]   # what the worker does in this channel
 
 Behind it (private to the package): `normalize` (text folded for matching: look-alikes, accents, invisible
-characters, leet, repeated letters), `promptfilter` (the pure, linear-time filter over block and allow lists), and
-a guild's state in Redis: `policy`, `lists` (and their compiled filters), `strikes` (and suspensions), `log` (events,
-the moderation log channel, status) and `screening` (`screen` and `decide`, which use all of them).
+characters, leet, repeated letters), `wordforms` (inflections, slang, the ordinary-word dictionary), `listfile`
+(the list file and what an entry may be), `promptfilter` (the pure, linear-time filter over block and allow lists),
+and a guild's state in Redis: `policy`, `lists` (and their compiled filters), `strikes` (and suspensions), `log`
+(events, the moderation log channel, status) and `screening` (`screen` and `decide`, which use all of them).
 
 An asyncio caller screens without a thread, with the same logic: pipeline `screen_reads` (and `filter_reads` when
 `cached_filter` misses), then `decide` (pure); a `Blocked` answer is recorded with `block_commands` and refused with
@@ -15,6 +16,7 @@ An asyncio caller screens without a thread, with the same logic: pipeline `scree
 `moderation` (a test keeps it so).
 """
 
+from moderation.listfile import MAX_ENTRIES, default_lists
 from moderation.lists import (
     allow_add,
     allow_list,
@@ -46,7 +48,7 @@ from moderation.policy import (
     policy_from,
     set_policy,
 )
-from moderation.promptfilter import MAX_ENTRIES, Filter, Match, check_spec, default_lists, warm_up
+from moderation.promptfilter import Filter, Match, check_spec, warm_up
 from moderation.screening import (
     BLOCKED_DEFAULT,
     BLOCKED_MESSAGE,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import redis
 
-import moderation.promptfilter as promptfilter
+import moderation.listfile as listfile
 from core import keys
 from core.errors import AdminInputError
 from moderation.policy import text_of
@@ -17,9 +17,9 @@ from moderation.promptfilter import Filter
 
 def block_add(conn: redis.Redis, guild: str, entry: str) -> str:
     """Block a word or phrase; returns it as stored. Raises AdminInputError: a bad entry or a full list."""
-    text = promptfilter.check_entry(entry)
-    if len(block_list(conn, guild)) >= promptfilter.MAX_ENTRIES:
-        raise AdminInputError(f"the block list holds {promptfilter.MAX_ENTRIES} entries already: remove some first")
+    text = listfile.check_entry(entry)
+    if len(block_list(conn, guild)) >= listfile.MAX_ENTRIES:
+        raise AdminInputError(f"the block list holds {listfile.MAX_ENTRIES} entries already: remove some first")
     _change(conn, guild, lambda pipe: (pipe.sadd(keys.moderation_block(guild), text),
                                        pipe.srem(keys.moderation_unblock(guild), text)))
     return text
@@ -38,9 +38,9 @@ def block_remove(conn: redis.Redis, guild: str, entry: str) -> bool:
 
 def allow_add(conn: redis.Redis, guild: str, entry: str) -> str:
     """Add to the allow list; returns the entry as stored. Raises AdminInputError: a bad entry or a full list."""
-    text = promptfilter.check_entry(entry)
-    if len(allow_list(conn, guild)) >= promptfilter.MAX_ENTRIES:
-        raise AdminInputError(f"the allow list holds {promptfilter.MAX_ENTRIES} entries already: remove some first")
+    text = listfile.check_entry(entry)
+    if len(allow_list(conn, guild)) >= listfile.MAX_ENTRIES:
+        raise AdminInputError(f"the allow list holds {listfile.MAX_ENTRIES} entries already: remove some first")
     _change(conn, guild, lambda pipe: pipe.sadd(keys.moderation_allow(guild), text))
     return text
 
@@ -59,7 +59,7 @@ def block_list(conn: redis.Redis, guild: str) -> list[str]:
 
 def allow_list(conn: redis.Redis, guild: str) -> list[str]:
     """Every allow-list entry of the guild, sorted."""
-    return sorted(set(promptfilter.default_lists().allow) | _members(conn, keys.moderation_allow(guild)))
+    return sorted(set(listfile.default_lists().allow) | _members(conn, keys.moderation_allow(guild)))
 
 
 _filters: dict[tuple[str, bool], tuple[str, Filter]] = {}  # compiled filters by (guild, mature allowed), with rev
@@ -100,7 +100,7 @@ def compile_filter(
     """The guild's filter from the replies to `filter_reads`, cached under `rev`; `languages` are the policy's
     (`Policy.language_list`): the listed words that are ordinary words in them are read alone as those words."""
     removed, added, allowed = ({text_of(member) for member in reply} for reply in replies)
-    default = promptfilter.default_lists()
+    default = listfile.default_lists()
     blocked = [e for e in default.blocked(mature_allowed=mature_allowed) if e not in removed] + sorted(added)
     compiled = Filter.from_lists(blocked, sorted(set(default.allow) | allowed), default.ordinary_in(languages))
     if len(_filters) >= _MAX_CACHED:
@@ -110,7 +110,7 @@ def compile_filter(
 
 
 def _default_blocked() -> tuple[str, ...]:
-    return promptfilter.default_lists().blocked(mature_allowed=False)
+    return listfile.default_lists().blocked(mature_allowed=False)
 
 
 def _change(conn: redis.Redis, guild: str, commands: object) -> list[object]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 
 import redis
 
-import moderation.promptfilter as promptfilter
+import moderation.listfile as listfile
 from core import keys
 from core.errors import AdminInputError
 from core.safety import FLAGGED_ACTIONS
@@ -88,7 +88,7 @@ def set_policy(conn: redis.Redis, guild: str, **changes: object) -> Policy:
 
 def language_codes() -> tuple[str, ...]:
     """The language codes a policy may name: those of the default list's `[languages]` section."""
-    return tuple(sorted({code for code, _ in promptfilter.default_lists().languages}))
+    return tuple(sorted({code for code, _ in listfile.default_lists().languages}))
 
 
 def _check_policy(policy: Policy) -> None:

@@ -6,7 +6,9 @@ import pytest
 
 from bench.moderation_cases import EVASIONS, ISSUE_ORDINARY, ORDINARY
 from moderation import normalize
-from moderation.promptfilter import SLANG, SUFFIXES, Filter, Match, inflections, read_list_file
+from moderation.listfile import read_list_file
+from moderation.promptfilter import Filter, Match
+from moderation.wordforms import SLANG, SUFFIXES, inflections
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)

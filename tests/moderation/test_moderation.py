@@ -8,7 +8,8 @@ from bench.moderation_prompts import ORDINARY_PROMPTS
 from core.errors import AdminInputError
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
-from moderation.promptfilter import MAX_ENTRIES, MAX_ENTRY_CHARS, Filter, Match, check_spec, read_list_file
+from moderation.listfile import MAX_ENTRIES, MAX_ENTRY_CHARS, read_list_file
+from moderation.promptfilter import Filter, Match, check_spec
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)

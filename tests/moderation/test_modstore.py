@@ -11,7 +11,7 @@ from core.errors import AdminInputError, PromptBlocked, Suspended
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
 from core.safety import Safety
-from moderation.promptfilter import MAX_ENTRIES
+from moderation.listfile import MAX_ENTRIES
 
 REGISTRY = ModelRegistry((tiny_model(),))
 GUILD, USER = "100", "7"
