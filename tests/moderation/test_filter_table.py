@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from bench.moderation_cases import EVASIONS, ISSUE_ORDINARY, ORDINARY
@@ -89,3 +91,16 @@ def test_ordinary_words_of_a_language_are_allowed_alone() -> None:
     assert swedish.check("sexy") == Match("sex") and swedish.check("hotsex") == Match("sex")
     assert swedish.check("goreart") == Match("gore")
     assert Filter.from_lists(["sex"]).check("sex katter") == Match("sex")
+
+
+def test_latin_letters_with_diacritics_fold_to_ascii() -> None:
+    """Every Latin letter named "... WITH ..." (hooks, strokes, accents) folds to ASCII letters, but for the few that
+    are not drawn on an ASCII letter (glottal stops, cuatrillo, reversed c, thorn, long s)."""
+    not_ascii_based = {"ʡ", "ʢ", "ẜ", "Ꜯ", "ꜯ", "Ꜿ", "ꜿ", "Ꝥ", "ꝥ", "Ꝧ", "ꝧ"}
+    unfolded = {
+        chr(cp) for cp in range(0x80, 0x30000)
+        if unicodedata.name(chr(cp), "").startswith("LATIN") and " WITH " in unicodedata.name(chr(cp), "")
+        and unicodedata.category(chr(cp)).startswith("L")
+        and not (normalize.fold(chr(cp)).isascii() and normalize.fold(chr(cp)).isalpha())
+    }
+    assert unfolded == not_ascii_based
