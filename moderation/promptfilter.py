@@ -56,6 +56,7 @@ MAX_GLUED_CHARS = 64
 MAX_WORD_CHARS = 24
 """Longest ordinary word tried when splitting a compound."""
 
+
 @dataclass(frozen=True)
 class Match:
     """Which block-list entry matched (as written in the list) and where: never shown to the member who typed it."""
