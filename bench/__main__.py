@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--error-rate", type=float, default=0.1, help="fraction of Discord calls answered 429/5xx")
     chaos.add_argument("--seed", type=int, default=1)
     chaos.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep the processes' logs in DIR")
+    mod = sub.add_parser("moderation", help="the prompt filter: misses and false positives on its table, time per "
+                         "prompt, and time on adversarial texts of 1k, 10k and 100k characters")
+    mod.add_argument("--repeat", type=int, default=5, help="runs of each timing; the best is reported")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.fairness import run as run_fairness
 
         result = run_fairness(gpus=args.gpus)
+    elif args.name == "moderation":
+        from bench.moderation import run as run_moderation
+
+        result = run_moderation(repeat=args.repeat)
     elif args.name == "chaos":
         from bench.chaos import ChaosConfig
         from bench.chaos import run as run_chaos

@@ -1,6 +1,6 @@
 """`/admin moderation ...`: the prompt filter's lists, the NSFW and image policy, the moderation log channel,
 suspensions and status. Each command is authorised and audited by `bot.admin_ops.run`, like every `/admin` command;
-the operations below are plain functions of plain values, and `moderation.store` validates (AdminInputError).
+the operations below are plain functions of plain values, and `moderation` validates (AdminInputError).
 
 Discord nests commands at most two levels under `/admin`, so the lists are `block`/`allow` with an `action`.
 """
@@ -117,6 +117,8 @@ def set_policy(conn: redis.Redis, caller: Caller, changes: dict[str, object]) ->
         f"Safety negative prompt (outside age-restricted channels): {_plain(policy.safety_negative) or 'none'}",
         f"Strikes: {policy.strike_limit} blocked prompts in {policy.strike_window_s // 60} min suspend for "
         f"{policy.suspension_s // 60} min",
+        f"Languages whose ordinary words stay allowed: {policy.languages or 'none'} "
+        f"(available: {', '.join(moderation.language_codes())})",
     ])
 
 
@@ -217,6 +219,7 @@ async def allow(
     strike_limit="blocked prompts within the window that suspend a member",
     strike_window_minutes="the window, in minutes",
     suspension_minutes="how long that suspension lasts, in minutes",
+    languages="codes of languages your members write, whose ordinary words stay allowed (e.g. sv: sex = six); none",
 )
 async def policy(
     interaction: discord.Interaction,
@@ -226,11 +229,14 @@ async def policy(
     strike_limit: int | None = None,
     strike_window_minutes: int | None = None,
     suspension_minutes: int | None = None,
+    languages: str | None = None,
 ) -> None:
     negative = "" if safety_negative is not None and safety_negative.strip().lower() == "none" else safety_negative
+    spoken = "" if languages is not None and languages.strip().lower() == "none" else languages
     changes: dict[str, object] = {
         "nsfw": nsfw, "flagged_action": flagged, "safety_negative": negative, "strike_limit": strike_limit,
         "strike_window_minutes": strike_window_minutes, "suspension_minutes": suspension_minutes,
+        "languages": spoken,
     }
     await answer(interaction, "moderation policy", set_policy, changes)
 

@@ -23,6 +23,7 @@ from discord.ext import commands
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+import moderation
 from bot import aredis, errors, screening
 from bot.aredis import REDIS_CONNECT_TIMEOUT_S, REDIS_RETRIES, REDIS_RETRY_CAP_S, REDIS_SOCKET_TIMEOUT_S
 from bot.tree import CheckedTree
@@ -111,6 +112,7 @@ class ImagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await aredis.warm_up(self.aredis)
+        await asyncio.to_thread(moderation.warm_up)  # before the gateway: no interaction waits for it
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.settings.dev_guild_id:

@@ -77,7 +77,8 @@ async def screen(
     filter_ = moderation.cached_filter(guild, rev, mature_allowed=mature)
     if filter_ is None:
         lists = await pipelined(conn, moderation.filter_reads(guild))
-        filter_ = moderation.compile_filter(guild, rev, lists, mature_allowed=mature)
+        filter_ = moderation.compile_filter(guild, rev, lists, mature_allowed=mature,
+                                           languages=policy.language_list())
     checked = moderation.decide(guild, user, specs, defaults, prompt=prompt, channel_nsfw=channel_nsfw(interaction),
                                 now=now, suspended_until=None, policy=policy, filter_=filter_)
     if isinstance(checked, moderation.Blocked):
@@ -89,7 +90,7 @@ async def screen(
 
 
 def check_suspension(replies: Sequence[Any], now: float) -> None:
-    """Refuse a suspended member (a U button, a copy of an image already checked, is screened only for this).
+    """Refuse a suspended member.
 
     Raises:
         Suspended: the member is suspended here; the message says until when.

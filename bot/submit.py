@@ -160,8 +160,9 @@ class Remix:
 async def admit_click(
     bot: ImagineBot, interaction: discord.Interaction, ref: ButtonRef, *, prompt: str | None = None, region: str = ""
 ) -> tuple[Admission, ButtonJob] | Remix:
-    """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. A job that starts
-    from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
+    """Read the clicked job, screen and admit the job its button asks for, in the clicker's mode. Every click's prompt
+    is screened against the guild's current lists and gets the safety settings of the channel clicked in. A job
+    that starts from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
 
     `prompt`: the prompt the clicker edited (`remixed`, `custom_zoomed`); without one, a button in `REMIX_ACTIONS`
     answers `Remix` when the clicker's Remix mode is on, and Vary (Region) (which also takes the `region` chosen) and
@@ -197,11 +198,9 @@ async def admit_click(
         check_upscale2x(bot.registry, job.spec)
     if read.record is not None and job.kind in FROM_STORED_IMAGE:
         reposting.check_place(read.record.spec, read.origin, members.place(interaction, bot.admins))
-    if job.kind == "upscale":  # a copy of an image the worker already checked: refused only to a suspended member
-        screening.check_suspension(replies[1:3], now)
-        spec = job.spec
-    else:
-        (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
+    # Every click is screened against the guild's current lists and takes the safety settings of the channel it is
+    # clicked in, U1-U4 too: an expired image is rendered again from the stored prompt (worker.kinds.source_image).
+    (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
     admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now, strength=strength,
                              stored=read.stored)

@@ -25,7 +25,7 @@ from core import permutations
 from core.errors import PromptError
 from core.models import ModelInfo, ModelRegistry
 from core.preferences import MAX_OPTION_CHARS, Preferences, check_name, check_text
-from core.spec import MAX_SEED, JobSpec, Mode, PromptPart
+from core.spec import MAX_SEED, MAX_TEXT_CHARS, JobSpec, Mode, PromptPart
 
 DEFAULT_ASPECT = "1:1"
 DEFAULT_CHAOS = 0
@@ -96,7 +96,9 @@ def parse(
     preferences: Preferences | None = None,
 ) -> list[JobSpec]:
     """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError.
-    `preferences`: the member's custom options and suffix, expanded first (`core.preferences`)."""
+    `max_chars` may lower the hard cap on a prompt's length (MAX_TEXT_CHARS), never raise it. `preferences`: the
+    member's custom options and suffix, expanded first (`core.preferences`)."""
+    max_chars = min(max_chars, MAX_TEXT_CHARS)
     if len(text) > max_chars:
         raise PromptError(f"the prompt is {len(text)} characters long; the limit is {max_chars}")
     if preferences is not None:

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import ModelRegistry, load_registry
+from core.spec import MAX_TEXT_CHARS
 
 
 class RedisSettings(BaseSettings):
@@ -36,7 +37,8 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
 
     max_jobs_per_command: int = Field(default=4, ge=1, description="permutations x --repeat cap")
-    max_prompt_chars: int = Field(default=1000, ge=1)
+    max_prompt_chars: int = Field(default=1000, ge=1, le=MAX_TEXT_CHARS,
+                                  description="may lower, never raise, the hard cap (Discord's option limit)")
 
 
 class WorkerSettings(BaseSettings):

@@ -22,6 +22,7 @@ import quotas
 from core import canvas, jobs, keys
 from core.errors import EditRefused, GenerationFailed
 from core.queue import SINGLE_IMAGE_KINDS
+from core.safety import Safety, safety_of, with_safety
 from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
 from worker import editing, output_check
 from worker.context import Context
@@ -102,7 +103,7 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
                       quotas.render_of(spec, "grid"))
         return _grid_output(_check(ctx, spec, images))
     parent, index = _parse_source(source)
-    start = source_image(ctx, meter, parent, index, hooks.should_cancel)
+    start = source_image(ctx, meter, parent, index, hooks.should_cancel, safety=safety_of(spec))
     if kind == "upscale":
         # The parent's own (already checked) bytes: no regeneration, no re-encoding; still a spoiler if it was.
         flagged = (0,) if start.flagged_action else ()
@@ -188,13 +189,15 @@ class Source:
 
 
 def source_image(
-    ctx: Context, meter: _Meter, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0
+    ctx: Context, meter: _Meter, parent: str, index: int, should_cancel: Callable[[], bool], depth: int = 0,
+    *, safety: Safety,
 ) -> Source:
     """Image `index` (1-4) of `parent` (image 0 when the parent is a single image), recreated if it expired.
 
     A stored image carries its parent's flags (`keys.job_flagged`). An expired grid image is re-rendered alone
-    (`render(spec, indices=(index - 1,))`) and checked again, so it is flagged (blurred or withheld) exactly as the
-    stored one was; an expired upscale is the image of its own parent. Variations and 2x upscales are not recreated.
+    (`render(spec, indices=(index - 1,))`) from the parent's prompt under `safety`, the clicked job's (the safety
+    settings of the channel clicked in, which the bot screened the prompt for), not the parent's, and checked
+    again; an expired upscale is the image of its own parent. Variations and 2x upscales are not recreated.
 
     Raises:
         GenerationFailed: it expired and cannot be recreated.
@@ -213,14 +216,15 @@ def source_image(
     if record is None or depth >= MAX_SOURCE_DEPTH:
         raise expired
     if record.kind == "grid":
-        one = dataclasses.replace(quotas.render_of(record.spec), images=1)
-        images = _gpu(meter, lambda: ctx.engine.render(record.spec, indices=(index - 1,),
+        rendered = with_safety(record.spec, safety)
+        one = dataclasses.replace(quotas.render_of(rendered), images=1)
+        images = _gpu(meter, lambda: ctx.engine.render(rendered, indices=(index - 1,),
                                                       should_cancel=should_cancel), one)
-        checked = _check(ctx, record.spec, images)  # as checked as the stored one was
+        checked = _check(ctx, rendered, images)
         return Source(encode_png(checked.images[0]), checked.action if checked.flagged else "")
     if record.kind == "upscale":
         grandparent, grand_index = _parse_source(record.source)
-        return source_image(ctx, meter, grandparent, grand_index, should_cancel, depth + 1)
+        return source_image(ctx, meter, grandparent, grand_index, should_cancel, depth + 1, safety=safety)
     raise expired
 
 

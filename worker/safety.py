@@ -145,7 +145,7 @@ def describe(classifier: SafetyClassifier | None) -> str:
 
 
 def report(conn: redis.Redis, worker_name: str, classifier: SafetyClassifier | None, *, now: float) -> None:
-    """Tell the bot (`moderation.store.status_lines`) which classifier this worker runs ("" for none)."""
+    """Tell the bot (`moderation.status_lines`) which classifier this worker runs ("" for none)."""
     data = {"classifier": classifier.name if classifier else "", "description": describe(classifier), "at": now}
     conn.hset(keys.safety_classifiers(), worker_name, json.dumps(data))
 

@@ -16,7 +16,7 @@ from core import audit, buttons, jobs, keys, queue, usersettings
 from core.safety import Safety, safety_of
 from discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 from discord_emulator.state import Channel
-from moderation.store import BLOCKED_DEFAULT
+from moderation import BLOCKED_DEFAULT
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, rq_job_keys, running_bot
 from tests.bot.test_admin import run
 
@@ -162,8 +162,8 @@ async def test_mature_term_only_in_age_restricted_channel(
 async def test_reroll_of_a_prompt_blocked_since_is_refused(
     discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, bob: User, admin: User
 ) -> None:
-    """Buttons that run the model are screened: a re-roll of a prompt blocked after it ran is refused, nothing
-    queued; a U copy of the (already checked) image is not screened."""
+    """Every button is screened against the current lists: a re-roll and a U of a prompt blocked after it ran are
+    refused (a U renders the stored prompt again once the image expired), nothing queued."""
     parent, _ = done_job(redis_conn, "a red lighthouse --seed 7", guild=discord_emulator.state.guild_id)
     await run(discord_emulator, admin, "admin moderation block", action="add", entry="lighthouse")
     message = await post_result(discord_emulator, buttons.grid_components(parent))
@@ -172,7 +172,21 @@ async def test_reroll_of_a_prompt_blocked_since_is_refused(
     assert moderation.BLOCKED_MESSAGE in await refusal(click)
     assert queue.rq_queue(redis_conn, "fast:tiny").count == 0
     click = await discord_emulator.click_button(user=bob, message=message, custom_id=buttons.custom_id("u", parent, 1))
+    assert moderation.BLOCKED_MESSAGE in await refusal(click)
+    assert queue.rq_queue(redis_conn, "fast:tiny").count == 0
+
+
+async def test_u_click_takes_the_safety_of_the_channel_it_is_clicked_in(
+    discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, bob: User
+) -> None:
+    """A U job carries the clicked channel's safety settings (safety negative prompt, output check), not the
+    parent's, so a render of the stored prompt after the image expired is as safe as a new /imagine there."""
+    parent, _ = done_job(redis_conn, "a red lighthouse --seed 7", guild=discord_emulator.state.guild_id)
+    message = await post_result(discord_emulator, buttons.grid_components(parent))
+    click = await discord_emulator.click_button(user=bob, message=message, custom_id=buttons.custom_id("u", parent, 2))
     await click.wait_original(lambda m: "Waiting to start" in m.content)
+    (job_id,) = await eventually(lambda: job_ids(redis_conn, f"discord:{bob.id}"))
+    assert safety_of(jobs.get(redis_conn, job_id).spec) == Safety(moderation.DEFAULT_SAFETY_NEGATIVE, True, "blur")
 
 
 async def test_unwritable_log_channel_is_shown_to_admins_and_never_blocks_imagine(
@@ -204,3 +218,19 @@ async def test_show_of_a_blurred_result_is_a_spoiler_again(
     pending = await discord_emulator.send_slash_command(user=alice, name="show", options={"job_id": job_id})
     message = await pending.wait_original()
     assert message.attachments[0].filename == f"SPOILER_{job_id}.png"
+
+
+async def test_a_guilds_languages_keep_their_ordinary_words_allowed(
+    discord_emulator: DiscordEmulator, modbot: ImagineBot, redis_conn: redis.Redis, alice: User, admin: User
+) -> None:
+    """`sex` (Swedish: six) is blocked until an admin names Swedish in the policy; then it is allowed alone, while
+    its other forms (`sexy`) stay blocked; an unknown code is refused."""
+    prompt = "sex katter på en soffa"
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, prompt))
+    text = await run(discord_emulator, admin, "admin moderation policy", languages="sv")
+    assert "ordinary words stay allowed: sv" in text
+    pending = await imagine(discord_emulator, alice, prompt)
+    await pending.wait_original(lambda m: "Waiting to start" in m.content)
+    assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "sexy katter"))
+    assert "no listed word is an ordinary word in xx" in await run(
+        discord_emulator, admin, "admin moderation policy", languages="sv, xx")

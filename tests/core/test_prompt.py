@@ -7,11 +7,13 @@ import random
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from core.errors import PromptError
 from core.models import ModelInfo, ModelRegistry, tiny_model
 from core.prompt import canonical, parse
-from core.spec import MAX_SEED, JobSpec, PromptPart
+from core.settings import JobSettings
+from core.spec import MAX_SEED, MAX_TEXT_CHARS, JobSpec, PromptPart
 
 BASE = ModelInfo(name="base", source="test/base", aliases=("6",), pixels=512 * 512, multiple=8, steps=25, guidance=7.0)
 TINY = tiny_model()  # 64 * 64 pixels, 4 steps, guidance 5
@@ -528,3 +530,16 @@ def test_canonical_without_seed_for_a_reroll() -> None:
     spec = one("cat --seed 7 --ar 2:1")
     assert canonical(spec, with_seed=False) == "cat --ar 2:1 --model base"
     assert one(canonical(spec, with_seed=False)).seed_random
+
+
+def test_prompt_length_has_a_hard_cap_settings_cannot_raise() -> None:
+    """A prompt over Discord's 6,000-character option limit is refused whatever `max_chars` says, and the setting
+    itself refuses a higher value; a lower setting still applies."""
+    registry = ModelRegistry((tiny_model(),))
+    assert len(parse("a" * MAX_TEXT_CHARS, registry, max_chars=10**6)) == 1
+    with pytest.raises(PromptError, match=f"the limit is {MAX_TEXT_CHARS}"):
+        parse("a" * (MAX_TEXT_CHARS + 1), registry, max_chars=10**6)
+    with pytest.raises(PromptError, match="the limit is 10"):
+        parse("a" * 11, registry, max_chars=10)
+    with pytest.raises(ValidationError):
+        JobSettings(max_prompt_chars=MAX_TEXT_CHARS + 1)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bench.moderation_prompts import ORDINARY_PROMPTS
 from core.errors import AdminInputError
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
-from moderation.promptfilter import MAX_ENTRIES, MAX_ENTRY_CHARS, Filter, Match, check_spec, read_list_file
-from tests.moderation.moderation_prompts import ORDINARY_PROMPTS
+from moderation.listfile import MAX_ENTRIES, MAX_ENTRY_CHARS, read_list_file
+from moderation.promptfilter import Filter, Match, check_spec
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)
@@ -115,13 +116,15 @@ def test_words_containing_a_blocked_word_pass(word: str) -> None:
 
 
 def test_separate_words_are_not_joined() -> None:
-    """Ordinary word boundaries are not collapsed: "as sex" matches sex (the word), "class act" matches nothing."""
+    """Ordinary word boundaries are not collapsed: "as sex" matches sex (the word), "class act" matches nothing; one
+    space is bridged only where a side is no ordinary word (issue 14: "nud e", and so "ana l", match)."""
     scunthorpe = Filter.from_lists(SCUNTHORPE_LIST)
     assert scunthorpe.check("class act, glass ass") == Match("ass")
     assert scunthorpe.check("class act") is None
     assert scunthorpe.check("the rapist") == Match("rapist")
     assert scunthorpe.check("the rap is tough") is None
-    assert scunthorpe.check("ana l") is None
+    assert scunthorpe.check("ana l") == Match("anal")
+    assert scunthorpe.check("an analysis") is None
 
 
 def test_allow_list_covers_a_match_inside_it() -> None:

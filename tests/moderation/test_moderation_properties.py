@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import AdminInputError
+from moderation.listfile import MAX_ENTRY_CHARS, read_list_file
 from moderation.normalize import fold
-from moderation.promptfilter import MAX_ENTRY_CHARS, Filter, read_list_file
+from moderation.promptfilter import Filter
 
 LISTS = read_list_file()
 DEFAULT = Filter.from_lists(LISTS.blocked(mature_allowed=False), LISTS.allow)

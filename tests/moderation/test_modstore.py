@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import redis
 
+import moderation as modstore
 from core import audit, keys
 from core.errors import AdminInputError, PromptBlocked, Suspended
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
 from core.safety import Safety
-from moderation import store as modstore
-from moderation.promptfilter import MAX_ENTRIES
+from moderation.listfile import MAX_ENTRIES
 
 REGISTRY = ModelRegistry((tiny_model(),))
 GUILD, USER = "100", "7"
@@ -217,3 +217,16 @@ def test_decide_from_pipelined_reads_matches_screen(redis_conn: redis.Redis) -> 
     with pytest.raises(Suspended):
         modstore.decide(GUILD, USER, specs, {}, prompt="x", channel_nsfw=False, now=NOW, suspended_until=NOW + 60,
                         policy=policy, filter_=filter_)
+
+
+def test_policy_languages_are_checked_and_change_the_guilds_filter(redis_conn: redis.Redis) -> None:
+    """Languages must be ones the default list names; setting them gives the lists a new rev (cached filters of
+    the guild are not reused) and the filter reads their ordinary words as such."""
+    with pytest.raises(AdminInputError, match="no listed word is an ordinary word in xx"):
+        modstore.set_policy(redis_conn, GUILD, languages="sv,xx")
+    with pytest.raises(PromptBlocked):
+        _screen(redis_conn, "visoke gore v megli")
+    rev = redis_conn.hget(keys.moderation_policy(GUILD), "rev")
+    assert modstore.set_policy(redis_conn, GUILD, languages=" SV, sl ,").languages == "sl,sv"
+    assert redis_conn.hget(keys.moderation_policy(GUILD), "rev") != rev
+    assert _screen(redis_conn, "visoke gore v megli").check_outputs

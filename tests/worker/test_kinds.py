@@ -13,6 +13,7 @@ from PIL import Image
 from core import buttons, keys, queue
 from core.canvas import Edit, plan
 from core.models import tiny_model
+from core.safety import Safety, safety_of, with_safety
 from core.spec import JobSpec
 from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.worker_helpers import record, run_in_process
@@ -77,6 +78,22 @@ def test_upscale_of_an_expired_image_renders_it_alone(redis_conn, tiny_engine, t
                  source={"job_id": parent.job_id, "index": 3})
     assert distance(image(redis_conn, up.job_id, 0), kept) < 2.0
     assert record(redis_conn, up.job_id).gpu_s > 0
+
+
+def test_expired_image_is_rendered_again_under_the_clicked_jobs_safety(
+        redis_conn, tiny_engine, tiny_spec, discord: ThreadedEmulator, monkeypatch):  # noqa: F811
+    """An expired image is rendered again from the parent's prompt with the U job's safety (the channel it was
+    clicked in, as the bot screened it), not the parent's: its safety negative prompt and output check apply."""
+    parent = run_job(redis_conn, tiny_engine, discord, with_safety(tiny_spec, Safety()))
+    redis_conn.delete(keys.job_image(parent.job_id, 0), keys.job_grid(parent.job_id))
+    rendered: list[JobSpec] = []
+    render = tiny_engine.render
+    monkeypatch.setattr(tiny_engine, "render", lambda spec, **kw: rendered.append(spec) or render(spec, **kw))
+    clicked = Safety("blurry, nsfw", check_outputs=True, action="withhold")
+    run_job(redis_conn, tiny_engine, discord, with_safety(tiny_spec, clicked), kind="upscale",
+            source={"job_id": parent.job_id, "index": 1})
+    assert [safety_of(spec) for spec in rendered] == [clicked]
+    assert rendered[0].prompt == tiny_spec.prompt
 
 
 def test_upscale_before_the_images_are_stored_crops_the_grid(redis_conn, tiny_engine, tiny_spec,

@@ -16,11 +16,11 @@ import pytest
 import redis
 from PIL import Image
 
+import moderation as modstore
 from core import audit, jobs, keys
 from core.safety import Safety, rendered_negative, with_safety
 from core.spec import JobSpec
 from discord_emulator.state import Channel
-from moderation import store as modstore
 from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.worker_helpers import WorkerProcess, record, run_in_process, worker_processes
 from worker import safety

@@ -9,9 +9,9 @@ import pytest
 import redis
 from PIL import Image
 
+import moderation as modstore
 from core import keys
 from model.data import make_dataset
-from moderation import store as modstore
 from worker import safety
 from worker.safety import SafetySettings, SkinToneClassifier
 
