@@ -53,6 +53,12 @@ class WorkerSettings(BaseSettings):
         description="Upscale (2x) model: a diffusers folder or hub id of a StableDiffusionLatentUpscalePipeline "
         "(stabilityai/sd-x2-latent-upscaler), loaded once at start; empty = Lanczos resize and a light img2img pass",
     )
+    inpaint_unet: str = Field(
+        default="",
+        description="Zoom Out, Pan and Vary (Region): a dedicated inpainting checkpoint of the model's family (a "
+        "diffusers folder or hub id; only its 9-channel UNet is loaded, once at start); empty = the model's own UNet "
+        "with masked latent blending",
+    )
     job_timeout_s: int = Field(default=600, ge=1, description="a job running longer than this fails")
     image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long grids and images stay in Redis")
     preview_interval_s: float = Field(default=1.5, ge=0.0, description="minimum time between progress previews")

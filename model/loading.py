@@ -13,6 +13,7 @@ from diffusers import (
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
     StableDiffusionLatentUpscalePipeline,
+    UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -106,6 +107,45 @@ def load_upscaler(source: str, base: DiffusionPipeline, device: str = "") -> Sta
     log.info("loaded upscaler %r on %s (%s the model's text encoder; %d upscaler loads in this process)", source,
              device, "sharing" if pipe.text_encoder is base_encoder else "not sharing", UPSCALER_LOADS)
     return pipe
+
+
+INPAINT_UNET_CHANNELS = 9
+"""A dedicated inpainting UNet's input: 4 noisy latents, 1 mask, 4 latents of the masked image (SD 1.x/2.x, SDXL
+inpainting checkpoints)."""
+
+BUILTIN_TINY_INPAINT = "builtin:tiny-inpaint"
+"""`WORKER_INPAINT_UNET` source of a random 9-channel UNet shaped like the base model's (tests)."""
+
+
+def load_inpaint_unet(source: str, base: DiffusionPipeline, device: str = "") -> UNet2DConditionModel:
+    """The UNet of the dedicated inpainting checkpoint at `source` (a diffusers folder or hub id; its `unet`
+    subfolder), for Zoom Out, Pan and Vary (Region) on `base`'s other components: only the UNet is loaded.
+
+    Raises:
+        GenerationFailed: it cannot be loaded, or it is not a 9-channel UNet for `base`'s text encoder; one line.
+    """
+    device = device or default_device()
+    base_unet = base.unet
+    if source == BUILTIN_TINY_INPAINT:
+        config = {**base_unet.config, "in_channels": INPAINT_UNET_CHANNELS}
+        unet = UNet2DConditionModel.from_config(config)
+    else:
+        folder = Path(source).expanduser()
+        if not folder.is_dir() and _looks_like_path(source):
+            raise GenerationFailed(f"inpainting model folder {source!r} does not exist (WORKER_INPAINT_UNET)")
+        try:
+            unet = UNet2DConditionModel.from_pretrained(_local_or_hub(source), subfolder="unet",
+                                                        torch_dtype=base_unet.dtype)
+        except Exception as exc:  # noqa: BLE001 - diffusers raises many types
+            raise GenerationFailed(f"cannot load inpainting model {source!r} (WORKER_INPAINT_UNET): "
+                                   f"{_first_line(exc)}") from None
+    found = (unet.config.in_channels, unet.config.cross_attention_dim)
+    expected = (INPAINT_UNET_CHANNELS, base_unet.config.cross_attention_dim)
+    if found != expected:
+        raise GenerationFailed(f"inpainting model {source!r} (WORKER_INPAINT_UNET) does not fit the model: its UNet "
+                               f"takes (in_channels, cross_attention_dim) {found}, not {expected}")
+    log.info("loaded inpainting UNet %r on %s", source, device)
+    return unet.to(device, base_unet.dtype)
 
 
 def _same_text_encoder(source: str, base_config: CLIPTextConfig) -> bool:

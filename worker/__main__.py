@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        engine = Engine.load(info, device=settings.device, upscaler=settings.upscaler)
+        engine = Engine.load(info, device=settings.device, upscaler=settings.upscaler,
+                             inpaint_unet=settings.inpaint_unet)
     except ImagineError as exc:
         with_upscaler = f" with upscaler {settings.upscaler}" if settings.upscaler else ""
         log.error("cannot load model %s%s: %s", info.name, with_upscaler, exc)

@@ -20,6 +20,7 @@ from diffusers import (
     AutoPipelineForInpainting,
     DiffusionPipeline,
     StableDiffusionLatentUpscalePipeline,
+    UNet2DConditionModel,
 )
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
@@ -28,7 +29,7 @@ from core.errors import GenerationFailed, ImagineError, JobCancelled, TransientG
 from core.models import ModelInfo
 from core.safety import rendered_negative
 from core.spec import JobSpec, PromptPart
-from model.loading import load_pipeline, load_upscaler
+from model.loading import load_inpaint_unet, load_pipeline, load_upscaler
 from worker.grid import compose_grid
 from worker.preview import latents_to_rgb
 from worker.upscale import upscale_latent
@@ -48,7 +49,12 @@ OUT_OF_MEMORY = (torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, MemoryErro
 class Engine:
     """A loaded pipeline and the one way the worker renders with it."""
 
-    def __init__(self, pipe: DiffusionPipeline, upscaler: StableDiffusionLatentUpscalePipeline | None = None) -> None:
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        upscaler: StableDiffusionLatentUpscalePipeline | None = None,
+        inpaint_unet: UNet2DConditionModel | None = None,
+    ) -> None:
         # The mappings below need a text-conditioned UNet with an SD-style `encode_prompt` (SD 1.x/2.x, SDXL).
         if getattr(pipe, "unet", None) is None or not hasattr(pipe, "encode_prompt"):
             raise GenerationFailed(
@@ -61,18 +67,22 @@ class Engine:
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self.img2img.set_progress_bar_config(disable=True)
         # Inpainting (Zoom Out, Pan, Make Square, Vary (Region)) on the same modules too: with a plain 4-channel
-        # UNet diffusers blends the kept part's noised latents back in at every step.
-        self.inpainter = AutoPipelineForInpainting.from_pipe(pipe)
+        # UNet diffusers blends the kept part's noised latents back in at every step; a dedicated 9-channel
+        # inpainting UNet (WORKER_INPAINT_UNET) takes the mask and the masked image as inputs instead.
+        overrides = {"unet": inpaint_unet} if inpaint_unet is not None else {}
+        self.inpainter = AutoPipelineForInpainting.from_pipe(pipe, **overrides)
         self.inpainter.set_progress_bar_config(disable=True)
         # The diffusers 2x upscaler (WORKER_UPSCALER), loaded with the pipeline; None: Upscale (2x) resizes instead.
         self.upscaler = upscaler
 
     @classmethod
-    def load(cls, info: ModelInfo, device: str = "", *, upscaler: str = "") -> Engine:
-        """Load the model of `info` (see `model.loading.load_pipeline`) and, when `upscaler` names one, the 2x
-        upscaler (`model.loading.load_upscaler`), once; raises GenerationFailed when either cannot be loaded."""
+    def load(cls, info: ModelInfo, device: str = "", *, upscaler: str = "", inpaint_unet: str = "") -> Engine:
+        """Load the model of `info` (see `model.loading.load_pipeline`) and, when named, the 2x upscaler
+        (`model.loading.load_upscaler`) and a dedicated inpainting UNet (`load_inpaint_unet`), once; raises
+        GenerationFailed when one cannot be loaded."""
         pipe = load_pipeline(info, device)
-        return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None)
+        return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None,
+                   load_inpaint_unet(inpaint_unet, pipe, device) if inpaint_unet else None)
 
     def render(
         self,

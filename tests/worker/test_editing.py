@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from core.canvas import Edit, plan
+from core.errors import GenerationFailed
+from core.models import ModelRegistry, tiny_model
+from core.prompt import parse
+from model.loading import BUILTIN_TINY_INPAINT, load_inpaint_unet
 from worker import editing
+from worker.engine import Engine
 
 SD15 = {"multiple": 8, "max_pixels": 512 * 512}
 
@@ -66,3 +72,30 @@ def test_a_region_on_the_images_border_blends_only_along_its_inner_edges() -> No
     ((left, top, right, bottom),) = layout.repaint
     assert (left, top) == (0, 0)
     assert np.array_equal(result[0, 0], np.asarray(generated)[0, 0])  # the corner is the model's, unblended
+
+
+def test_a_dedicated_inpainting_unet_shares_the_rest_of_the_model(tiny_engine) -> None:
+    """WORKER_INPAINT_UNET: only its 9-channel UNet is loaded; the inpainting pipeline uses the model's own VAE
+    and text encoder (the same objects), takes mask and masked image as inputs, and the kept pixels come back."""
+
+    engine = Engine(tiny_engine.pipe, inpaint_unet=load_inpaint_unet(BUILTIN_TINY_INPAINT, tiny_engine.pipe, "cpu"))
+    assert engine.inpainter.unet.config.in_channels == 9 and engine.pipe.unet.config.in_channels == 4
+    assert engine.inpainter.vae is tiny_engine.pipe.vae
+    assert engine.inpainter.text_encoder is tiny_engine.pipe.text_encoder
+    layout = plan(Edit("zoom", zoom=2.0), (64, 64), multiple=8, max_pixels=64 * 64)
+    start, mask = editing.start(layout, noise_image((64, 64), 8))
+    spec = parse("a cat --seed 1", ModelRegistry((tiny_model(),)))[0]
+    images = engine.inpaint(spec, start, mask, count=2)
+    kept = np.asarray(start)[16 + 4 : 48 - 4, 16 + 4 : 48 - 4]
+    assert [i.size for i in images] == [(64, 64)] * 2
+    assert np.array_equal(np.asarray(editing.finish(layout, start, images[0]))[20:44, 20:44], kept)
+
+
+def test_an_inpainting_unet_that_does_not_fit_stops_with_one_line(tiny_engine, tmp_path) -> None:
+    """A missing folder, or a checkpoint whose UNet is not a 9-channel one for this text encoder: GenerationFailed
+    in one line naming WORKER_INPAINT_UNET (the worker logs it and exits at start)."""
+    with pytest.raises(GenerationFailed, match=r"does not exist \(WORKER_INPAINT_UNET\)"):
+        load_inpaint_unet(str(tmp_path / "nowhere"), tiny_engine.pipe, "cpu")
+    tiny_engine.pipe.unet.save_pretrained(tmp_path / "plain" / "unet")
+    with pytest.raises(GenerationFailed, match=r"\(in_channels, cross_attention_dim\) \(4, 32\), not \(9, 32\)"):
+        load_inpaint_unet(str(tmp_path / "plain"), tiny_engine.pipe, "cpu")
