@@ -322,8 +322,9 @@ def upscaled(spec: JobSpec) -> JobSpec:
     return dataclasses.replace(spec, width=spec.width * 2, height=spec.height * 2, extras=extras)
 
 
-def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> JobSpec:
-    """The spec of `edit` of an image of `spec`'s size: the canvas `core.canvas.plan` makes for its model.
+def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> tuple[JobSpec, str]:
+    """The spec of `edit` of an image of `spec`'s size (the canvas `core.canvas.plan` makes for its model), and
+    its label, which says when the image had to be scaled down to keep within the model's pixel budget.
 
     Raises:
         EditRefused: see `button_job`.
@@ -331,11 +332,17 @@ def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> JobSpec
     model = registry.get(spec.model) if registry is not None else None
     if model is None:
         raise EditRefused(f"Model {spec.model} is not served here any more, so its images cannot be edited.")
-    width, height = plan(edit, (spec.width, spec.height), multiple=model.multiple, max_pixels=model.pixels).canvas
+    layout = plan(edit, (spec.width, spec.height), multiple=model.multiple, max_pixels=model.pixels)
+    width, height = layout.canvas
     extras = {k: v for k, v in spec.extras.items() if k != BASE_SIZE}
     ratio = math.gcd(width, height)
+    label = edit.label()
+    if layout.scaled:
+        label += (f" (scaled down to {width}x{height}: model {model.name} makes at most {model.pixels} pixels, so "
+                  "the kept part shrinks with each pan from here)" if edit.op == "pan" else
+                  f" (scaled down to {width}x{height}: model {model.name} makes at most {model.pixels} pixels)")
     return dataclasses.replace(spec, width=width, height=height, aspect=f"{width // ratio}:{height // ratio}",
-                               extras=extras)
+                               extras=extras), label
 
 
 def remixed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.UserSettings) -> ButtonJob:
@@ -439,8 +446,8 @@ def button_job(
             raise MalformedInteraction(f"Vary (Region) needs one of the regions, not {region[:40]!r}.")
         edit = EDIT_ACTIONS.get(ref.action) or (Edit("zoom", zoom=ZOOM_MAX) if ref.action == "zoomc" else
                                                 Edit("region", region=region))
-        return ButtonJob(edited(with_new_seed(same, rng), edit, registry), "edit", {**source, **edit.to_source()},
-                         edit.label())
+        spec, label = edited(with_new_seed(same, rng), edit, registry)
+        return ButtonJob(spec, "edit", {**source, **edit.to_source()}, label)
     raise ValueError(f"no job for button action {ref.action!r}")
 
 

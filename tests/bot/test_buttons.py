@@ -91,6 +91,15 @@ async def test_edit_buttons_size_their_job_for_the_model(
     assert payload["kind"] == "edit" and payload["source"] == {"job_id": parent, "index": 1, **source}
     assert (record.spec.width, record.spec.height) == size and record.spec.prompt == spec.prompt
     assert record.spec.aspect == {(64, 64): "1:1", (48, 72): "2:3"}[size]
+    waiting = discord_emulator.state.messages[await eventually(lambda: click_original(discord_emulator, bob))]
+    scaled = "scaled down to 48x72: model tiny makes at most 4096 pixels, so the kept part shrinks with each pan"
+    assert (scaled in waiting.content) == (action == "pand"), waiting.content
+
+
+def click_original(emu: DiscordEmulator, user: User) -> str | None:
+    """The id of the last message the bot posted answering `user`'s click."""
+    mine = [i for i in emu.state.interactions.values() if i.user.id == user.id and i.original_id]
+    return mine[-1].original_id if mine else None
 
 
 async def test_a_pan_past_the_aspect_limit_is_refused_ephemerally(
