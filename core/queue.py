@@ -10,6 +10,7 @@ failure) is the worker's business: `worker.jobs.ImagineJob`, not a callback name
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -259,6 +260,9 @@ def cancel(conn: redis.Redis, job_id: str, *, reason: str = "cancelled by its ow
         raise LookupError(f"no job {job_id}")
     if record.state == jobs.QUEUED and jobs.finish(conn, job_id, jobs.CANCELLED, reason=reason):
         _drop_from_queue(conn, job_id)
+        # No worker will run it, so none would show the outcome: its message still says "Waiting to start". The
+        # workers' maintenance delivers outcomes listed here (worker.redelivery), due now.
+        conn.zadd(keys.undelivered(), {job_id: time.time()}, nx=True)
         return CancelResult.CANCELLED
     # Running, or it started between the read and the move: the worker stops at its next step.
     if jobs.request_cancel(conn, job_id, reason):

@@ -1,7 +1,8 @@
 """Outcomes Discord did not take, delivered again later: a Discord outage never loses a grid.
 
 A delivery that fails with an error that may go away (Discord unreachable, 5xx, a 429 too long to wait for) puts
-the job in `keys.undelivered`, scored with the time of its next attempt. Every worker's maintenance
+the job in `keys.undelivered`, scored with the time of its next attempt; so does cancelling a queued job
+(`core.queue.cancel`), which no worker will run, due at once. Every worker's maintenance
 (`worker.rq_worker.ImagineWorker.run_maintenance_tasks`, every WORKER_MAINTENANCE_INTERVAL_S, idle or between jobs)
 claims the jobs that are due, atomically pushing each one's next attempt back by its backoff, and delivers them
 through `Poster.deliver_outcome`, which sends nothing for a job already shown. A job leaves the set once delivered,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import time
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from discord_emulator.openapi import find_spec, load_checker
 from tests.worker.emulated_discord import ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
 from tests.worker.test_jobs import ScriptedEngine
 from tests.worker.worker_helpers import record, run_in_process
+from worker import redelivery
 from worker.delivery import Poster
 from worker.engine import Engine
 
@@ -158,6 +160,19 @@ def test_cancelled_job_says_cancelled(redis_conn, tiny_engine, tiny_spec, discor
     assert record(redis_conn, job.job_id).state == "cancelled"
     original = discord.message(job.interaction.original_id)
     assert "(cancelled)" in original.content and original.components == [] and original.attachments == []
+
+
+def test_a_job_cancelled_while_queued_is_shown_cancelled_by_the_next_maintenance(
+        redis_conn, tiny_engine, tiny_spec, discord: ThreadedEmulator):  # noqa: F811
+    """/cancel of a queued job: no worker runs it, and the workers' maintenance edits its "Waiting to start"
+    message to say it was cancelled, once."""
+    user = discord.call(lambda: discord.emu.add_user("hugo"))
+    job = enqueue_from_discord(redis_conn, discord, user, tiny_spec)
+    assert queue.cancel(redis_conn, job.job_id) == queue.CancelResult.CANCELLED
+    assert redelivery.redeliver_due(redis_conn, discord.poster(), now=time.time()) == 1
+    original = discord.message(job.interaction.original_id)
+    assert "(cancelled)" in original.content and original.components == [] and original.attachments == []
+    assert redelivery.redeliver_due(redis_conn, discord.poster(), now=time.time() + 3600) == 0
 
 
 def test_discord_down_keeps_the_result(redis_conn, tiny_engine, tiny_spec, discord: ThreadedEmulator,  # noqa: F811
