@@ -8,8 +8,14 @@ Shapes follow diffusers' own `get_dummy_components()` tests, with a VAE of four 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from model.text import build_tokenizer
 
@@ -110,6 +116,75 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         feature_extractor=None,
         image_encoder=None,
         requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """A tiny SDXL pipeline (two text encoders, a pooled projection, size-and-crop conditioning), random weights
+    from `seed`, on the CPU in fp32: what proves the worker's SDXL paths (shapes from diffusers' own SDXL tests)."""
+    tokenizer = build_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=TINY_IMAGE_SIZE_PX // 8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",  # SDXL: pooled text + original size, crop and target size
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=TINY_TEXT_WIDTH + 6 * 8,
+            cross_attention_dim=2 * TINY_TEXT_WIDTH,  # both encoders' hidden states, concatenated
+            norm_num_groups=16,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(16, 16, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            sample_size=TINY_IMAGE_SIZE_PX,
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = build_tiny_text_encoder(tokenizer)
+        torch.manual_seed(seed + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=TINY_TEXT_WIDTH,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=TINY_MAX_TOKENS,
+                projection_dim=TINY_TEXT_WIDTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        algorithm_type="dpmsolver++",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -11,6 +11,7 @@ from core.errors import GenerationFailed
 from core.models import ModelRegistry, tiny_model
 from core.prompt import parse
 from model.loading import BUILTIN_TINY_INPAINT, load_inpaint_unet
+from model.tiny import build_tiny_sdxl_pipeline
 from worker import editing
 from worker.engine import Engine
 
@@ -99,3 +100,22 @@ def test_an_inpainting_unet_that_does_not_fit_stops_with_one_line(tiny_engine, t
     tiny_engine.pipe.unet.save_pretrained(tmp_path / "plain" / "unet")
     with pytest.raises(GenerationFailed, match=r"\(in_channels, cross_attention_dim\) \(4, 32\), not \(9, 32\)"):
         load_inpaint_unet(str(tmp_path / "plain"), tiny_engine.pipe, "cpu")
+
+
+@pytest.mark.parametrize("dedicated", [False, True])
+def test_sdxl_renders_and_repaints_on_the_same_modules(dedicated: bool) -> None:
+    """A tiny SDXL pipeline (two text encoders, pooled and size conditioning): the engine renders its grid and
+    repaints a zoom with diffusers' SDXL inpainting pipeline made from it, with its own UNet (masked latent
+    blending) or a dedicated 9-channel one; the kept pixels come back exactly."""
+    pipe = build_tiny_sdxl_pipeline()
+    unet = load_inpaint_unet(BUILTIN_TINY_INPAINT, pipe, "cpu") if dedicated else None
+    engine = Engine(pipe, inpaint_unet=unet)
+    assert type(engine.inpainter).__name__ == "StableDiffusionXLInpaintPipeline"
+    assert engine.inpainter.text_encoder_2 is pipe.text_encoder_2 and engine.inpainter.vae is pipe.vae
+    spec = parse("a red cat --seed 3", ModelRegistry((tiny_model(),)))[0]
+    grid = engine.render(spec)
+    assert len({image.tobytes() for image in grid}) == 4
+    layout = plan(Edit("zoom", zoom=2.0), (64, 64), multiple=8, max_pixels=64 * 64)
+    start, mask = editing.start(layout, grid[0])
+    (new,) = engine.inpaint(spec, start, mask, count=1)
+    assert np.array_equal(np.asarray(editing.finish(layout, start, new))[20:44, 20:44], np.asarray(start)[20:44, 20:44])
