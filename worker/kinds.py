@@ -36,6 +36,10 @@ UPSCALE_FACTOR = 2
 MAX_SOURCE_DEPTH = 4
 """How many upscale parents deep an expired source image is recreated before giving up."""
 
+REGION_UNSUPPORTED = ("Vary (Region) is not painted by this worker version yet: the job was refunded, and its mask "
+                      "is kept with it")
+"""Why a Vary (Region) job fails today: the web editor records and queues it, the inpainting is still to come."""
+
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -102,6 +106,8 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
                                                       preview_interval_s=hooks.preview_interval_s),
                       quotas.render_of(spec, "grid"))
         return _grid_output(_check(ctx, spec, images))
+    if kind == "region":  # before any work: the job fails at once, and a failed job is refunded
+        raise GenerationFailed(REGION_UNSUPPORTED)
     parent, index = _parse_source(source)
     start = source_image(ctx, meter, parent, index, hooks.should_cancel, safety=safety_of(spec))
     if kind == "upscale":

@@ -1,0 +1,152 @@
+"""A member's jobs as the web shows them: filtered, paged, newest first; one job with its access check.
+
+Reads go through redis.asyncio with the parsing of `core.jobs` (`jobs.from_hash`): the gallery's index is
+`keys.user_gallery` (every job of the member, scored by creation time, written with the job by
+`core.userjobs.add_writes`). A page costs two round trips: one for the index and the few fields the filters need
+of every job in it, one for the whole records of the page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aredis
+
+from core import jobs, keys
+from core.queue import SINGLE_IMAGE_KINDS
+from core.spec import JobSpec
+
+FILTER_FIELDS = ("spec", "kind", "visibility")
+"""The fields of each job the filters look at."""
+
+MAX_TEXT_CHARS = 200
+"""Longest prompt-text filter (a longer one is cut)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the gallery's form asks for; every field optional."""
+
+    text: str = ""  # words the prompt contains (case-insensitive)
+    model: str = ""
+    kind: str = ""
+    since: date | None = None  # made on or after (UTC day)
+    until: date | None = None  # made on or before (UTC day)
+    hidden: bool = False  # show the member's hidden jobs instead of the others
+    page: int = 1
+
+    @classmethod
+    def from_query(cls, query: Any) -> Filters:
+        """From the query string; values that do not parse are ignored (a bad date shows every date)."""
+        try:
+            page = max(1, min(int(query.get("page", "1")), 10_000))
+        except ValueError:
+            page = 1
+        return cls(text=query.get("q", "").strip()[:MAX_TEXT_CHARS], model=query.get("model", "").strip()[:100],
+                   kind=query.get("kind", "").strip()[:20], since=_day(query.get("since", "")),
+                   until=_day(query.get("until", "")), hidden=query.get("hidden", "") == "1", page=page)
+
+    def score_range(self) -> tuple[float | str, float | str]:
+        """The gallery index's score bounds (Unix s) for the dates."""
+        low: float | str = _unix(self.since) if self.since else "-inf"
+        high: float | str = _unix(self.until + timedelta(days=1)) if self.until else "+inf"
+        return low, high
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[jobs.JobRecord]
+    page: int
+    pages: int
+    total: int
+
+
+async def page(conn: aredis.Redis, owner: str, filters: Filters, size: int) -> Page:
+    """One page of the owner's jobs that match `filters`, newest first."""
+    low, high = filters.score_range()
+    ids = [_text(i) for i in await conn.zrevrangebyscore(keys.user_gallery(owner), high, low)]
+    async with conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), *FILTER_FIELDS)
+        rows = await pipe.execute()
+    matching = [job_id for job_id, row in zip(ids, rows, strict=True) if _matches(row, filters)]
+    pages = max(1, math.ceil(len(matching) / size))
+    number = min(filters.page, pages)
+    chosen = matching[(number - 1) * size: number * size]
+    async with conn.pipeline(transaction=False) as pipe:
+        for job_id in chosen:
+            pipe.hgetall(keys.job(job_id))
+        records = [jobs.from_hash(i, data) for i, data in zip(chosen, await pipe.execute(), strict=True) if data]
+    return Page(records, number, pages, len(matching))
+
+
+def _matches(row: list[bytes | None], filters: Filters) -> bool:
+    spec_json, kind, visibility = (_text(v) if v is not None else None for v in row)
+    if spec_json is None:  # the record expired
+        return False
+    if visibility == jobs.DELETED or (visibility == jobs.HIDDEN) != filters.hidden:
+        return False
+    if filters.kind and (kind or "grid") != filters.kind:
+        return False
+    if filters.text or filters.model:
+        spec = json.loads(spec_json)
+        if filters.model and str(spec.get("model", "")).lower() != filters.model.lower():
+            return False
+        if filters.text and filters.text.lower() not in str(spec.get("prompt", "")).lower():
+            return False
+    return True
+
+
+async def get(conn: aredis.Redis, job_id: str) -> jobs.JobRecord | None:
+    """The job's record, or None (no such job, or an id that is not one)."""
+    if not jobs_id_ok(job_id):
+        return None
+    data: dict[bytes, bytes] = await conn.hgetall(keys.job(job_id))  # type: ignore[assignment]
+    return jobs.from_hash(job_id, data) if data else None
+
+
+def jobs_id_ok(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
+def may_view(record: jobs.JobRecord, owner: str, admin: bool) -> bool:
+    """Owner (unless they deleted it), admin (always: deleting is soft), anyone signed in for a public job."""
+    if admin:
+        return True
+    if record.visibility == jobs.DELETED:
+        return False
+    return record.owner == owner or record.visibility == jobs.PUBLIC
+
+
+def image_count(record: jobs.JobRecord) -> int:
+    """How many single images the job has (`keys.job_image` 0..n-1)."""
+    return 1 if record.kind in SINGLE_IMAGE_KINDS else 4
+
+
+def full_prompt(spec: JobSpec) -> str:
+    """The prompt with the parameters that remake it: what the job page's copy button copies."""
+    parts = [spec.prompt, f"--ar {spec.aspect}", f"--seed {spec.seed}", f"--stylize {spec.stylize}"]
+    if spec.chaos:
+        parts.append(f"--chaos {spec.chaos}")
+    if spec.negative_prompt:
+        parts.append(f"--no {spec.negative_prompt}")
+    return " ".join(parts)
+
+
+def _day(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value.strip()) if value.strip() else None
+    except ValueError:
+        return None
+
+
+def _unix(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
