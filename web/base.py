@@ -1,13 +1,15 @@
 """What every route shares: the services the app is handed, its middlewares, and how pages and errors answer.
 
 Middlewares, outermost first: `guard` (an oversized query string is refused with 414; a member-facing error
-becomes a page or JSON with its status; anything else is logged and answered 500), then `sessions` (reads the
+becomes a page or JSON with its status; anything else is logged and answered 500; a `Server-Timing` header gives
+the server's time on the request, which `python -m bench gallery` reads), then `sessions` (reads the
 signed session cookie; a state-changing request needs a session, the CSRF token and, when sent, our Origin).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,8 +106,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.warning("refused %s %s: query string of %d characters", request.method, request.path,
                     len(request.query_string))
         return web.Response(status=414, text="The query string is too long.")
+    started = time.perf_counter()
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException:
         raise
     except ImagineError as exc:
@@ -120,6 +123,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return answer(request, "Something went wrong on our side.", 500)
+    if not response.prepared:  # a stream (progress events) has sent its headers already
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
 
 
 @web.middleware
