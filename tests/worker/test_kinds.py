@@ -257,3 +257,25 @@ def test_a_custom_zoom_renders_on_the_canvas_its_spec_names(redis_conn, tiny_eng
         result = pixels(image(redis_conn, zoom.job_id, k))
         assert result.shape == (48, 80, 3)
         assert np.array_equal(result[:, 16 + band:64 - band], np.asarray(source, dtype=np.float32)[:, band:-band])
+
+
+def test_region_job_fails_at_once_and_is_refunded(redis_conn, tiny_engine, tiny_spec, unet_calls):
+    """A Vary (Region) job (queued by the web editor) fails before any sampling step with words saying regions are
+    not painted yet, and its reservation is refunded: nothing is charged, the mask stays with the job."""
+    import quotas
+    from core import jobs
+    from worker.kinds import REGION_UNSUPPORTED
+
+    who = quotas.Who("1", "2")
+    admitted = quotas.reserve(redis_conn, quotas.load_config(), who, [tiny_spec], kind="region")
+    job_id = admitted.job_ids[0]
+    queue.enqueue(redis_conn, tiny_spec, "discord:2", job_id=job_id, kind="region",
+                  source={"job_id": "a" * 32, "index": 1}, writes=[("SET", keys.job_mask(job_id), b"mask")])
+    run_in_process(redis_conn, tiny_engine)
+    rec = record(redis_conn, job_id)
+    assert (rec.state, rec.reason, rec.gpu_s) == (jobs.FAILED, REGION_UNSUPPORTED, 0)
+    assert unet_calls == [] and redis_conn.get(keys.job_mask(job_id)) == b"mask"
+    assert not redis_conn.exists(keys.quota_reservation(job_id))
+    usage = quotas.usage(redis_conn, who.member, quotas.load_config().tiers["free"], now=rec.created_at,
+                         policy=quotas.load_config().period)
+    assert usage.used_s == 0 and usage.active_fast == 0
