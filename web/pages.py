@@ -160,8 +160,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncIterator[dict[str, Any]]:
-    """The job's current state, then its events until its outcome (or EVENTS_MAX_S)."""
+    """The job's current state, then each change of it until its outcome (or EVENTS_MAX_S)."""
     conn = request.app[SERVICES].aconn
+    last: tuple[str, int, int] | None = None
     async with conn.pubsub(ignore_subscribe_messages=True) as pubsub:
         await pubsub.subscribe(keys.job_events(record.job_id))
         deadline = time.monotonic() + EVENTS_MAX_S
@@ -170,13 +171,11 @@ async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncItera
             if current.final:
                 yield {"type": "outcome", "state": current.state, "reason": current.reason}
                 return
-            yield {"type": "progress", "state": current.state, "step": current.step, "total": current.total}
-            message = await pubsub.get_message(timeout=EVENTS_RECHECK_S)
-            if message is not None and message.get("type") == "message":
-                event = json.loads(message["data"])
-                if event.get("type") == "progress":
-                    yield {"type": "progress", "state": jobs.RUNNING, "step": event.get("step", 0),
-                           "total": event.get("total", 0)}
+            now = (current.state, current.step, current.total)
+            if now != last:
+                yield {"type": "progress", "state": now[0], "step": now[1], "total": now[2]}
+                last = now
+            await pubsub.get_message(timeout=EVENTS_RECHECK_S)  # an event, or time to look again
             current = await gallery.get(conn, record.job_id)
 
 

@@ -64,16 +64,18 @@ class LiveSite:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live(redis_url: str) -> Iterator[LiveSite]:
     site = LiveSite(redis_url)
     yield site
     site.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium from the system's packages (`--no-sandbox` as root, where its sandbox cannot start)."""
+    """Headless Chromium from the system's packages (`--no-sandbox` as root, where its sandbox cannot start), shared
+    by this module's tests. Not session-wide: Playwright's sync API holds an event loop in the main thread while it
+    is open, and the asyncio tests of later modules need it closed."""
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with playwright_api.sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)

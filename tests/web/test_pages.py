@@ -265,3 +265,22 @@ def test_admin_rule_is_the_bots() -> None:
         return Session(user, "x", "1", roles, manage, "t")
     assert [member("1", manage=True).is_admin(admins), member("7").is_admin(admins),
             member("2", ("9",)).is_admin(admins), member("2", ("8",)).is_admin(admins)] == [True, True, True, False]
+
+
+async def test_progress_streams_until_the_outcome(site: Site, redis_conn: redis.Redis) -> None:
+    """A running job's page streams its progress as server-sent events: the state now, each step the worker
+    records, then the outcome, and the stream ends."""
+    ann = site.emu.add_user("ann")
+    job_id = seed_job(redis_conn, ann, "a slow one", state=jobs.RUNNING)
+    async with await sign_in(site, ann) as client, client.get(f"{site.url}/jobs/{job_id}/events") as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        seen: list[str] = []
+        async for line in response.content:
+            if not line.startswith(b"data: "):
+                continue
+            seen.append(line.decode().strip())
+            if len(seen) == 1:
+                jobs.set_progress(redis_conn, job_id, 2, 4)
+            elif len(seen) == 2:
+                jobs.finish(redis_conn, job_id, jobs.DONE)
+    assert '"step": 0' in seen[0] and '"step": 2, "total": 4' in seen[1] and '"state": "done"' in seen[-1]
