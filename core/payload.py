@@ -19,7 +19,7 @@ from core.errors import MalformedPayload
 from core.models import ModelInfo
 from core.spec import MAX_TEXT_CHARS, JobSpec
 
-KINDS = ("grid", "upscale", "vary", "upscale2x", "edit", "region")
+KINDS = ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask")
 """What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
 variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image; a new grid of an image zoomed
 out, panned, made square or with a region redrawn (`core.canvas`); a grid of image k repainted inside a mask drawn

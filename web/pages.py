@@ -98,7 +98,7 @@ async def gallery_page(request: web.Request) -> web.StreamResponse:
     found = await gallery.page(services.aconn, session.owner, filters, services.settings.page_size)
     models = [m.name for m in services.deps.registry.models]
     return render(request, "gallery.html", {"page": found, "filters": filters, "models": models,
-                                            "kinds": ("grid", "vary", "upscale", "upscale2x", "region")})
+                                            "kinds": ("grid", "vary", "upscale", "upscale2x", "edit", "region_mask")})
 
 
 async def viewable(request: web.Request) -> tuple[Session, jobs.JobRecord]:

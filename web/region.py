@@ -1,11 +1,10 @@
 """Vary (Region): image k of a job, a mask drawn over it in the browser (white: repaint, black: keep), a new
-prompt; queued as a `region` job with its mask stored beside it (`keys.job_mask`).
+prompt; queued as a `region_mask` job with its mask stored beside it (`keys.job_mask`).
 
-Everything a worker will need is checked here, before anything is charged: the mask is a PNG of the image's exact
+Everything a worker needs is checked here, before anything is charged: the mask is a PNG of the image's exact
 size, no larger than MAX_MASK_BYTES, and paints between MIN_MASKED and MAX_MASKED of it; the prompt is screened
-and the job admitted like a variation. Workers do not paint regions yet (the inpainting belongs to the
-editing-tools work): they fail a `region` job at once with a clear reason, and a failed job is refunded
-(`worker.kinds.REGION_UNSUPPORTED`).
+and the job admitted like a variation. The worker repaints the mask with the model's inpainting call (the one
+Zoom Out and Pan use) and keeps every pixel outside it (`worker.kinds`, `worker.editing.finish_masked`).
 """
 
 from __future__ import annotations
@@ -25,6 +24,10 @@ from core.errors import ImagineError, JobExpired
 from core.spec import MAX_SEED
 from web.actions import Deps, admit_and_enqueue, screened
 from web.session import Session
+
+REGION_KIND = "region_mask"
+"""The job kind of a Vary (Region) drawn in the web editor (`core.payload.KINDS`); Discord's Vary (Region) buttons
+pick one of `core.canvas.REGIONS` instead and make an `edit` job."""
 
 MAX_MASK_BYTES = 2 * 1024 * 1024
 """Largest mask PNG accepted (a 1024x1024 one-bit-per-pixel drawing is far smaller)."""
@@ -77,7 +80,7 @@ def read_mask(data_url: str, size: tuple[int, int]) -> bytes:
 
 
 def submit(deps: Deps, session: Session, parent: jobs.JobRecord, index: int, prompt: str, mask_url: str) -> str:
-    """Check the mask and the prompt, admit and enqueue the `region` job; its id.
+    """Check the mask and the prompt, admit and enqueue the `region_mask` job; its id.
 
     Raises:
         BadMask: see `read_mask`; also an empty or too long prompt, or an image index the job does not have.
@@ -98,5 +101,5 @@ def submit(deps: Deps, session: Session, parent: jobs.JobRecord, index: int, pro
     spec = screened(deps.conn, session, spec, now=time.time())
     source = {"job_id": parent.job_id, "index": index}
     # The mask is written in the enqueue's atomic step, under the id admission gives the job.
-    return admit_and_enqueue(deps, session, spec, kind="region", source=source,
+    return admit_and_enqueue(deps, session, spec, kind=REGION_KIND, source=source,
                              writes_for=lambda job_id: [("SET", keys.job_mask(job_id), mask, "EX", MASK_TTL_S)])

@@ -172,7 +172,7 @@ def test_member_draws_a_region_and_submits_it(page: Any, live: LiveSite, redis_c
     job_id = page.url.rstrip("/").rsplit("/", 1)[1]
     record = jobs.get(redis_conn, job_id)
     assert record is not None and (record.kind, record.spec.prompt, record.source["index"]) == (
-        "region", "a red door", 2)
+        "region_mask", "a red door", 2)
     mask = Image.open(io.BytesIO(redis_conn.get(keys.job_mask(job_id))))
     assert mask.getpixel((int(64 * 0.3), int(64 * 0.35))) == 255  # inside the rectangle
     assert mask.getpixel((int(64 * 0.05), int(64 * 0.95))) == 0  # never painted

@@ -153,7 +153,7 @@ def mask_url(size: tuple[int, int], box: tuple[int, int, int, int] | None) -> st
 
 async def test_region_checks_the_mask_then_queues_a_region_job(site: Site, redis_conn: redis.Redis) -> None:
     """Vary (Region): an empty mask or one of the wrong size is a 400 with words and queues nothing; a drawn one
-    queues a `region` job whose mask is stored beside it."""
+    queues a `region_mask` job whose mask is stored beside it."""
     ann = site.emu.add_user("ann")
     parent = seed_job(redis_conn, ann, "a quiet street")
     async with await sign_in(site, ann) as client:
@@ -171,7 +171,7 @@ async def test_region_checks_the_mask_then_queues_a_region_job(site: Site, redis
         job_id = (await good.json())["job_id"]
     record = jobs.get(redis_conn, job_id)
     assert record is not None and (record.kind, record.source, record.spec.prompt) == (
-        "region", {"job_id": parent, "index": 3}, "a red door")
+        "region_mask", {"job_id": parent, "index": 3}, "a red door")
     mask = Image.open(io.BytesIO(redis_conn.get(keys.job_mask(job_id))))
     assert mask.size == (64, 64) and mask.getpixel((20, 20)) == 255 and mask.getpixel((50, 50)) == 0
 
