@@ -1,4 +1,5 @@
-"""Re-roll, V1-V4 and U1-U4 from the web, through the very steps a click in Discord takes (`bot.submit`), with the
+"""The buttons of a job from the web (re-roll, U1-U4, V1-V4 under a grid; Vary, Upscale (2x), Zoom Out, Make
+Square and the pans under a single image), through the very steps a click in Discord takes (`bot.submit`), with the
 synchronous front of each subsystem (run in a thread by the routes):
 
     1. the job the button asks for                  core.buttonjobs.button_job (the bot's own)
@@ -30,6 +31,7 @@ from core.buttons import ButtonRef
 from core.delivery import Delivery
 from core.errors import RepostRefused
 from core.models import ModelRegistry
+from core.queue import SINGLE_IMAGE_KINDS
 from core.safety import with_safety
 from core.spec import VARY_STRENGTH, JobSpec
 from web.session import Session
@@ -37,8 +39,25 @@ from web.session import Session
 WEB_CHANNEL = "web"
 """The `channel_id` of the place a web job's image is shown in (`core.reposting.Place`): not an age-restricted one."""
 
-ACTIONS = {"reroll": 0, "u": 4, "v": 4}
-"""Buttons the web offers, with the highest image index each takes (0: none)."""
+GRID_BUTTONS: tuple[tuple[str, int, str], ...] = (
+    ("reroll", 0, "Re-roll"),
+    *(("u", i, f"U{i}") for i in range(1, 5)),
+    *(("v", i, f"V{i}") for i in range(1, 5)),
+)
+"""The buttons under a grid, as in Discord: (action, image index, label)."""
+
+SINGLE_BUTTONS: tuple[tuple[str, int, str], ...] = (
+    ("strong", 1, "Vary (Strong)"), ("subtle", 1, "Vary (Subtle)"), ("up2x", 1, "Upscale (2x)"),
+    ("reroll", 0, "Re-roll"), ("zoom2", 1, "Zoom Out 2x"), ("zoom15", 1, "Zoom Out 1.5x"),
+    ("square", 1, "Make Square"), ("panl", 1, "Pan left"), ("panr", 1, "Pan right"), ("panu", 1, "Pan up"),
+    ("pand", 1, "Pan down"),
+)
+"""The buttons under a single (upscaled) image, as in Discord (`core.buttons.single_components`)."""
+
+
+def buttons_for(kind: str) -> tuple[tuple[str, int, str], ...]:
+    """The buttons the web offers under a job of `kind`."""
+    return SINGLE_BUTTONS if kind in SINGLE_IMAGE_KINDS else GRID_BUTTONS
 
 
 @dataclass(frozen=True)
@@ -63,16 +82,16 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
 
     Raises:
         ValueError: not a button the web offers (bad action or index).
-        JobExpired, RepostRefused, TierLimit, Suspended, PromptBlocked, Banned, RateLimited, TooManyJobs,
+        JobExpired, EditRefused, RepostRefused, TierLimit, Suspended, PromptBlocked, Banned, RateLimited, TooManyJobs,
             QuotaExceeded: as in Discord (nothing queued or charged).
         redis.RedisError: Redis is unreachable.
     """
-    if action not in ACTIONS or not (1 <= index <= ACTIONS[action] if ACTIONS[action] else index == 0):
-        raise ValueError(f"no button {action!r} {index}")
     conn, now = deps.conn, time.time()
     ref = ButtonRef(action, index, job_id)
     parent, origin, stored = parent_and_origin(conn, ref)
-    job = button_job(parent, ref, usersettings.get(conn, session.owner).mode)
+    if parent is not None and (action, index) not in {(a, i) for a, i, _ in buttons_for(parent.kind)}:
+        raise ValueError(f"no button {action[:20]!r} {index} under this job")
+    job = button_job(parent, ref, usersettings.get(conn, session.owner).mode, registry=deps.registry)
     if job.kind == "upscale2x":
         check_upscale2x(deps.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:

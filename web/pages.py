@@ -18,7 +18,7 @@ from aiohttp import web
 
 from core import audit, jobs, keys
 from web import admin, gallery, metrics, oauth, region
-from web.actions import ACTIONS, press
+from web.actions import buttons_for, press
 from web.base import SERVICES, SESSION, render
 from web.session import Session
 
@@ -120,7 +120,8 @@ async def job_page(request: web.Request) -> web.StreamResponse:
               "mode": spec.mode, "kind": record.kind, "state": record.state, "negative": spec.negative_prompt or "-"}
     return render(request, "job.html", {"job": record, "params": params, "count": gallery.image_count(record),
                                         "full_prompt": gallery.full_prompt(spec),
-                                        "mine": record.owner == session.owner, "actions": ACTIONS})
+                                        "mine": record.owner == session.owner,
+                                        "buttons": buttons_for(record.kind)})
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -180,7 +181,8 @@ async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncItera
 
 
 async def action(request: web.Request) -> web.StreamResponse:
-    """Re-roll, V1-V4 or U1-U4 of a job the member may see; answers the new job's page (JSON for scripts)."""
+    """One of the job's buttons (`web.actions.buttons_for`), for a member who may see it; answers the new job's
+    page (JSON for scripts)."""
     session, record = await viewable(request)
     services = request.app[SERVICES]
     form = await request.post()
@@ -188,8 +190,6 @@ async def action(request: web.Request) -> web.StreamResponse:
         what, index = str(form.get("action", "")), int(str(form.get("index", "0")))
     except ValueError:
         raise web.HTTPBadRequest(text="index must be a number") from None
-    if what not in ACTIONS:
-        raise web.HTTPBadRequest(text="unknown action")
     try:
         job_id = await asyncio.to_thread(press, services.deps, session, services.is_admin(session), record.job_id,
                                          what, index)

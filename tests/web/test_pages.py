@@ -123,6 +123,27 @@ async def test_reroll_and_variation_go_through_admission(site: Site, redis_conn:
     assert sorted(lane.job_ids) == sorted(made)
 
 
+async def test_single_image_offers_discords_editing_buttons(site: Site, redis_conn: redis.Redis) -> None:
+    """Under an upscaled image the web offers what Discord does (Vary, Upscale (2x), Zoom Out, Pan...): Zoom Out 2x
+    queues an `edit` job; a grid's button (U1) under it is a 400."""
+    ann = site.emu.add_user("ann")
+    single = seed_job(redis_conn, ann, "a paper boat", kind="upscale")
+    async with await sign_in(site, ann) as client:
+        async with client.get(f"{site.url}/jobs/{single}") as response:
+            page = await response.text()
+        token = csrf_of(page)
+        assert "Zoom Out 2x" in page and "Pan left" in page and ">U1<" not in page
+        headers = {"X-CSRF-Token": token, "Accept": "application/json"}
+        async with client.post(f"{site.url}/jobs/{single}/action", data={"action": "zoom2", "index": 1},
+                               headers=headers) as response:
+            assert response.status == 201, await response.text()
+            zoom = jobs.get(redis_conn, (await response.json())["job_id"])
+        async with client.post(f"{site.url}/jobs/{single}/action", data={"action": "u", "index": 1},
+                               headers=headers) as response:
+            assert response.status == 400
+    assert zoom is not None and (zoom.kind, zoom.source["op"], zoom.source["zoom"]) == ("edit", "zoom", 2.0)
+
+
 async def test_refusals_are_answered_and_counted(site: Site, redis_conn: redis.Redis) -> None:
     """A banned member's button is refused with 403 and the quota's words; the refusal is counted in /metrics."""
     ann = site.emu.add_user("ann")
