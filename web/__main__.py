@@ -29,7 +29,8 @@ async def serve(settings: WebSettings, redis_url: str, api_base: str) -> None:
         runner = web.AppRunner(make_app(services), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
-        log.info("serving on %s (redis at %s)", settings.public_url, redis_location(redis_url))
+        log.info("listening on %s:%d for %s (redis at %s)", settings.host, settings.port, settings.public_url,
+                 redis_location(redis_url))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,11 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         redis_url = RedisSettings().redis_url
         api_base = DiscordSettings().discord_api_base
     except ValidationError as exc:
-        log.error("bad configuration: %s", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                     for e in exc.errors()))
+        log.error("bad configuration: %s", "; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors()))
         return 2
     asyncio.run(serve(settings, redis_url, api_base))
     return 0
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a settings field (`session_secret` -> WEB_SESSION_SECRET)."""
+    return "WEB_" + "_".join(str(part) for part in loc).upper()
 
 
 if __name__ == "__main__":
