@@ -232,6 +232,12 @@ def user_gallery(user: str) -> str:
     return f"{PREFIX}:user:{user}:gallery"
 
 
+def job_thumb(job_id: str) -> str:
+    """String: JPEG bytes of the job's grid made small for the web gallery (`web.gallery.thumbnail`), kept as long
+    as the grid."""
+    return f"{PREFIX}:job:{job_id}:thumb"
+
+
 def job_mask(job_id: str) -> str:
     """String: PNG bytes of a Vary (Region) job's mask (white: repaint, black: keep), kept as long as its images."""
     return f"{PREFIX}:job:{job_id}:mask"

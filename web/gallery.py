@@ -9,6 +9,8 @@ folding), on those fields.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -16,8 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aredis
+from PIL import Image
 
-from core import jobs, keys
+from core import jobs, keys, reposting
 from core.queue import SINGLE_IMAGE_KINDS
 from core.spec import JobSpec
 
@@ -120,17 +123,52 @@ async def get(conn: aredis.Redis, job_id: str) -> jobs.JobRecord | None:
     return jobs.from_hash(job_id, data) if data else None
 
 
+THUMB_SIDE = 384
+"""Longest side of a gallery thumbnail, in pixels (a 2x2 grid of 1024-pixel images is 2048: 28x fewer pixels)."""
+
+THUMB_QUALITY = 85
+"""JPEG quality of thumbnails."""
+
+
+async def thumbnail(conn: aredis.Redis, job_id: str) -> bytes | None:
+    """The job's grid as a small JPEG, made once and kept as long as the grid; None when the grid has expired."""
+    cached = await conn.get(keys.job_thumb(job_id))
+    if isinstance(cached, bytes) and cached:
+        return cached
+    async with conn.pipeline(transaction=False) as pipe:
+        pipe.get(keys.job_grid(job_id))
+        pipe.pttl(keys.job_grid(job_id))
+        grid, ttl_ms = await pipe.execute()
+    if not grid:
+        return None
+    small = await asyncio.to_thread(shrink, grid)
+    await conn.set(keys.job_thumb(job_id), small, px=ttl_ms if ttl_ms and ttl_ms > 0 else jobs.RECORD_TTL_S * 1000)
+    return small
+
+
+def shrink(png: bytes) -> bytes:
+    """A PNG made a JPEG of at most THUMB_SIDE pixels a side."""
+    with Image.open(io.BytesIO(png)) as image:
+        image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=THUMB_QUALITY)
+    return out.getvalue()
+
+
 def jobs_id_ok(job_id: str) -> bool:
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
 
 
 def may_view(record: jobs.JobRecord, owner: str, admin: bool) -> bool:
-    """Owner (unless they deleted it), admin (always: deleting is soft), anyone signed in for a public job."""
+    """Owner (unless they deleted it), admin (always: deleting is soft), anyone signed in for a public job whose
+    images were checked (one made in an age-restricted channel is shown only there: `core.reposting`)."""
     if admin:
         return True
     if record.visibility == jobs.DELETED:
         return False
-    return record.owner == owner or record.visibility == jobs.PUBLIC
+    if record.owner == owner:
+        return True
+    return record.visibility == jobs.PUBLIC and not reposting.made_unchecked(record.spec)
 
 
 def image_count(record: jobs.JobRecord) -> int:

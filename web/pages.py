@@ -43,6 +43,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/gallery", gallery_page)
     router.add_get("/jobs/{job}", job_page)
     router.add_get("/jobs/{job}/image/{which}.png", image)
+    router.add_get("/jobs/{job}/thumb.jpg", thumb)
     router.add_get("/jobs/{job}/events", events)
     router.add_post("/jobs/{job}/action", action)
     router.add_post("/jobs/{job}/visibility", visibility)
@@ -148,6 +149,19 @@ async def image(request: web.Request) -> web.StreamResponse:
     if request.query.get("download") == "1":
         headers["Content-Disposition"] = f'attachment; filename="imagine_{record.job_id[:8]}_{which}.png"'
     return web.Response(body=data, content_type="image/png", headers=headers)
+
+
+async def thumb(request: web.Request) -> web.StreamResponse:
+    """The gallery's thumbnail of a job's grid (made on first request), with an ETag."""
+    _, record = await viewable(request)
+    etag = f'"{record.job_id}-thumb"'  # made once from a grid that never changes
+    headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    data = await gallery.thumbnail(request.app[SERVICES].aconn, record.job_id)
+    if data is None:
+        raise web.HTTPNotFound(text="This image has expired.")
+    return web.Response(body=data, content_type="image/jpeg", headers=headers)
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -74,11 +74,12 @@ def png(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
 def seed_job(
     conn: redis.Redis, user: User | str, text: str, *, created_at: float | None = None, kind: str = "grid",
     state: str = jobs.DONE, visibility: str = jobs.PUBLIC, color: tuple[int, int, int] = (200, 80, 40),
+    checked: bool = True,
 ) -> str:
     """A job of `user` as the bot and a worker leave it: recorded, in the member's lists, and (when done) with its
-    grid and four images stored."""
+    grid and four images stored; `checked`: made outside an age-restricted channel (its outputs checked)."""
     owner = f"discord:{user.id if isinstance(user, User) else user}"
-    spec = with_safety(prompt.parse(text, REGISTRY)[0], Safety(check_outputs=True))  # as a non-NSFW channel's
+    spec = with_safety(prompt.parse(text, REGISTRY)[0], Safety(check_outputs=checked))
     job_id = jobs.new_job_id()
     jobs.create(conn, job_id, spec, owner, kind=kind)
     created_at = time.time() if created_at is None else created_at

@@ -18,7 +18,8 @@ from core import jobs, keys, queue
 from core.settings import AdminSettings
 from quotas import load_config
 from tests.web.conftest import csrf_of, sign_in
-from tests.web.site import Site, seed_job
+from tests.web.site import Site, png, seed_job
+from web import gallery
 from web.session import COOKIE
 
 MANAGE_GUILD = 1 << 5
@@ -60,7 +61,7 @@ async def test_gallery_filters_and_pages(site: Site, redis_conn: redis.Redis) ->
 
 async def test_job_page_images_and_etag(site: Site, redis_conn: redis.Redis) -> None:
     """A job's page shows its prompt and parameters; its PNGs come with an ETag, and a matching If-None-Match
-    is answered 304 without the bytes; `download=1` makes it a file."""
+    is answered 304 without the bytes; `download=1` makes it a file; the gallery's thumbnail is a JPEG."""
     ann = site.emu.add_user("ann")
     job_id = seed_job(redis_conn, ann, "a copper kettle --ar 1:1 --seed 42")
     async with await sign_in(site, ann) as client:
@@ -74,18 +75,24 @@ async def test_job_page_images_and_etag(site: Site, redis_conn: redis.Redis) -> 
             Image.open(io.BytesIO(await response.read())).verify()
         async with client.get(f"{site.url}/jobs/{job_id}/image/2.png", headers={"If-None-Match": etag}) as response:
             assert response.status == 304 and await response.read() == b""
+        async with client.get(f"{site.url}/jobs/{job_id}/thumb.jpg") as response:
+            assert response.content_type == "image/jpeg"
+            assert Image.open(io.BytesIO(await response.read())).size == (128, 128)  # the grid's, under 384
+    assert Image.open(io.BytesIO(gallery.shrink(png((2048, 1024), (1, 2, 3))))).size == (384, 192)
 
 
 async def test_another_members_job_is_not_found(site: Site, redis_conn: redis.Redis) -> None:
-    """A hidden or deleted job of another member is a 404 (page, image, events, buttons), the same as an id that
-    does not exist; a public one can be seen; its owner sees a hidden one, and an admin sees a deleted one."""
+    """A hidden or deleted job of another member, or one made in an age-restricted channel, is a 404 (page, image,
+    events), the same as an id that does not exist; a public one can be seen; its owner sees a hidden one, and an
+    admin sees a deleted one."""
     ann, bob = site.emu.add_user("ann"), site.emu.add_user("bob")
     hidden = seed_job(redis_conn, bob, "bob's hidden one", visibility=jobs.HIDDEN)
+    mature = seed_job(redis_conn, bob, "bob's age-restricted one", checked=False)
     deleted = seed_job(redis_conn, bob, "bob's deleted one", visibility=jobs.DELETED)
     public = seed_job(redis_conn, bob, "bob's public one")
     async with await sign_in(site, ann) as client:
         for path in (f"/jobs/{hidden}", f"/jobs/{hidden}/image/grid.png", f"/jobs/{deleted}/image/1.png",
-                     f"/jobs/{hidden}/events", f"/jobs/{'0' * 32}", "/jobs/not-an-id"):
+                     f"/jobs/{hidden}/events", f"/jobs/{mature}", f"/jobs/{'0' * 32}", "/jobs/not-an-id"):
             async with client.get(site.url + path) as response:
                 assert response.status == 404, path
         async with client.get(f"{site.url}/jobs/{public}") as response:
