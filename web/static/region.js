@@ -25,7 +25,7 @@
     start = point(event);
     snapshot = ctx.getImageData(0, 0, canvas.width, canvas.height);
     if (tool() === "free") {
-      ctx.lineWidth = Number(brush.value);
+      ctx.lineWidth = Number(brush.value) * canvas.width / 512;  // the brush is sized for a 512-pixel image
       ctx.beginPath();
       ctx.moveTo(start.x, start.y);
     }
