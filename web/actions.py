@@ -25,7 +25,7 @@ import redis
 
 import moderation
 import quotas
-from core import queue, reposting, userjobs, usersettings
+from core import buttons, jobs, queue, reposting, userjobs, usersettings
 from core.buttonjobs import FROM_STORED_IMAGE, button_job, check_upscale2x, parent_and_origin
 from core.buttons import ButtonRef
 from core.delivery import Delivery
@@ -39,25 +39,25 @@ from web.session import Session
 WEB_CHANNEL = "web"
 """The `channel_id` of the place a web job's image is shown in (`core.reposting.Place`): not an age-restricted one."""
 
-GRID_BUTTONS: tuple[tuple[str, int, str], ...] = (
-    ("reroll", 0, "Re-roll"),
-    *(("u", i, f"U{i}") for i in range(1, 5)),
-    *(("v", i, f"V{i}") for i in range(1, 5)),
-)
-"""The buttons under a grid, as in Discord: (action, image index, label)."""
-
-SINGLE_BUTTONS: tuple[tuple[str, int, str], ...] = (
-    ("strong", 1, "Vary (Strong)"), ("subtle", 1, "Vary (Subtle)"), ("up2x", 1, "Upscale (2x)"),
-    ("reroll", 0, "Re-roll"), ("zoom2", 1, "Zoom Out 2x"), ("zoom15", 1, "Zoom Out 1.5x"),
-    ("square", 1, "Make Square"), ("panl", 1, "Pan left"), ("panr", 1, "Pan right"), ("panu", 1, "Pan up"),
-    ("pand", 1, "Pan down"),
-)
-"""The buttons under a single (upscaled) image, as in Discord (`core.buttons.single_components`)."""
+UNLABELLED = {"reroll": "Re-roll", "panl": "Pan left", "panr": "Pan right", "panu": "Pan up", "pand": "Pan down"}
+"""Words for the buttons Discord shows as an emoji alone."""
 
 
-def buttons_for(kind: str) -> tuple[tuple[str, int, str], ...]:
-    """The buttons the web offers under a job of `kind`."""
-    return SINGLE_BUTTONS if kind in SINGLE_IMAGE_KINDS else GRID_BUTTONS
+def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[str, int, str]]:
+    """The buttons Discord shows under the job (`core.buttons`: a grid's, or a single image's for its size and
+    model), as (action, image index, label). Vary (Region) is left out: the web has its own editor for it."""
+    if record.kind in SINGLE_IMAGE_KINDS:
+        size = (record.spec.width, record.spec.height)
+        rows = buttons.image_components(record.job_id, size, registry.get(record.spec.model))
+    else:
+        rows = buttons.grid_components(record.job_id)
+    found = []
+    for row in rows:
+        for component in row["components"]:
+            ref = buttons.parse(component["custom_id"])
+            if ref is not None and ref.action != "region":
+                found.append((ref.action, ref.index, component.get("label") or UNLABELLED.get(ref.action, ref.action)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
     conn, now = deps.conn, time.time()
     ref = ButtonRef(action, index, job_id)
     parent, origin, stored = parent_and_origin(conn, ref)
-    if parent is not None and (action, index) not in {(a, i) for a, i, _ in buttons_for(parent.kind)}:
+    if parent is not None and (action, index) not in {(a, i) for a, i, _ in buttons_for(parent, deps.registry)}:
         raise ValueError(f"no button {action[:20]!r} {index} under this job")
     job = button_job(parent, ref, usersettings.get(conn, session.owner).mode, registry=deps.registry)
     if job.kind == "upscale2x":

@@ -115,6 +115,7 @@ async def viewable(request: web.Request) -> tuple[Session, jobs.JobRecord]:
 
 async def job_page(request: web.Request) -> web.StreamResponse:
     session, record = await viewable(request)
+    services = request.app[SERVICES]
     spec = record.spec
     params = {"model": spec.model, "size": f"{spec.width}x{spec.height}", "aspect": spec.aspect, "seed": spec.seed,
               "steps": spec.steps, "stylize": spec.stylize, "chaos": spec.chaos, "guidance": spec.guidance_scale,
@@ -122,7 +123,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     return render(request, "job.html", {"job": record, "params": params, "count": gallery.image_count(record),
                                         "full_prompt": gallery.full_prompt(spec),
                                         "mine": record.owner == session.owner,
-                                        "buttons": buttons_for(record.kind)})
+                                        "buttons": buttons_for(record, services.deps.registry)})
 
 
 async def image(request: web.Request) -> web.StreamResponse:
