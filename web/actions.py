@@ -26,7 +26,7 @@ import redis
 import moderation
 import quotas
 from core import buttons, jobs, queue, reposting, userjobs, usersettings
-from core.buttonjobs import FROM_STORED_IMAGE, button_job, check_upscale2x, parent_and_origin
+from core.buttonjobs import FROM_STORED_IMAGE, button_job, check_editable, check_upscale2x, read_parent
 from core.buttons import ButtonRef
 from core.delivery import Delivery
 from core.errors import RepostRefused
@@ -45,7 +45,8 @@ UNLABELLED = {"reroll": "Re-roll", "panl": "Pan left", "panr": "Pan right", "pan
 
 def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[str, int, str]]:
     """The buttons Discord shows under the job (`core.buttons`: a grid's, or a single image's for its size and
-    model), as (action, image index, label). Vary (Region) is left out: the web has its own editor for it."""
+    model), as (action, image index, label). Those that first ask for a prompt in Discord (Vary (Region), Custom
+    Zoom) are left out: the web has its own region editor."""
     if record.kind in SINGLE_IMAGE_KINDS:
         size = (record.spec.width, record.spec.height)
         rows = buttons.image_components(record.job_id, size, registry.get(record.spec.model))
@@ -55,7 +56,7 @@ def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[s
     for row in rows:
         for component in row["components"]:
             ref = buttons.parse(component["custom_id"])
-            if ref is not None and ref.action != "region":
+            if ref is not None and ref.action not in buttons.ASK_ACTIONS:
                 found.append((ref.action, ref.index, component.get("label") or UNLABELLED.get(ref.action, ref.action)))
     return found
 
@@ -88,18 +89,20 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
     """
     conn, now = deps.conn, time.time()
     ref = ButtonRef(action, index, job_id)
-    parent, origin, stored = parent_and_origin(conn, ref)
+    read = read_parent(conn, ref)
+    parent = read.record
     if parent is not None and (action, index) not in {(a, i) for a, i, _ in buttons_for(parent, deps.registry)}:
         raise ValueError(f"no button {action[:20]!r} {index} under this job")
     job = button_job(parent, ref, usersettings.get(conn, session.owner).mode, registry=deps.registry)
+    check_editable(job, read)
     if job.kind == "upscale2x":
         check_upscale2x(deps.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:
-        check_origin(parent.spec, origin, place(session, admin))
+        check_origin(parent.spec, read.origin, place(session, admin))
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
     spec = screened(conn, session, job.spec, now=now, copy_only=job.kind == "upscale")
     return admit_and_enqueue(deps, session, spec, kind=job.kind, source=job.source, strength=strength,
-                             stored=stored)
+                             stored=read.stored)
 
 
 def check_origin(spec: JobSpec, origin: Delivery | None, here: reposting.Place) -> None:
