@@ -100,7 +100,7 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
     if parent is not None and job.kind in FROM_STORED_IMAGE:
         check_origin(parent.spec, read.origin, place(session, admin))
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
-    spec = screened(conn, session, job.spec, now=now, copy_only=job.kind == "upscale")
+    spec = screened(conn, session, job.spec, now=now)  # every click, U1-U4 too, as in Discord
     return admit_and_enqueue(deps, session, spec, kind=job.kind, source=job.source, strength=strength,
                              stored=read.stored)
 
@@ -119,17 +119,13 @@ def check_origin(spec: JobSpec, origin: Delivery | None, here: reposting.Place) 
         raise RepostRefused(reposting.AGE_RESTRICTED)
 
 
-def screened(conn: redis.Redis, session: Session, spec: JobSpec, *, now: float, copy_only: bool = False) -> JobSpec:
-    """The spec as moderation lets it run here; a copy of a checked image is refused only to a suspended member.
+def screened(conn: redis.Redis, session: Session, spec: JobSpec, *, now: float) -> JobSpec:
+    """The spec as moderation lets it run here: screened against the guild's current lists, with the safety of a
+    channel that is not age-restricted.
 
     Raises:
         Suspended, PromptBlocked: refused (the strike and the event are recorded by moderation).
     """
-    if copy_only:
-        until = moderation.suspension(conn, session.guild, session.user, now)
-        if until is not None:
-            raise moderation.suspended_error(until)
-        return spec
     safety = moderation.screen(conn, session.guild, session.user, [spec], {}, prompt=spec.prompt,
                                channel_nsfw=False, now=now)
     return with_safety(spec, safety)
