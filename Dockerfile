@@ -1,4 +1,4 @@
-# One image for the bot and the workers. The worker needs the CUDA build of torch; the bot never imports it.
+# One image for the bot, the workers and the web app. The worker needs the CUDA build of torch; the bot never imports it.
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
@@ -16,7 +16,8 @@ COPY bot bot
 COPY worker worker
 COPY model model
 COPY bench bench
-RUN pip install ".[worker,bot]"
+COPY web web
+RUN pip install ".[worker,bot,web]"
 
 RUN useradd --create-home --uid 10001 imagine && mkdir -p /models && chown imagine /models
 USER imagine

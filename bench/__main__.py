@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     mod = sub.add_parser("moderation", help="the prompt filter: misses and false positives on its table, time per "
                          "prompt, and time on adversarial texts of 1k, 10k and 100k characters")
     mod.add_argument("--repeat", type=int, default=5, help="runs of each timing; the best is reported")
+    gallery = sub.add_parser("gallery", help="the web gallery of a member with N jobs: server time per request")
+    gallery.add_argument("--jobs", type=int, default=1000, help="the member's jobs")
+    gallery.add_argument("--runs", type=int, default=30, help="timed requests of each page (after one warm-up)")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         config = ChaosConfig(args.jobs, args.members, args.kill_every, args.redis_restarts, args.gateway_drops,
                              args.error_rate, args.seed)  # fmt: skip
         result = run_chaos(config, keep=args.keep)
+    elif args.name == "gallery":
+        from bench.gallery import run as run_gallery
+
+        result = run_gallery(jobs_count=args.jobs, runs=args.runs)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -27,6 +27,7 @@ import moderation
 from bot import aredis, errors, screening
 from bot.aredis import REDIS_CONNECT_TIMEOUT_S, REDIS_RETRIES, REDIS_RETRY_CAP_S, REDIS_SOCKET_TIMEOUT_S
 from bot.tree import CheckedTree
+from core import metrics
 from core.models import ModelRegistry
 from core.settings import AdminSettings, DiscordSettings, JobSettings
 from quotas import TiersConfig, TierSettings
@@ -182,8 +183,18 @@ class ImagineBot(commands.Bot):
         return len(self._writing)
 
     async def report(self, interaction: discord.Interaction, error: BaseException) -> None:
-        """`bot.errors.report`, posting a blocked prompt's notice to the guild's moderation log afterwards."""
+        """`bot.errors.report`, posting a blocked prompt's notice to the guild's moderation log afterwards; an
+        admission refusal is counted for `/metrics` after the member has their answer."""
         await errors.report(interaction, error, post_notice=self._post_notice)
+        refusal = metrics.refusal_command(error, via="discord")
+        if refusal is not None:
+            self.background(self._count(refusal))
+
+    async def _count(self, command: tuple[str, ...]) -> None:
+        try:
+            await self.aredis.execute_command(*command)
+        except redis.RedisError as exc:
+            log.warning("refusal not counted in the metrics (%s)", type(exc).__name__)
 
     async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """`tree.on_error`: report the command's own exception."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import redis
 
-from core import keys
+from core import keys, metrics
 from core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,13 @@ FAILED: State = "failed"
 CANCELLED: State = "cancelled"
 FINAL_STATES: frozenset[str] = frozenset({DONE, FAILED, CANCELLED})
 ACTIVE_STATES: frozenset[str] = frozenset({QUEUED, RUNNING})
+
+PUBLIC = ""
+HIDDEN = "hidden"
+DELETED = "deleted"
+VISIBILITIES = (PUBLIC, HIDDEN, DELETED)
+"""Who sees a job's images besides admins: anyone signed in (public, as on Midjourney); only its owner (hidden);
+nobody (deleted by its owner: soft, the record and images stay for admins until they expire)."""
 
 RECORD_TTL_S = 30 * 24 * 3600
 """How long a job record stays in Redis after it reached a final state."""
@@ -102,6 +109,7 @@ class JobRecord:
     gpu_s: float  # seconds the job held the device, all attempts together
     kind: str = "grid"  # what it makes: one of `core.queue.KINDS`
     source: dict[str, Any] = field(default_factory=dict)  # the parent image of a button job (`core.queue.payload`)
+    visibility: str = PUBLIC  # PUBLIC, HIDDEN or DELETED (`set_visibility`)
 
     @property
     def final(self) -> bool:
@@ -235,6 +243,7 @@ def finish(
     if not moved:
         log.debug("job %s: %s ignored, it is %s", job_id, state, previous or "unknown")
         return False
+    metrics.record_outcome(conn, job_id)  # once: only the caller that made the move gets here
     if after_outcome is not None:
         try:
             after_outcome()
@@ -358,6 +367,26 @@ def _event(job_id: str, kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, "job_id": job_id, **fields})
 
 
+def set_visibility(conn: redis.Redis, job_id: str, visibility: str) -> bool:
+    """Set who sees the job's images (`VISIBILITIES`); False when there is no such job."""
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"unknown visibility {visibility!r}")
+    return bool(conn.eval(_SET_IF_EXISTS, 1, keys.job(job_id), "visibility", visibility))
+
+
+# KEYS: job hash. ARGV: field, value. Sets the field of an existing job only (never creates a partial record).
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def from_hash(job_id: str, data: dict[bytes, bytes]) -> JobRecord:
+    """A record from its hash as HGETALL returns it (for a caller that read it on its own client)."""
+    return _from_hash(job_id, data)
+
+
 def _from_hash(job_id: str, data: dict[bytes, bytes]) -> JobRecord:
     text = {k.decode(): v.decode() for k, v in data.items()}
 
@@ -380,4 +409,5 @@ def _from_hash(job_id: str, data: dict[bytes, bytes]) -> JobRecord:
         gpu_s=number("gpu_s") or 0.0,
         kind=text.get("kind") or "grid",
         source=json.loads(text["source"]) if text.get("source") else {},
+        visibility=text.get("visibility", PUBLIC),
     )

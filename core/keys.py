@@ -221,3 +221,33 @@ def refused_jobs_total() -> str:
 
 REFUSED_NAME_MAX_CHARS = 200
 """A refused job's function name is counted under at most this many characters (the name is the sender's choice)."""
+
+
+# The web app (`web`) and the metrics it exports (`core.metrics`).
+
+
+def user_gallery(user: str) -> str:
+    """Sorted set: a user's job ids scored by creation time (Unix s), up to `core.userjobs.GALLERY_KEPT`: the web
+    gallery pages and filters through all of them, where `user_jobs` keeps only the most recent few."""
+    return f"{PREFIX}:user:{user}:gallery"
+
+
+def job_thumb(job_id: str) -> str:
+    """String: JPEG bytes of the job's grid made small for the web gallery (`web.gallery.thumbnail`), kept as long
+    as the grid."""
+    return f"{PREFIX}:job:{job_id}:thumb"
+
+
+def job_mask(job_id: str) -> str:
+    """String: PNG bytes of a Vary (Region) job's mask (white: repaint, black: keep), kept as long as its images."""
+    return f"{PREFIX}:job:{job_id}:mask"
+
+
+def metrics_counters() -> str:
+    """Hash: `<metric>|<label>=<value>,...` -> count (float), for counters every process adds to (`core.metrics`)."""
+    return f"{PREFIX}:metrics:counters"
+
+
+def metrics_histogram(name: str) -> str:
+    """Hash: `<labels>|<bucket index>`, `<labels>|sum` and `<labels>|count` of one histogram (`core.metrics`)."""
+    return f"{PREFIX}:metrics:histogram:{name}"

@@ -19,10 +19,11 @@ from core.errors import MalformedPayload
 from core.models import ModelInfo
 from core.spec import MAX_TEXT_CHARS, JobSpec
 
-KINDS = ("grid", "upscale", "vary", "upscale2x", "edit")
+KINDS = ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask")
 """What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
 variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image; a new grid of an image zoomed
-out, panned, made square or with a region redrawn (`core.canvas`)."""
+out, panned, made square or with a region redrawn (`core.canvas`); a grid of image k repainted inside a mask drawn
+in the web editor (`keys.job_mask`) with a new prompt (workers refuse it until they can paint it: `worker.kinds`)."""
 
 
 MAX_PAYLOAD_CHARS = 64 * 1024

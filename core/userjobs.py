@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from core import jobs, keys
 
 KEPT_JOBS = 50
 """How many of a user's job ids are kept (older ones fall off the list)."""
+
+GALLERY_KEPT = 10_000
+"""How many of a user's job ids the web gallery's index keeps (`keys.user_gallery`; the oldest fall off)."""
 
 LIST_TTL_S = jobs.RECORD_TTL_S
 """The list expires with the records it points at when the user stops using the bot."""
@@ -21,10 +26,14 @@ def add(conn: redis.Redis, owner: str, job_id: str) -> None:
         pipe.execute()
 
 
-def add_writes(owner: str, job_id: str) -> list[tuple[str | int, ...]]:
-    """The Redis commands `add` runs, for a caller that sends them with other writes (`core.queue.enqueue_call`)."""
-    key = keys.user_jobs(owner)
-    return [("LPUSH", key, job_id), ("LTRIM", key, 0, KEPT_JOBS - 1), ("EXPIRE", key, LIST_TTL_S)]
+def add_writes(owner: str, job_id: str, *, now: float | None = None) -> list[tuple[str | int | float, ...]]:
+    """The Redis commands `add` runs, for a caller that sends them with other writes (`core.queue.enqueue_call`):
+    the recent list, and the gallery's index scored by `now` (the job's creation time)."""
+    key, gallery = keys.user_jobs(owner), keys.user_gallery(owner)
+    at = repr(time.time() if now is None else now)
+    return [("LPUSH", key, job_id), ("LTRIM", key, 0, KEPT_JOBS - 1), ("EXPIRE", key, LIST_TTL_S),
+            ("ZADD", gallery, at, job_id), ("ZREMRANGEBYRANK", gallery, 0, -GALLERY_KEPT - 1),
+            ("EXPIRE", gallery, LIST_TTL_S)]
 
 
 def recent(conn: redis.Redis, owner: str, limit: int = KEPT_JOBS) -> list[jobs.JobRecord]:

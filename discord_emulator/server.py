@@ -19,6 +19,7 @@ from aiohttp import web
 
 import discord_emulator.payloads as payloads
 from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
+from discord_emulator.oauth import OAuthRoutes
 from discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
 from discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
 from discord_emulator.webhooks import InteractionRoutes
@@ -29,8 +30,12 @@ T = TypeVar("T")
 API_PREFIX = "/api/v10"
 GATEWAY_PATH = "/gateway"
 DEFAULT_WAIT_S = 5.0
-UNAUTHENTICATED_PREFIXES = ("/interactions/", "/webhooks/")
-"""Routes authenticated by the interaction/webhook token in the path instead of the bot token."""
+UNAUTHENTICATED_PREFIXES = ("/interactions/", "/webhooks/", "/oauth2/token")
+"""Routes authenticated by the interaction/webhook token in the path (or the OAuth2 client's secret) instead of the
+bot token."""
+
+BEARER_PREFIX = "/users/@me"
+"""Routes a user's OAuth2 access token (`Authorization: Bearer`) may call (`discord_emulator.oauth`)."""
 
 
 @dataclass
@@ -136,6 +141,7 @@ class DiscordEmulator:
         self.injections: list[Injection] = []
         self.compression_requests: list[str] = []
         self.gateway = Gateway(self.state, "", self.compression_requests)
+        self.oauth = OAuthRoutes(self.state)
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -158,6 +164,7 @@ class DiscordEmulator:
         """Discord's REST routes: the bot's and the interaction webhooks' (a subclass may add its own)."""
         BotRoutes(self).add_to(router, API_PREFIX)
         InteractionRoutes(self).add_to(router, API_PREFIX)
+        self.oauth.add_to(router, API_PREFIX)
 
     async def stop(self) -> None:
         await self.gateway.close_all()
@@ -411,13 +418,16 @@ class DiscordEmulator:
             return await handler(request)
         path = request.path.removeprefix(API_PREFIX)
         authorized = request.headers.get("Authorization") == f"Bot {self.state.token}"
+        bearer = request.headers.get("Authorization", "").startswith("Bearer ") and path.startswith(BEARER_PREFIX)
         injection = next((i for i in self.injections if i.matches(request.method, path)), None)
         try:
             if injection is not None:
                 injection.times -= 1
                 injection.hits += 1
                 response = injection.response()
-            elif not authorized and not path.startswith(UNAUTHENTICATED_PREFIXES):
+            elif bearer and path == BEARER_PREFIX:  # a user's token: the user, not the bot
+                response = await self.oauth.me(request)
+            elif not authorized and not bearer and not path.startswith(UNAUTHENTICATED_PREFIXES):
                 raise DiscordError(401, 0, "401: Unauthorized")
             else:
                 response = await handler(request)

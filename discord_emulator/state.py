@@ -216,6 +216,31 @@ class RequestRecord:
     content_type: str = ""
 
 
+@dataclass
+class Code:
+    user_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    challenge: str
+    issued_at: float
+
+
+@dataclass
+class Token:
+    user_id: str
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+@dataclass
+class OAuthStore:
+    """The emulated application's OAuth2 state (`discord_emulator.oauth`)."""
+
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    codes: dict[str, Code] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+
+
 class State:
     """Everything the emulated Discord stores; every change notifies `changed` waiters."""
 
@@ -240,6 +265,7 @@ class State:
         self.guild_commands: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[RequestRecord] = []
         self.unknown_routes: list[str] = []
+        self.oauth = OAuthStore()
         bot_role = self.add_role("imagine-bot", ALL_PERMISSIONS & ~ADMINISTRATOR, position=1)
         self.add_member(self.bot, roles=[bot_role])
         self.add_member(self.owner, roles=[self.add_role("admin", ADMINISTRATOR, position=2)])

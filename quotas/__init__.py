@@ -30,6 +30,7 @@ from quotas.admission import (
     admit,
     ban,
     ban_reason,
+    bans,
     moved_to_relax_text,
     unban,
 )
@@ -68,6 +69,7 @@ from quotas.members import (
 )
 from quotas.tiers import (
     Assignment,
+    Grant,
     GuildPolicy,
     PeriodPolicy,
     Tier,
@@ -76,14 +78,14 @@ from quotas.tiers import (
     apply_policy,
     load_config,
 )
-from quotas.tierstore import clear_grant, effective_config, load_policy, set_grant, update_policy
+from quotas.tierstore import clear_grant, effective_config, grants, load_policy, set_grant, update_policy
 
 __all__ = [
-    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "DM_REFUSAL",
+    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "Grant", "DM_REFUSAL",
     "GuildPolicy", "PeriodPolicy", "Render", "Tier", "TierSettings", "TiersConfig", "Usage", "Who", "admit",
-    "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "check_mode", "check_place", "clear_grant",
-    "date", "effective_config", "grant", "load_config", "load_policy", "member_id", "minutes", "moved_to_relax_text",
-    "order_relax", "plan_reserve", "reconcile", "reconcile_member", "record_work", "refund", "release_unqueued",
-    "render_of", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text", "subscribe_text",
-    "tier_lines", "top_users", "unban", "update_policy", "usage",
+    "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "bans", "check_mode", "check_place",
+    "clear_grant", "date", "effective_config", "grant", "grants", "load_config", "load_policy", "member_id", "minutes",
+    "moved_to_relax_text", "order_relax", "plan_reserve", "reconcile", "reconcile_member", "record_work", "refund",
+    "release_unqueued", "render_of", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text",
+    "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
 ]

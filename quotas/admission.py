@@ -349,6 +349,11 @@ def ban_reason(conn: redis.Redis, guild: str, user: str) -> str | None:
     return _text(value) if value is not None else None
 
 
+def bans(conn: redis.Redis, guild: str) -> dict[str, str]:
+    """The guild's banned members: user id -> reason (the admins' dashboard)."""
+    return {_text(user): _text(reason) for user, reason in conn.hgetall(keys.banned(guild)).items()}
+
+
 def _date(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M UTC")
 

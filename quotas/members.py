@@ -51,10 +51,10 @@ def steps_run(spec: JobSpec, strength: float = 1.0) -> int:
 
 
 def render_of(spec: JobSpec, kind: str = "grid", *, strength: float = 1.0) -> Render:
-    """What a job of `kind` renders from `spec`: a grid, variations or an edit render four images of the spec's size
-    (variations only the last `strength` of the steps); an upscale, Upscale (2x) or the re-render of an expired image
-    one. The spec of an Upscale (2x) job has the output's size (twice its source's sides)."""
-    images = GRID_SIZE if kind in ("grid", "vary", "edit") else 1
+    """What a job of `kind` renders from `spec`: a grid, variations, an edit or a drawn region render four images of
+    the spec's size (variations only the last `strength` of the steps); an upscale, Upscale (2x) or the re-render of
+    an expired image one. The spec of an Upscale (2x) job has the output's size (twice its source's sides)."""
+    images = GRID_SIZE if kind in ("grid", "vary", "edit", "region_mask") else 1
     return Render(spec.model, spec.width, spec.height, steps_run(spec, strength), images)
 
 

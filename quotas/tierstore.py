@@ -139,6 +139,30 @@ def get_grant(conn: redis.Redis, member: str) -> Grant | None:
     return parse_grant(conn.hgetall(keys.tier_grant(member)))  # type: ignore[arg-type]
 
 
+GRANTS_SCAN_MAX = 10_000
+"""Most grant keys `grants` looks at (the admins' dashboard lists grants; a guild rarely has more than a few)."""
+
+
+def grants(conn: redis.Redis, guild: str) -> list[tuple[str, Grant]]:
+    """The guild's explicit tiers: (user id, grant), by user id. Found by SCAN (there is no index of them)."""
+    prefix, suffix = keys.tier_grant(f"{guild}:\0").split("\0")
+    found: list[tuple[str, Grant]] = []
+    names = [_str(k) for _, k in zip(range(GRANTS_SCAN_MAX), conn.scan_iter(match=keys.tier_grant(f"{guild}:*"),
+                                                                              count=500), strict=False)]
+    with conn.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        for name, raw in zip(names, pipe.execute(), strict=True):
+            grant = parse_grant(raw)
+            if grant is not None:
+                found.append((name[len(prefix):-len(suffix)], grant))
+    return sorted(found)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def parse_grant(raw: dict[bytes, bytes]) -> Grant | None:
     """A member's grant from its stored hash (`HGETALL keys.tier_grant`); None when there is none."""
     data = {k.decode(): v.decode() for k, v in raw.items()}

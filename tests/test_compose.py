@@ -115,3 +115,43 @@ def test_commands_run_the_project_entry_points(compose: dict[str, Any]) -> None:
     assert compose["services"]["bot"]["command"] == ["python", "-m", "bot"]
     assert compose["services"]["worker"]["command"] == ["python", "-m", "worker"]
     assert (ROOT / "worker" / "__main__.py").exists() or pytest.fail("worker/__main__.py is missing")
+
+
+def test_web_app_runs_behind_its_profile_as_the_bot_user(compose: dict[str, Any]) -> None:
+    """The web service runs `python -m web` (opt-in: the `web` profile) on the bot's Redis user, listens in the
+    container and is published on localhost only (a TLS proxy goes in front), and is health-checked."""
+    web = compose["services"]["web"]
+    assert _command(web) == "python -m web" and web["profiles"] == ["web"]
+    assert web["environment"]["REDIS_URL"].startswith("redis://bot:")
+    assert web["environment"]["WEB_HOST"] == "0.0.0.0"
+    assert all(str(port).startswith("127.0.0.1:") for port in web["ports"])
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_the_web_app_behind_the_metrics_profile(compose: dict[str, Any]) -> None:
+    """Prometheus and Grafana start only with the `metrics` profile; Prometheus' mounted config scrapes the web
+    app's /metrics; both are published on localhost only."""
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["metrics"]
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["prometheus"]["volumes"]}
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8080"]
+
+
+def test_grafana_dashboard_queries_only_exported_metrics(redis_conn: Any) -> None:
+    """Every query of the provisioned Grafana dashboard names a series that `/metrics` exports (read from what the
+    exporter declares, on an empty Redis)."""
+    import json
+
+    from web.metrics import exposition
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    declared = re.findall(r"^# TYPE (\S+) (\S+)$", exposition(redis_conn).decode(), flags=re.MULTILINE)
+    exported = {name.removesuffix("_total") + suffix for name, kind in declared for suffix in suffixes[kind]}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/imagine.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bimagine_[a-z_]+", target["expr"])}
+    assert queried and queried <= exported, queried - exported

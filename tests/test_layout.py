@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-PACKAGES = ("core", "quotas", "moderation", "bot", "worker", "model", "bench", "discord_emulator")
+PACKAGES = ("core", "quotas", "moderation", "bot", "worker", "model", "bench", "discord_emulator", "web")
 """The project's own top-level packages (tests/ is left out: it may import anything)."""
 
 SUBSYSTEMS = ("quotas", "moderation")
@@ -114,8 +114,9 @@ FORBIDDEN = {
     "core": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "quotas", "moderation"),
     "quotas": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "moderation"),
     "moderation": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "quotas"),
-    "bot": ("torch", "diffusers", "transformers", "worker", "model", "tests"),
-    "worker": ("bot", "tests"),
+    "bot": ("torch", "diffusers", "transformers", "worker", "model", "tests", "web"),
+    "web": ("discord", "torch", "diffusers", "transformers", "bot", "worker", "model", "tests"),
+    "worker": ("bot", "tests", "web"),
     "bench": ("tests",),
     "discord_emulator": ("core", "quotas", "moderation", "bot", "worker", "model", "bench", "tests"),
 }
@@ -156,7 +157,7 @@ def test_subsystems_are_reached_only_through_their_front_module() -> None:
 LIGHT = "core.prompt,core.queue,core.jobs,core.settings,quotas,moderation"
 
 
-@pytest.mark.parametrize("modules", [LIGHT, "bot.__main__"])
+@pytest.mark.parametrize("modules", [LIGHT, "bot.__main__", "web.__main__"])
 def test_importing_the_light_side_loads_no_gpu_stack(modules: str) -> None:
     """Importing the contract, the subsystems or the whole bot (in a fresh interpreter) loads no torch or
     diffusers, and the contract loads no discord."""
@@ -166,5 +167,5 @@ def test_importing_the_light_side_loads_no_gpu_stack(modules: str) -> None:
         "print(' '.join(sorted(m for m in ('torch', 'diffusers', 'transformers', 'discord') if m in sys.modules)))\n"
     )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    expected = "discord" if modules == "bot.__main__" else ""
+    expected = "discord" if modules == "bot.__main__" else ""  # the web app loads none of them
     assert loaded.stdout.strip() == expected

@@ -68,10 +68,12 @@ def register_stats(ctx: Context, *, pipeline_loads: int, load_s: float, upscaler
         pipe.execute()
 
 
-def count_job_done(ctx: Context) -> None:
-    """One more job done by this worker, in its stats hash."""
+def count_job_done(ctx: Context, *, gpu_s: float = 0.0) -> None:
+    """One more job done by this worker, and the GPU-seconds it took, in its stats hash (the admins' dashboard)."""
     key = keys.worker_stats(ctx.worker_name)
     with ctx.conn.pipeline() as pipe:
         pipe.hincrby(key, "jobs_done", 1)
+        if gpu_s > 0:
+            pipe.hincrbyfloat(key, "gpu_s", gpu_s)
         pipe.expire(key, STATS_TTL_S)
         pipe.execute()

@@ -10,7 +10,7 @@ region for Vary (Region), so everything outside a region stays exactly as it was
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from core.canvas import Box, Layout
 
@@ -59,6 +59,14 @@ def finish(layout: Layout, kept: Image.Image, generated: Image.Image) -> Image.I
     new = np.asarray(generated.convert("RGB").resize(layout.canvas), dtype=np.float32)
     mixed = old * keep[..., None] + new * (1.0 - keep[..., None])
     return Image.fromarray(np.rint(mixed).clip(0, 255).astype(np.uint8))
+
+
+def finish_masked(kept: Image.Image, generated: Image.Image, mask: Image.Image) -> Image.Image:
+    """`generated` inside a drawn mask (white) and `kept` everywhere else, pixel for pixel; the new pixels fade in
+    over a feather band just inside the mask's edge, so no seam shows and nothing outside it changes."""
+    band = max(2, round(min(kept.size) * FEATHER_FRACTION))
+    soft = ImageChops.darker(mask.filter(ImageFilter.GaussianBlur(band / 2)), mask)  # 0 wherever the mask is 0
+    return Image.composite(generated.convert("RGB").resize(kept.size), kept.convert("RGB"), soft)
 
 
 def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,7 @@ def imagine(ctx: Context, payload: Any) -> dict[str, Any]:
                        after_outcome=lambda: store_images(conn, job_id, output.later, ttl_s=ttl_s)):
         record = jobs.get(conn, job_id)  # ended meanwhile by someone else (an admin's cancel of a stuck job)
         return {"job_id": job_id, "state": record.state if record else "unknown"}
-    count_job_done(ctx)
+    count_job_done(ctx, gpu_s=output.gpu_s)
     # 5. Settle its quota, then deliver it.
     record = jobs.get(conn, job_id)
     if record is not None:

@@ -36,6 +36,9 @@ UPSCALE_FACTOR = 2
 MAX_SOURCE_DEPTH = 4
 """How many upscale parents deep an expired source image is recreated before giving up."""
 
+MAX_MASK_BYTES = 4 * 1024 * 1024
+"""Largest drawn mask a worker reads (the web app writes at most `web.region.MAX_MASK_BYTES`)."""
+
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -87,14 +90,14 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
     """
     meter = _Meter()
     try:
-        output = _make(ctx, kind, spec, source, hooks, meter)
+        output = _make(ctx, job_id, kind, spec, source, hooks, meter)
     except BaseException:
         jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
         raise
     return dataclasses.replace(output, gpu_s=meter.seconds, work=meter.work)
 
 
-def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
+def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
           ) -> Output:
     if kind == "grid":
         images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
@@ -124,6 +127,16 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
             spec, start_image, mask, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, "edit"))
         return _grid_output(_check(ctx, spec, [editing.finish(layout, start_image, new) for new in images]))
+    if kind == "region_mask":  # Vary (Region) drawn in the web editor: its mask is stored beside the job
+        mask = _drawn_mask(ctx, job_id, image.size)
+        if image.size != (spec.width, spec.height):
+            raise GenerationFailed(f"malformed job payload: the image is {image.width}x{image.height}, the job asks "
+                                   f"for {spec.width}x{spec.height}")
+        kept = image.convert("RGB")
+        images = _gpu(meter, lambda: ctx.engine.inpaint(
+            spec, kept, mask, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
+            preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, kind))
+        return _grid_output(_check(ctx, spec, [editing.finish_masked(kept, new, mask) for new in images]))
     if kind == "upscale2x":
         size = _upscaled_size(spec, image)
         if size[0] * size[1] > ctx.model.max_upscaled_pixels:  # admission refuses it; a payload from elsewhere
@@ -137,6 +150,24 @@ def _make(ctx: Context, kind: str, spec: JobSpec, source: dict[str, Any], hooks:
         png = encode_png(checked.images[0])
         return Output([png], png, checked.flagged, checked.action, checked.detail)
     raise GenerationFailed(f"malformed job payload: unknown kind {kind!r}")
+
+
+def _drawn_mask(ctx: Context, job_id: str, size: tuple[int, int]) -> Image.Image:
+    """The job's drawn mask (`keys.job_mask`) as an "L" image of `size`, white where the model redraws.
+
+    Raises:
+        GenerationFailed: it is gone, too large, not a PNG, or not the image's size (not one the web app wrote).
+    """
+    data = ctx.conn.get(keys.job_mask(job_id))
+    if not isinstance(data, bytes) or len(data) > MAX_MASK_BYTES:
+        raise GenerationFailed("the region's mask has expired or is not one the web editor wrote")
+    try:
+        with Image.open(io.BytesIO(data)) as drawn:
+            if drawn.format != "PNG" or drawn.size != size:
+                raise GenerationFailed(f"the region's mask is not a {size[0]}x{size[1]} PNG")
+            return drawn.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    except (OSError, ValueError) as exc:
+        raise GenerationFailed("the region's mask could not be read") from exc
 
 
 def _edit_layout(ctx: Context, spec: JobSpec, source: dict[str, Any], image: Image.Image) -> canvas.Layout:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import redis
 
-from core import jobs, keys
+from core import jobs, keys, metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ def redeliver_due(conn: redis.Redis, poster: Deliverer | None, *, now: float) ->
     if poster is None:
         return 0
     delivered = 0
-    for job_id in claim_due(conn, now=now):
+    due = claim_due(conn, now=now)
+    if due:
+        metrics.count(conn, metrics.DELIVERY_RETRIES, len(due))
+    for job_id in due:
         record = jobs.get(conn, job_id)
         if record is not None and record.final and poster.deliver_outcome(conn, record, tries=1):
             delivered += 1

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from bot.client import ImagineBot
-from core import buttons, jobs, keys, queue
+from core import buttons, jobs, keys, metrics, queue
 from discord_emulator import EPHEMERAL, DiscordEmulator, PendingInteraction, User
 from quotas import admission, ledger, tierstore
 from quotas.tiers import GuildPolicy, period_bounds
@@ -119,12 +119,15 @@ async def test_tier_limits_refuse_the_command(
 async def test_rate_limit_and_ban_refuse_politely(
     discord_emulator: DiscordEmulator, redis_conn: redis.Redis, alice: User, bob: User
 ) -> None:
-    """Over the tier's requests a minute: "slow down"; a banned member: a polite refusal with the reason."""
+    """Over the tier's requests a minute: "slow down"; a banned member: a polite refusal with the reason. Each
+    refusal is counted for /metrics by its reason."""
     async with running_bot(discord_emulator, redis_conn, tiers=tiers_with(requests_per_minute=1)):
         await (await imagine(discord_emulator, alice)).wait_original(lambda m: "Waiting to start" in m.content)
         assert "Slow down" in await refusal(discord_emulator, alice)
         admission.ban(redis_conn, discord_emulator.state.guild_id, bob.id, "spam")
         text = await refusal(discord_emulator, bob)
+        counted = {metrics.counter_field(metrics.REFUSALS, reason=r, via="discord") for r in ("rate_limited", "banned")}
+        await eventually(lambda: counted <= {k.decode() for k in redis_conn.hkeys(keys.metrics_counters())})
     assert "can't create images on this server (spam)" in text and len(rq_jobs(redis_conn)) == 1
 
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import quotas
-from bot.submit import button_job, check_upscale2x
 from core import jobs, keys
+from core.buttonjobs import button_job, check_upscale2x
 from core.buttons import ButtonRef
 from core.errors import TierLimit, TooManyJobs
 from core.models import ModelRegistry, tiny_model

@@ -10,7 +10,7 @@ import pytest
 import redis
 from PIL import Image
 
-from core import buttons, keys, queue
+from core import buttons, jobs, keys, queue
 from core.canvas import Edit, plan
 from core.models import tiny_model
 from core.safety import Safety, safety_of, with_safety
@@ -160,7 +160,7 @@ def test_a_source_that_expired_entirely_fails_with_reroll(redis_conn, tiny_engin
     rec = record(redis_conn, job.job_id)
     assert (rec.state, rec.attempt) == ("failed", 1)
     assert "expired" in discord.message(job.interaction.original_id).content
-    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x", "edit")
+    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask")
 
 
 def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x(
@@ -257,3 +257,30 @@ def test_a_custom_zoom_renders_on_the_canvas_its_spec_names(redis_conn, tiny_eng
         result = pixels(image(redis_conn, zoom.job_id, k))
         assert result.shape == (48, 80, 3)
         assert np.array_equal(result[:, 16 + band:64 - band], np.asarray(source, dtype=np.float32)[:, band:-band])
+
+
+def test_drawn_region_is_repainted_and_the_rest_kept(redis_conn, tiny_engine, tiny_spec,
+                                                     discord: ThreadedEmulator):  # noqa: F811
+    """A Vary (Region) drawn in the web editor (`region_mask`, its mask stored beside the job): four new images of
+    image 2's size, each exactly image 2 outside the mask and new inside it; charged like a render."""
+    parent = run_job(redis_conn, tiny_engine, discord, tiny_spec)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    drawn = io.BytesIO()
+    mask.save(drawn, format="PNG")
+    repaint = dataclasses.replace(tiny_spec, prompt="a blue door", seed=5)
+    job_id = jobs.new_job_id()
+    queue.enqueue(redis_conn, repaint, "discord:2", job_id=job_id, kind="region_mask",
+                  source={"job_id": parent.job_id, "index": 2},
+                  writes=[("SET", keys.job_mask(job_id), drawn.getvalue())])
+    run_in_process(redis_conn, tiny_engine)
+    rec = record(redis_conn, job_id)
+    assert rec.state == "done", rec.reason
+    source = pixels(image(redis_conn, parent.job_id, 1))
+    for k in range(4):
+        new = pixels(image(redis_conn, job_id, k))
+        outside = np.ones((64, 64), dtype=bool)
+        outside[16:48, 16:48] = False
+        assert np.array_equal(new[outside], source[outside])
+        assert np.abs(new[20:44, 20:44] - source[20:44, 20:44]).mean() > 5
+    assert rec.gpu_s > 0

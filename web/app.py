@@ -1,0 +1,58 @@
+"""The aiohttp application: the middlewares and the routes, on the services built by `web.__main__`.
+
+Why aiohttp: the project already depends on it (the emulator, the worker's Discord client), it serves
+server-sent events and static files itself, and its test server runs in the tests' event loop; Starlette or FastAPI
+would add a framework, an ASGI server and a form parser for the same pages.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import redis
+import redis.asyncio as aredis
+from aiohttp import web
+
+import quotas
+from core.models import ModelRegistry
+from core.settings import AdminSettings
+from web import pages
+from web.actions import Deps
+from web.base import HERE, MAX_BODY_BYTES, MAX_LINE_BYTES, SERVICES, Services, guard, sessions, templates
+from web.oauth import DiscordOAuth
+from web.session import Cookies
+from web.settings import WebSettings
+
+
+def make_app(services: Services) -> web.Application:
+    """The application with every route; `services` is what its handlers use."""
+    app = web.Application(middlewares=[guard, sessions], client_max_size=MAX_BODY_BYTES,
+                          handler_args={"max_line_size": MAX_LINE_BYTES})
+    app[SERVICES] = services
+    pages.add_routes(app.router)
+    app.router.add_static("/static", HERE / "static")
+    return app
+
+
+
+
+def build_services(
+    settings: WebSettings, *, redis_url: str, api_base: str, registry: ModelRegistry, tiers: quotas.TiersConfig,
+    admins: AdminSettings, http: aiohttp.ClientSession,
+) -> Services:
+    """The services of one web process: both Redis clients on `redis_url`, the cookies' signer, the OAuth2
+    client (Discord's REST API at `api_base`)."""
+    return Services(
+        settings=settings,
+        aconn=aredis.Redis.from_url(redis_url),
+        deps=Deps(redis.Redis.from_url(redis_url), tiers, registry),
+        cookies=Cookies(settings.session_secret.get_secret_value(), max_age_s=settings.session_max_age_s,
+                        secure=settings.secure_cookies),
+        oauth=DiscordOAuth(settings, api_base.rstrip("/"), http),
+        admins=admins,
+        templates=templates(),
+    )
+
+
+async def close_services(services: Services) -> None:
+    await services.aconn.aclose()
+    services.conn.close()
