@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import redis
 
+import moderation as modstore
 from bot.client import ImagineBot
 from core import audit, buttons, keys
 from discord_emulator import DiscordEmulator, User
 from discord_emulator.openapi import load_checker
-from moderation import store as modstore
 from moderation.listfile import MAX_ENTRY_CHARS
 from tests.bot.conftest import MANAGE_GUILD, done_job, post_result, running_bot
 from tests.bot.test_admin import run
