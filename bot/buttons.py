@@ -83,8 +83,15 @@ class VaryRegionButton(JobButton, template=_template("region")):
     """Vary (Region): answers with a menu of regions, seen only by the clicker; nothing is read or charged yet."""
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        assert isinstance(bot, ImagineBot)
+        index = max(self.ref.index, 1)
         view = discord.ui.View(timeout=None)
-        view.add_item(RegionSelect(self.ref.job_id, max(self.ref.index, 1)))
+        view.add_item(RegionSelect(self.ref.job_id, index))
+        web = bot.job_settings.web_url.rstrip("/")
+        if web:  # the web app's editor, where a region is drawn freely (IMAGINE_WEB_URL)
+            view.add_item(discord.ui.Button(label="Draw the region on the web", emoji="🖌️",
+                                            url=f"{web}/jobs/{self.ref.job_id}/region?index={index}"))
         await interaction.response.send_message(REGION_QUESTION, view=view, ephemeral=True)
 
 

@@ -32,13 +32,15 @@ class ModelSettings(BaseSettings):
 
 
 class JobSettings(BaseSettings):
-    """Limits on what one command may ask for (per-tier limits come later and only tighten these)."""
+    """Limits on what one command may ask for (per-tier limits only tighten these), and where its answers link."""
 
     model_config = SettingsConfigDict(env_prefix="IMAGINE_", extra="ignore")
 
     max_jobs_per_command: int = Field(default=4, ge=1, description="permutations x --repeat cap")
     max_prompt_chars: int = Field(default=1000, ge=1, le=MAX_TEXT_CHARS,
                                   description="may lower, never raise, the hard cap (Discord's option limit)")
+    web_url: str = Field(default="", description="IMAGINE_WEB_URL: the web app's public URL (its WEB_PUBLIC_URL); "
+                         "when set, Vary (Region) links the web's editor, where a region is drawn freely")
 
 
 class WorkerSettings(BaseSettings):

@@ -10,6 +10,7 @@ import redis
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, queue, usersettings
 from core.canvas import REGIONS
+from core.settings import JobSettings
 from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import choose, done_job, eventually, job_ids, post_result, store_images
 
@@ -50,6 +51,25 @@ async def test_vary_region_asks_where_then_what_then_queues_the_region_job(
     assert (record.spec.width, record.spec.height) == (spec.width, spec.height)
     assert payload_of(redis_conn, job_id)["source"] == {"job_id": parent, "index": 1, "op": "region",
                                                         "region": "centre"}
+
+
+async def test_vary_region_links_the_web_editor_when_there_is_one(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, bob: User
+) -> None:
+    """With IMAGINE_WEB_URL set, Vary (Region)'s menu carries a link button to the web app's editor for that image,
+    where a region is drawn freely; without it, the menu alone."""
+    parent, _ = done_job(redis_conn, guild=discord_emulator.state.guild_id)
+    store_images(redis_conn, parent)
+    message = await post_result(discord_emulator, buttons.single_components(parent, square=True))
+    links = []
+    for web_url in ("", "https://imagine.example.org/"):
+        bot.job_settings = JobSettings(web_url=web_url)
+        click = await discord_emulator.click_button(user=bob, message=message,
+                                                    custom_id=buttons.custom_id("region", parent, 1))
+        await click.wait_acknowledged()
+        (menu,) = click.ephemeral_messages
+        links.append([c.get("url") for row in menu.components for c in row["components"] if c.get("url")])
+    assert links == [[], [f"https://imagine.example.org/jobs/{parent}/region?index=1"]]
 
 
 async def test_remix_mode_opens_the_prompt_before_a_variation(
