@@ -234,3 +234,27 @@ async def test_a_guilds_languages_keep_their_ordinary_words_allowed(
     assert moderation.BLOCKED_MESSAGE in await refusal(await imagine(discord_emulator, alice, "sexy katter"))
     assert "no listed word is an ordinary word in xx" in await run(
         discord_emulator, admin, "admin moderation policy", languages="sv, xx")
+
+
+async def test_a_burst_after_a_list_change_compiles_the_lists_once(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """30 /imagine at once right after the guild's lists changed: each revision of the lists is compiled once (the
+    bot may first plan on the lists it last saw, then on Redis's), counted on the real function; all are answered."""
+    guild = discord_emulator.state.guild_id
+    moderation.block_add(redis_conn, guild, "kraken")
+    compiles: list[tuple[str, str]] = []
+    real = moderation.compile_filter
+
+    def counted(*args, **kwargs):
+        compiles.append((args[0], args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(moderation, "compile_filter", counted)
+    pending = [await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": f"a cat {n}"})
+               for n in range(30)]
+    callbacks = [await p.wait_acknowledged() for p in pending]
+    rev = redis_conn.hget(keys.moderation_policy(guild), "rev").decode()
+    assert len(compiles) == len(set(compiles)) <= 2 and (guild, rev) in compiles, compiles
+    assert all(c.type == 5 for c in callbacks[:3]), callbacks  # the free tier admits 3; the rest are told why
