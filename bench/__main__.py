@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--error-rate", type=float, default=0.1, help="fraction of Discord calls answered 429/5xx")
     chaos.add_argument("--seed", type=int, default=1)
     chaos.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep the processes' logs in DIR")
+    throughput = sub.add_parser("throughput", help="grids per minute batched vs one job at a time on a mixed load "
+                                "through Redis and a warm worker, and an idle worker's single-job latency")
+    throughput.add_argument("--jobs", type=int, default=40, help="jobs per round (enqueued at once)")
+    throughput.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
+    throughput.add_argument("--batch-size", type=int, default=4, help="WORKER_BATCH_SIZE of the batched worker")
+    throughput.add_argument("--idle-runs", type=int, default=5, help="single jobs timed on each idle worker")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -52,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         config = ChaosConfig(args.jobs, args.members, args.kill_every, args.redis_restarts, args.gateway_drops,
                              args.error_rate, args.seed)  # fmt: skip
         result = run_chaos(config, keep=args.keep)
+    elif args.name == "throughput":
+        from bench.throughput import run as run_throughput
+
+        result = run_throughput(jobs_per_round=args.jobs, rounds=args.rounds, batch_size=args.batch_size,
+                                idle_runs=args.idle_runs)
     print(json.dumps(result, indent=2))
     return 0
 
