@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
     throughput.add_argument("--batch-size", type=int, default=4, help="WORKER_BATCH_SIZE of the batched worker")
     throughput.add_argument("--idle-runs", type=int, default=5, help="single jobs timed on each idle worker")
+    gpu = sub.add_parser("gpu", help="grid latency and throughput of SD 1.5, SDXL and SD-Turbo shaped pipelines "
+                         "(random weights from bench/gpu_configs) on CUDA; on a CPU one step of each, shrunk")
+    gpu.add_argument("--device", default="", help="torch device (default: cuda when available, else cpu)")
+    gpu.add_argument("--sizes", default="512,1024", help="square image sides, comma-separated")
+    gpu.add_argument("--batch", type=int, default=4, help="grids per batched call")
+    gpu.add_argument("--compile", action="store_true", help="also time each pipeline with its UNet torch.compiled")
+    gpu.add_argument("--steps", type=int, default=None, help="steps of every model (default: each config's own)")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -58,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         config = ChaosConfig(args.jobs, args.members, args.kill_every, args.redis_restarts, args.gateway_drops,
                              args.error_rate, args.seed)  # fmt: skip
         result = run_chaos(config, keep=args.keep)
+    elif args.name == "gpu":
+        from bench.gpu import run as run_gpu
+
+        sizes = tuple(int(side) for side in args.sizes.split(","))
+        result = run_gpu(device=args.device, sizes=sizes, batch=args.batch, compile=args.compile, steps=args.steps)
     elif args.name == "throughput":
         from bench.throughput import run as run_throughput
 
