@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
     throughput.add_argument("--batch-size", type=int, default=4, help="WORKER_BATCH_SIZE of the batched worker")
     throughput.add_argument("--idle-runs", type=int, default=5, help="single jobs timed on each idle worker")
+    throughput.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the workers (0: torch's)")
     gpu = sub.add_parser("gpu", help="grid latency and throughput of SD 1.5, SDXL and SD-Turbo shaped pipelines "
                          "(random weights from bench/gpu_configs) on CUDA; on a CPU one step of each, shrunk")
     gpu.add_argument("--device", default="", help="torch device (default: cuda when available, else cpu)")
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.throughput import run as run_throughput
 
         result = run_throughput(jobs_per_round=args.jobs, rounds=args.rounds, batch_size=args.batch_size,
-                                idle_runs=args.idle_runs)
+                                idle_runs=args.idle_runs, threads=args.threads)
     print(json.dumps(result, indent=2))
     return 0
 

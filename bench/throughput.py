@@ -45,13 +45,15 @@ class Mix:
     variations: float = 0.075
 
 
-def run(*, jobs_per_round: int, rounds: int, batch_size: int, idle_runs: int, mix: Mix = Mix()) -> dict[str, Any]:
+def run(
+    *, jobs_per_round: int, rounds: int, batch_size: int, idle_runs: int, threads: int = 0, mix: Mix = Mix()
+) -> dict[str, Any]:
     registry = ModelSettings().registry()
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         base = url.rsplit("/", 1)[0]
         modes = {"batched": (f"{base}/1", batch_size), "one_at_a_time": (f"{base}/2", 1)}
         conns = {mode: redis.Redis.from_url(u) for mode, (u, _) in modes.items()}
-        procs = {mode: _start_worker(u, f"bench-{mode}", b) for mode, (u, b) in modes.items()}
+        procs = {mode: _start_worker(u, f"bench-{mode}", b, threads) for mode, (u, b) in modes.items()}
         try:
             for mode, proc in procs.items():
                 _wait_for_worker(conns[mode], f"bench-{mode}", proc)
@@ -97,6 +99,7 @@ def run(*, jobs_per_round: int, rounds: int, batch_size: int, idle_runs: int, mi
         "default_size": f"{specs[0].width}x{specs[0].height}",
         "steps": specs[0].steps,
         "cpus": os.cpu_count(),
+        "worker_threads": threads or "torch default",
         "load_average_at_rounds": [round(x, 2) for x in load],
     }
 
@@ -137,8 +140,10 @@ def _run_all(conn: redis.Redis, work: list[tuple[JobSpec, str, Any]]) -> tuple[f
     return time.perf_counter() - started, ids
 
 
-def _start_worker(url: str, name: str, batch_size: int) -> subprocess.Popen[bytes]:
+def _start_worker(url: str, name: str, batch_size: int, threads: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": url, "WORKER_BATCH_SIZE": str(batch_size)}
+    if threads:  # on a shared machine, torch's threads spin against other programs' (OMP_NUM_THREADS)
+        env["OMP_NUM_THREADS"] = str(threads)
     return subprocess.Popen([sys.executable, "-m", "worker", "--name", name, "--log-level", "WARNING"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -3,7 +3,9 @@
 `ImagineWorker.for_context(ctx)` listens on the context's model lanes, runs jobs through `worker.jobs.ImagineJob`
 bound to `ctx` (only the project's job functions, each called as `func(ctx, payload)`, failed attempts handled in
 `worker.jobs`), orders the relax lanes and applies missed outcomes before each dequeue (`worker.relax`), and keeps a
-running job's heartbeat short so that a killed worker's job is re-run soon.
+running job's heartbeat short so that a killed worker's job is re-run soon. A grid job it dequeues takes the waiting
+grid jobs that can share its sampler call along (`worker.claim`, `worker.batch`; WORKER_BATCH_SIZE in all): they are
+rendered together, then RQ performs and records each as its own.
 """
 
 from __future__ import annotations
@@ -149,10 +151,14 @@ class ImagineWorker(SimpleWorker):
                                      f"{each.job_id}:{each.execution_id}")
                 continue
             other.timeout = self.job_timeout_s
-            with self.connection.pipeline() as pipe:
-                execution = claim.register(other, each, worker_name=self.name, ttl_s=self.job_heartbeat_ttl_s,
-                                           pipeline=pipe)
-                pipe.execute()
+            try:
+                with self.connection.pipeline() as pipe:
+                    execution = claim.register(other, each, worker_name=self.name, ttl_s=self.job_heartbeat_ttl_s,
+                                               pipeline=pipe)
+                    pipe.execute()
+            except redis.RedisError as exc:  # it stays in the started registry: RQ's cleanup retries it
+                log.warning("job %s: claimed but not registered, left to RQ's cleanup: %s", each.job_id, exc)
+                continue
             self.executions[execution.id] = execution
             taken.append((other, each.queue, execution))
         return taken

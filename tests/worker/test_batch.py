@@ -9,17 +9,20 @@ import time
 import numpy as np
 import pytest
 import redis
+import torch
 from PIL import Image
 from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 import quotas
 from core import jobs, keys, queue
+from core.errors import JobCancelled
 from core.spec import JobSpec, PromptPart
 from quotas import admission, ledger
 from quotas.tiers import load_config
 from tests.worker.worker_helpers import record, run_in_process
-from worker import claim
+from worker import batch_render, claim
+from worker.batch_render import Rows
 from worker.engine import Engine
 
 TIER = load_config().tiers["pro"]
@@ -122,3 +125,42 @@ def _admit(conn: redis.Redis, spec: JobSpec, member: str, n: int, now: float, mo
         for job_id in got.job_ids:
             queue.enqueue(conn, spec, f"discord:{member}", job_id=job_id)
     return list(got.job_ids)
+
+
+def test_batch_out_of_memory_retries_its_jobs_in_smaller_batches(redis_conn, tiny_engine: Engine, tiny_spec,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """A batch that runs out of device memory fails each job's attempt (RQ retries each once, as for a lone job);
+    the worker halves its batches from then on, so the retries fit: all three end done on their second attempt."""
+    real, calls = batch_render._sample, []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(len(args[1]))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_render, "_sample", out_of_memory_once)
+    ids = [queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, seed=s), "test:o") for s in (1, 2, 3)]
+    run_in_process(redis_conn, tiny_engine, batch_size=4)
+    assert calls == [3]  # the retries ran alone (a batch of 3 halves to 1): not through the batch sampler
+    assert [(record(redis_conn, j).state, record(redis_conn, j).attempt) for j in ids] == [("done", 2)] * 3
+
+
+def test_each_job_of_a_call_gets_its_own_progress_previews_and_cancel(tiny_engine: Engine, tiny_spec):
+    """In one call: each job's progress every step with a preview of its own rows; a job cancelled after its second
+    step is told once and gets no images (the other still does); when every job is cancelled the call stops."""
+    seen: dict[int, list] = {0: [], 1: []}
+    dropped: list[int] = []
+    other = dataclasses.replace(tiny_spec, seed=1234, chaos=100)
+    rows = [Rows(tiny_spec, lambda d, t, p: seen[0].append((d, t, p)), None, lambda: dropped.append(0)),
+            Rows(other, lambda d, t, p: seen[1].append((d, t, p)), lambda: len(seen[1]) >= 2,
+                 lambda: dropped.append(1))]
+    results = tiny_engine.render_batch(rows, preview_interval_s=0.0)
+    steps = tiny_spec.steps
+    assert [(d, t) for d, t, _ in seen[0]] == [(k, steps) for k in range(1, steps + 1)]
+    assert [(d, t) for d, t, _ in seen[1]] == [(1, steps), (2, steps)] and dropped == [1]
+    first, second = seen[0][0][2], seen[1][0][2]
+    assert first.size == second.size == (16, 16) and first.tobytes() != second.tobytes()  # 2x2 of 8x8 latents
+    assert isinstance(results[0], list) and len(results[0]) == 4 and results[1] is None
+    with pytest.raises(JobCancelled):
+        tiny_engine.render_batch([Rows(tiny_spec, should_cancel=lambda: True)] * 2)
