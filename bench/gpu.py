@@ -8,8 +8,8 @@ Prompts are random embeddings of the right shape: the text encoders run once per
 Each figure is one warm call after one untimed call (which, compiled, is also the compilation).
 
 On a CPU (`--device cpu`, or no CUDA) it proves the code path only: every architecture shrunk (channels / 10,
-VAE channels / 4, the same depth, text widths and block layout), 64x64 images, one step, one grid and a batch of 2,
-each called once.
+VAE channels / 4, the same depth, text widths and block layout), 64x64 images, one call of one step rendering a
+batch of two grids.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(*, device: str, sizes: tuple[int, ...], batch: int, compile: bool, steps
     cpu = not device.startswith("cuda")
     shapes = (1, 4, 4 * batch)
     if cpu:
-        sizes, batch, steps, shapes = (64,), min(batch, 2), 1, (4, 4 * min(batch, 2))
+        sizes, batch, steps, shapes = (64,), min(batch, 2), 1, (4 * min(batch, 2),)
     rows = []
     for name in ARCHITECTURES:
         config = json.loads((CONFIGS / f"{name}.json").read_text())
