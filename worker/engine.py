@@ -2,7 +2,8 @@
 
 It maps the prompt language onto the pipeline call (each mapping is commented where it happens), reports progress
 with cheap previews, and stops within one sampling step when the job is cancelled. It is not thread-safe: the
-scheduler holds the state of the running call, and a worker renders one job at a time.
+scheduler holds the state of the running call, and a worker makes one call at a time (several grid jobs share one
+in `render_batch`).
 """
 
 from __future__ import annotations
