@@ -37,6 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     gallery = sub.add_parser("gallery", help="the web gallery of a member with N jobs: server time per request")
     gallery.add_argument("--jobs", type=int, default=1000, help="the member's jobs")
     gallery.add_argument("--runs", type=int, default=30, help="timed requests of each page (after one warm-up)")
+    throughput = sub.add_parser("throughput", help="grids per minute batched vs one job at a time on a mixed load "
+                                "through Redis and a warm worker, and an idle worker's single-job latency")
+    throughput.add_argument("--jobs", type=int, default=40, help="jobs per round (enqueued at once)")
+    throughput.add_argument("--rounds", type=int, default=3, help="rounds of each kind, alternating")
+    throughput.add_argument("--batch-size", type=int, default=4, help="WORKER_BATCH_SIZE of the batched worker")
+    throughput.add_argument("--idle-runs", type=int, default=5, help="single jobs timed on each idle worker")
+    throughput.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the workers (0: torch's)")
+    gpu = sub.add_parser("gpu", help="grid latency and throughput of SD 1.5, SDXL and SD-Turbo shaped pipelines "
+                         "(random weights from bench/gpu_configs) on CUDA; on a CPU one step of each, shrunk")
+    gpu.add_argument("--device", default="", help="torch device (default: cuda when available, else cpu)")
+    gpu.add_argument("--sizes", default="512,1024", help="square image sides, comma-separated")
+    gpu.add_argument("--batch", type=int, default=4, help="grids per batched call")
+    gpu.add_argument("--compile", action="store_true", help="also time each pipeline with its UNet torch.compiled")
+    gpu.add_argument("--steps", type=int, default=None, help="steps of every model (default: each config's own)")
     args = parser.parse_args(argv)
 
     if args.name == "overhead":
@@ -66,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         from bench.gallery import run as run_gallery
 
         result = run_gallery(jobs_count=args.jobs, runs=args.runs)
+    elif args.name == "gpu":
+        from bench.gpu import run as run_gpu
+
+        sizes = tuple(int(side) for side in args.sizes.split(","))
+        result = run_gpu(device=args.device, sizes=sizes, batch=args.batch, compile=args.compile, steps=args.steps)
+    elif args.name == "throughput":
+        from bench.throughput import run as run_throughput
+
+        result = run_throughput(jobs_per_round=args.jobs, rounds=args.rounds, batch_size=args.batch_size,
+                                idle_runs=args.idle_runs, threads=args.threads)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -71,6 +71,14 @@ class WorkerSettings(BaseSettings):
     job_heartbeat_ttl_s: int = Field(default=30, ge=2, description="a running job silent for N s is abandoned")
     worker_ttl_s: int = Field(default=30, ge=16, description="RQ worker_ttl; an idle worker wakes every N - 15 s")
     maintenance_interval_s: int = Field(default=15, ge=1, description="how often registries are cleaned, in s")
+    batch_size: int = Field(
+        default=4, ge=1, le=16,
+        description="grids per sampler call: a worker that takes a grid job also claims up to N-1 waiting grid jobs "
+        "it would run next that can share the call (README, Batching); 1 = one job at a time",
+    )
+    dtype: str = Field(default="auto", pattern="^(auto|fp16|bf16|fp32)$",
+                       description="weights: auto = fp16 on CUDA, fp32 on CPU; or fp16, bf16, fp32")
+    compile: bool = Field(default=False, description="torch.compile the UNet and warm it up at start (CUDA)")
     test_step_delay_s: float = Field(default=0.0, ge=0.0, description="tests only: sleep N s after each sampling step")
 
 

@@ -19,6 +19,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from core.errors import GenerationFailed
 from core.models import BUILTIN_EMBEDDED, BUILTIN_TINY, EMBEDDED_DIR, ModelInfo
+from model.accel import weights_dtype
 from model.tiny import build_tiny_pipeline
 from model.tiny_upscaler import NOISE_LEVEL_EMBED_WIDTH, build_tiny_latent_upscaler
 
@@ -44,12 +45,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(info: ModelInfo, device: str = "", *, keep_scheduler: bool = False) -> DiffusionPipeline:
+def load_pipeline(
+    info: ModelInfo, device: str = "", *, keep_scheduler: bool = False, dtype: str = "auto"
+) -> DiffusionPipeline:
     """Load the pipeline of `info` onto `device` ("" = `default_device()`), ready to render.
 
-    Weights are fp16 on CUDA and fp32 elsewhere; the built-in tiny pipeline stays fp32 everywhere (its random
-    weights are not made for fp16). Unless `keep_scheduler`, the model's scheduler is replaced by DPM-Solver++
-    with the same noise schedule, which gives good images in 20-30 steps.
+    Weights are `dtype` (`model.accel.weights_dtype`: "auto" is fp16 on CUDA and fp32 elsewhere); the built-in
+    tiny pipeline stays fp32 everywhere (its random weights are not made for fp16). Unless `keep_scheduler`, the
+    model's scheduler is replaced by DPM-Solver++ with the same noise schedule, which gives good images in 20-30
+    steps.
 
     Raises:
         GenerationFailed: the folder does not exist or the model cannot be loaded; the message is one line.
@@ -60,9 +64,9 @@ def load_pipeline(info: ModelInfo, device: str = "", *, keep_scheduler: bool = F
         pipe: DiffusionPipeline = build_tiny_pipeline()
     elif info.source == BUILTIN_EMBEDDED:
         # trained in fp32 and stored in fp16; fp16 on CUDA like any model, fp32 on the CPU
-        pipe = _from_pretrained(dataclasses.replace(info, source=str(EMBEDDED_DIR)), _dtype(device))
+        pipe = _from_pretrained(dataclasses.replace(info, source=str(EMBEDDED_DIR)), weights_dtype(device, dtype))
     else:
-        pipe = _from_pretrained(info, _dtype(device))
+        pipe = _from_pretrained(info, weights_dtype(device, dtype))
     if not keep_scheduler:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
     try:
@@ -93,7 +97,7 @@ def load_upscaler(source: str, base: DiffusionPipeline, device: str = "") -> Sta
         shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if shareable else {}
         pipe = build_tiny_latent_upscaler(**shared)  # type: ignore[arg-type]
     else:
-        dtype = _dtype(device)
+        dtype = weights_dtype(device)
         share = shareable and _same_text_encoder(source, base_encoder.config)  # type: ignore[union-attr]
         shared = {"text_encoder": base_encoder, "tokenizer": base_tokenizer} if share else {}
         pipe = _upscaler_from_pretrained(source, dtype, shared)
@@ -188,11 +192,6 @@ def _check_upscaler(source: str, pipe: DiffusionPipeline) -> None:
 def _local_or_hub(source: str) -> str:
     folder = Path(source).expanduser()
     return str(folder) if folder.is_dir() else source
-
-
-def _dtype(device: str) -> torch.dtype:
-    """fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPUs are slow or wrong at fp16)."""
-    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def _from_pretrained(info: ModelInfo, dtype: torch.dtype) -> DiffusionPipeline:

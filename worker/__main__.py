@@ -21,6 +21,8 @@ import redis
 
 from core import keys, queue
 from core.errors import ImagineError
+from core.models import ModelRegistry
+from core.prompt import parse
 from core.settings import DiscordSettings, ModelSettings, RedisSettings, WorkerSettings
 from worker.context import Context, default_worker_name, register_stats
 
@@ -58,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         engine = Engine.load(info, device=settings.device, upscaler=settings.upscaler,
-                             inpaint_unet=settings.inpaint_unet)
+                             inpaint_unet=settings.inpaint_unet, dtype=settings.dtype, compile=settings.compile)
     except ImagineError as exc:
         with_upscaler = f" with upscaler {settings.upscaler}" if settings.upscaler else ""
         log.error("cannot load model %s%s: %s", info.name, with_upscaler, exc)
         return 1
+    if settings.compile:  # compiled at the first call: pay for it now, not in the first member's job
+        warm_s = engine.warm_up(parse("warm up", ModelRegistry((info,)))[0], settings.batch_size)
+        log.info("compiled and warmed up the UNet in %.1f s", warm_s)
     load_s = time.monotonic() - started
     safety_settings = SafetySettings()
     try:

@@ -77,3 +77,14 @@ def count_job_done(ctx: Context, *, gpu_s: float = 0.0) -> None:
             pipe.hincrbyfloat(key, "gpu_s", gpu_s)
         pipe.expire(key, STATS_TTL_S)
         pipe.execute()
+
+
+def count_batch(ctx: Context, size: int) -> None:
+    """One more sampler call that rendered `size` jobs' grids together, in the worker's stats hash (`batches`,
+    `batched_jobs`)."""
+    key = keys.worker_stats(ctx.worker_name)
+    with ctx.conn.pipeline() as pipe:
+        pipe.hincrby(key, "batches", 1)
+        pipe.hincrby(key, "batched_jobs", size)
+        pipe.expire(key, STATS_TTL_S)
+        pipe.execute()

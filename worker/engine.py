@@ -2,17 +2,16 @@
 
 It maps the prompt language onto the pipeline call (each mapping is commented where it happens), reports progress
 with cheap previews, and stops within one sampling step when the job is cancelled. It is not thread-safe: the
-scheduler holds the state of the running call, and a worker renders one job at a time.
+scheduler holds the state of the running call, and a worker makes one call at a time (several grid jobs share one
+in `render_batch`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from diffusers import (
@@ -22,26 +21,26 @@ from diffusers import (
     StableDiffusionLatentUpscalePipeline,
     UNet2DConditionModel,
 )
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from core.errors import GenerationFailed, ImagineError, JobCancelled, TransientGenerationError
 from core.models import ModelInfo
 from core.safety import rendered_negative
-from core.spec import JobSpec, PromptPart
+from core.spec import JobSpec
+from model import accel
 from model.loading import load_inpaint_unet, load_pipeline, load_upscaler
-from worker.grid import compose_grid
-from worker.preview import latents_to_rgb
+from worker.batch_render import Rows, RowsResult, sample_batch
+from worker.sampling import (
+    INVALID_IMAGE,
+    ProgressCallback,
+    StepEnd,
+    circular_padding,
+    encode_weighted_prompt,
+    initial_noise,
+)
 from worker.upscale import upscale_latent
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int, Image.Image | None], None]
-"""on_progress(steps done, steps in total, preview image or None)."""
-
-SHARED_NOISE_SEED_OFFSET = 2**32
-"""Added to `spec.seed` to seed the noise the grid's images share under `--chaos`; image seeds are all below 2**32,
-so the shared noise is never any image's own noise."""
 
 OUT_OF_MEMORY = (torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, MemoryError)
 
@@ -76,13 +75,27 @@ class Engine:
         self.upscaler = upscaler
 
     @classmethod
-    def load(cls, info: ModelInfo, device: str = "", *, upscaler: str = "", inpaint_unet: str = "") -> Engine:
-        """Load the model of `info` (see `model.loading.load_pipeline`) and, when named, the 2x upscaler
-        (`model.loading.load_upscaler`) and a dedicated inpainting UNet (`load_inpaint_unet`), once; raises
-        GenerationFailed when one cannot be loaded."""
-        pipe = load_pipeline(info, device)
+    def load(
+        cls, info: ModelInfo, device: str = "", *, upscaler: str = "", inpaint_unet: str = "", dtype: str = "auto",
+        compile: bool = False,
+    ) -> Engine:
+        """Load the model of `info` (see `model.loading.load_pipeline`) in `dtype` and, when named, the 2x upscaler
+        (`model.loading.load_upscaler`) and a dedicated inpainting UNet (`load_inpaint_unet`), once, made fast for
+        their device (`model.accel`: SDPA, and on CUDA channels_last and VAE slicing; `compile`: torch.compile the
+        UNet, see `warm_up`); raises GenerationFailed when one cannot be loaded."""
+        pipe = load_pipeline(info, device, dtype=dtype)
+        accel.apply(pipe, accel.Plan.for_device(str(pipe.device), compile=compile))
         return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None,
                    load_inpaint_unet(inpaint_unet, pipe, device) if inpaint_unet else None)
+
+    def warm_up(self, spec: JobSpec, batch_size: int) -> float:
+        """Render one grid and one batch of `batch_size` grids of `spec`, so that a compiled UNet is compiled (and
+        CUDA's kernels chosen) before the first job; returns the seconds it took."""
+        started = time.monotonic()
+        self.render(spec)
+        if batch_size > 1:
+            self.render_batch([Rows(spec)] * batch_size)
+        return time.monotonic() - started
 
     def render(
         self,
@@ -118,6 +131,18 @@ class Engine:
         """
         with self._guarded(spec, len(indices), (spec.width, spec.height), should_cancel):
             return self._sample(spec, indices, on_progress, should_cancel, preview_interval_s)
+
+    def render_batch(self, jobs: Sequence[Rows], *, preview_interval_s: float = 1.5) -> list[RowsResult]:
+        """Render the grids of several jobs that share a `worker.claim.BatchKey` in one pipeline call
+        (`worker.batch_render`): per job its images, None when it was cancelled meanwhile, or GenerationFailed.
+
+        Raises:
+            JobCancelled: every job was cancelled.
+            TransientGenerationError: the device ran out of memory.
+        """
+        first = jobs[0].spec
+        with self._guarded(first, 4 * len(jobs), (first.width, first.height), None):
+            return sample_batch(self.pipe, jobs, preview_interval_s)
 
     def image_to_image(
         self,
@@ -203,7 +228,7 @@ class Engine:
                 num_inference_steps=spec.steps,
                 guidance_scale=spec.guidance_scale,
                 output_type="pt",
-                callback_on_step_end=_StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
+                callback_on_step_end=StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
                 callback_on_step_end_tensor_inputs=["latents"],
             )
             # 4. reject NaN/inf
@@ -254,11 +279,11 @@ class Engine:
             raise JobCancelled("the job was cancelled before it started")
         started = time.monotonic()
         try:
-            with torch.inference_mode(), circular_padding(self.pipe, enabled=spec.tile):
+            with (torch.inference_mode(), circular_padding(self.pipe, enabled=spec.tile),
+                  accel.vae_tiling(self.pipe, *size)):
                 yield
         except OUT_OF_MEMORY:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            accel.release_memory()
             raise TransientGenerationError(
                 f"out of GPU memory while rendering {count} images of {size[0]}x{size[1]}; "
                 "try again, or ask for a smaller --ar or --quality"
@@ -291,7 +316,7 @@ class Engine:
             num_inference_steps=spec.steps,
             guidance_scale=spec.guidance_scale,
             output_type="pt",
-            callback_on_step_end=_StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
+            callback_on_step_end=StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
             callback_on_step_end_tensor_inputs=["latents"],
         )
         # 4. reject NaN/inf
@@ -319,7 +344,7 @@ class Engine:
         generators = [torch.Generator("cpu").manual_seed(seeds[k]) for k in indices]
         latents = initial_noise(pipe, spec, generators)
         # 3. sample, with progress, cancellation and `--stop` in the per-step callback
-        step_end = _StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s)
+        step_end = StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s)
         output = pipe(
             **batch,
             latents=latents,
@@ -337,145 +362,3 @@ class Engine:
         if not torch.isfinite(images).all():
             raise GenerationFailed(INVALID_IMAGE)
         return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
-
-
-INVALID_IMAGE = "the model produced an invalid image (NaN); this model or its settings are broken, tell an admin"
-
-
-def encode_weighted_prompt(
-    pipe: DiffusionPipeline, parts: Sequence[PromptPart], negative_prompt: str, guidance_scale: float
-) -> dict[str, torch.Tensor]:
-    """Pipeline keyword arguments (`prompt_embeds`, ...) of batch 1 for a multi-prompt.
-
-    Each part is encoded alone; the positive embeddings are averaged with weights w_i / sum(w) (negative weights
-    push away from a part). The negative embeddings, of `negative_prompt` ("" = unconditional), are present when
-    `guidance_scale` > 1, i.e. when the pipeline uses classifier-free guidance.
-    """
-    total = sum(part.weight for part in parts)
-    if not parts or abs(total) < 1e-6:
-        raise GenerationFailed("the weights of a multi-prompt must not add up to 0")
-    use_guidance = guidance_scale > 1
-    mixed: dict[str, torch.Tensor] = {}
-    for part in parts:
-        encoded = pipe.encode_prompt(
-            prompt=part.text,
-            device=pipe.device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=use_guidance,
-            negative_prompt=negative_prompt or None,
-        )
-        # SD 1.x/2.x return (positive, negative); SDXL adds (pooled positive, pooled negative).
-        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-        for name, tensor in zip(names, encoded, strict=False):
-            if tensor is None:
-                continue
-            if name.startswith("negative_"):
-                mixed.setdefault(name, tensor)  # the same for every part
-            else:
-                mixed[name] = mixed.get(name, 0) + (part.weight / total) * tensor
-    return mixed
-
-
-def initial_noise(pipe: DiffusionPipeline, spec: JobSpec, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """The starting latents: noise_k = sqrt(1 - r) * shared + sqrt(r) * own_k, with r = 0.5 + 0.5 * chaos / 100.
-
-    `--chaos` 0 makes the four images share half their noise variance (similar compositions); 100 makes them
-    independent. The sum of two independent unit Gaussians with squared weights (1 - r) + r = 1 is again a unit
-    Gaussian, so every image starts from noise the sampler expects. `shared` is seeded `spec.seed` plus
-    SHARED_NOISE_SEED_OFFSET and `own_k` comes from image k's generator, so image k never depends on the others.
-    """
-    vae_factor = pipe.vae_scale_factor
-    shape = (1, pipe.unet.config.in_channels, spec.height // vae_factor, spec.width // vae_factor)
-    shared_generator = torch.Generator("cpu").manual_seed(spec.seed + SHARED_NOISE_SEED_OFFSET)
-    shared = randn_tensor(shape, generator=shared_generator, device=torch.device("cpu"), dtype=torch.float32)
-    own = torch.cat([randn_tensor(shape, generator=g, device=torch.device("cpu"), dtype=torch.float32)
-                     for g in generators])
-    r = 0.5 + 0.5 * spec.chaos / 100
-    noise = math.sqrt(1 - r) * shared + math.sqrt(r) * own
-    return noise.to(pipe.device, pipe.unet.dtype)
-
-
-def steps_to_run(total: int, stop_percent: int) -> int:
-    """Sampling steps `--stop N` keeps: N% of `total`, rounded half up, at least 1."""
-    return max(1, min(total, math.floor(total * stop_percent / 100 + 0.5)))
-
-
-def predicted_x0(pipe: DiffusionPipeline, latents: torch.Tensor) -> torch.Tensor:
-    """The sampler's current estimate of the clean latents.
-
-    DPM-Solver++ converts every model output to a data prediction x0 and keeps the latest in `model_outputs[-1]`
-    (Lu et al. 2022, "DPM-Solver++", eq. 4; diffusers `DPMSolverMultistepScheduler.convert_model_output`). Other
-    schedulers keep no such estimate: their current latents are the best at hand.
-    """
-    scheduler = pipe.scheduler
-    if getattr(scheduler.config, "algorithm_type", "") in ("dpmsolver++", "sde-dpmsolver++"):
-        outputs = getattr(scheduler, "model_outputs", None)
-        if outputs and outputs[-1] is not None and outputs[-1].shape == latents.shape:
-            return outputs[-1]
-    return latents
-
-
-@contextmanager
-def circular_padding(pipe: DiffusionPipeline, enabled: bool = True) -> Iterator[None]:
-    """`--tile`: every Conv2d of the UNet and the VAE pads circularly, so the image is a function on a torus and
-    wraps around at its edges. The padding modes are restored on exit, also on error."""
-    if not enabled:
-        yield
-        return
-    convs = [
-        module
-        for component in (getattr(pipe, "unet", None), getattr(pipe, "vae", None))
-        if component is not None
-        for module in component.modules()
-        if isinstance(module, torch.nn.Conv2d)
-    ]
-    saved = [conv.padding_mode for conv in convs]
-    try:
-        for conv in convs:
-            conv.padding_mode = "circular"
-        yield
-    finally:
-        for conv, mode in zip(convs, saved, strict=True):
-            conv.padding_mode = mode
-
-
-class _StepEnd:
-    """The pipeline's `callback_on_step_end`: cancellation, `--stop`, the NaN check and progress, once per step."""
-
-    def __init__(
-        self,
-        stop_percent: int,
-        on_progress: ProgressCallback | None,
-        should_cancel: Callable[[], bool] | None,
-        preview_interval_s: float,
-    ) -> None:
-        self.stop_percent = stop_percent
-        self.on_progress = on_progress
-        self.should_cancel = should_cancel
-        self.preview_interval_s = preview_interval_s
-        self.last_preview = time.monotonic()
-
-    def __call__(self, pipe: DiffusionPipeline, i: int, t: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        latents = tensors["latents"]
-        # 1. cancellation: raising here leaves the denoising loop within one step
-        if self.should_cancel is not None and self.should_cancel():
-            raise JobCancelled("the job was cancelled")
-        # 2. `--stop N`: after N% of the steps, jump to the sampler's x0 estimate and skip the remaining steps
-        total = steps_to_run(pipe.num_timesteps, self.stop_percent)
-        done = i + 1
-        last = done >= total
-        if last and total < pipe.num_timesteps:
-            latents = predicted_x0(pipe, latents)
-            pipe._interrupt = True  # the loop `continue`s through the remaining timesteps, then decodes `latents`
-        # 3. a model that produced NaN or inf cannot recover: stop before the VAE decode
-        if last and not torch.isfinite(latents).all():
-            raise GenerationFailed(INVALID_IMAGE)
-        # 4. progress, with a preview from the x0 estimate at most every `preview_interval_s`
-        if self.on_progress is not None:
-            preview = None
-            if not last and time.monotonic() - self.last_preview >= self.preview_interval_s:
-                small = latents_to_rgb(predicted_x0(pipe, latents))
-                preview = compose_grid(small) if small else None
-                self.last_preview = time.monotonic()
-            self.on_progress(done, total, preview)
-        return {"latents": latents}

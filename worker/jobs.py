@@ -75,32 +75,60 @@ def imagine(ctx: Context, payload: Any) -> dict[str, Any]:
     # 1. Read the payload.
     job_id, spec, kind, source = _read(ctx, payload)
     # 2. Mark it running (unless it is final already).
-    if not jobs.mark_running(conn, job_id, ctx.worker_name):
-        record = jobs.get(conn, job_id)
-        state = record.state if record else "unknown"
-        log.info("job %s is %s already: skipped", job_id, state)
-        if record is not None and record.state == jobs.DONE:
-            conclude(ctx, record)  # an attempt that died between its outcome and its delivery
-        return {"job_id": job_id, "state": state}
+    skipped = begin(ctx, job_id)
+    if skipped is not None:
+        return skipped
     # 3. Render it, showing progress on its Discord message.
-    live = _live_message(ctx, job_id)
+    live = live_message(ctx, job_id)
     try:
-        # No previews of images the safety check has not seen yet.
-        previews = not (safety_of(spec).check_outputs and ctx.classifier is not None)
-        progress = _Progress(conn, job_id, live, step_delay_s=ctx.settings.test_step_delay_s, previews=previews)
+        progress = progress_of(ctx, job_id, spec, live)
         hooks = kinds.Hooks(progress, lambda: jobs.cancel_requested(conn, job_id), ctx.settings.preview_interval_s)
         output = kinds.make(ctx, job_id, kind, spec, source, hooks)
     except JobCancelled:
-        _close(live)
-        _end(ctx, job_id, jobs.CANCELLED, jobs.cancel_reason(conn, job_id))
+        close_live(live)
+        end_cancelled(ctx, job_id)
         return {"job_id": job_id, "state": jobs.CANCELLED}
     except GenerationFailed as exc:
-        _close(live)
+        close_live(live)
         if not isinstance(exc, TransientGenerationError):
             _fail_without_retry(ctx, job_id, str(exc))
         raise
     finally:
-        _close(live)  # before the outcome: no progress edit may follow it
+        close_live(live)  # before the outcome: no progress edit may follow it
+    # 4. and 5.
+    return complete(ctx, job_id, spec, output)
+
+
+def begin(ctx: Context, job_id: str) -> dict[str, Any] | None:
+    """Step 2 of a job: mark it running. None when it should be rendered; else what the job function returns for a
+    job that is final already (one whose outcome was not delivered yet is concluded now)."""
+    if jobs.mark_running(ctx.conn, job_id, ctx.worker_name):
+        return None
+    record = jobs.get(ctx.conn, job_id)
+    state = record.state if record else "unknown"
+    log.info("job %s is %s already: skipped", job_id, state)
+    if record is not None and record.state == jobs.DONE:
+        conclude(ctx, record)  # an attempt that died between its outcome and its delivery
+    return {"job_id": job_id, "state": state}
+
+
+def progress_of(ctx: Context, job_id: str, spec: JobSpec, live: LiveMessage | None, *, slowed: bool = True
+                ) -> _Progress:
+    """The job's on_progress: its record and its live Discord message; no previews of images the safety check has
+    not seen yet. `slowed`: this one sleeps WORKER_TEST_STEP_DELAY_S per step (one job of a batch does)."""
+    previews = not (safety_of(spec).check_outputs and ctx.classifier is not None)
+    delay_s = ctx.settings.test_step_delay_s if slowed else 0.0
+    return _Progress(ctx.conn, job_id, live, step_delay_s=delay_s, previews=previews)
+
+
+def end_cancelled(ctx: Context, job_id: str) -> None:
+    """A job whose cancel the render saw: final `cancelled` with its cancel reason, refunded and shown."""
+    end_job(ctx, job_id, jobs.CANCELLED, jobs.cancel_reason(ctx.conn, job_id))
+
+
+def complete(ctx: Context, job_id: str, spec: JobSpec, output: kinds.Output) -> dict[str, Any]:
+    """Steps 4 and 5 of a rendered job: store its images and make it done, then settle its quota and deliver it."""
+    conn = ctx.conn
     # 4. Store the images and make the job done: the shown PNG is written in the round trip that publishes the
     # outcome; a grid's four images right after it, before the grid is delivered with its buttons.
     ttl_s = ctx.settings.image_ttl_s
@@ -134,7 +162,7 @@ def attempt_failed(ctx: Context, job_id: str, exc: BaseException | None, *, retr
     if retries_left > 0:
         if jobs.mark_retrying(ctx.conn, job_id, reason):
             log.info("job %s: attempt failed (%s); RQ retries it", job_id, reason)
-    elif _end(ctx, job_id, jobs.FAILED, reason):
+    elif end_job(ctx, job_id, jobs.FAILED, reason):
         log.warning("job %s failed: %s", job_id, reason)
 
 
@@ -173,7 +201,7 @@ def store_images(conn: redis.Redis, job_id: str, images: Sequence[Image.Image], 
         pipe.execute()
 
 
-def _end(ctx: Context, job_id: str, state: jobs.State, reason: str) -> bool:
+def end_job(ctx: Context, job_id: str, state: jobs.State, reason: str) -> bool:
     """Make the job final in `state` and conclude it; False (and nothing else) when it was final already."""
     if not jobs.finish(ctx.conn, job_id, state, reason=reason):
         return False
@@ -210,7 +238,7 @@ def _read(ctx: Context, payload: Any) -> tuple[str, JobSpec, str, dict[str, Any]
     return job_id, spec, checked.kind, checked.source_dict()
 
 
-def _live_message(ctx: Context, job_id: str) -> LiveMessage | None:
+def live_message(ctx: Context, job_id: str) -> LiveMessage | None:
     """Progress edits of the job's Discord message, when it has one; starts with `(Waiting to start)`."""
     if ctx.poster is None:
         return None
@@ -220,7 +248,8 @@ def _live_message(ctx: Context, job_id: str) -> LiveMessage | None:
     return live
 
 
-def _close(live: LiveMessage | None) -> None:
+def close_live(live: LiveMessage | None) -> None:
+    """Stop the job's progress edits (None: it has no message)."""
     if live is not None:
         live.close()
 
@@ -229,7 +258,7 @@ def _fail_without_retry(ctx: Context, job_id: str | None, reason: str) -> None:
     """Fail the job for good and conclude it, and tell RQ not to retry this attempt (its failure is not going to go
     away)."""
     if job_id is not None:
-        _end(ctx, job_id, jobs.FAILED, reason)
+        end_job(ctx, job_id, jobs.FAILED, reason)
     rq_job = get_current_job()
     if rq_job is not None:
         rq_job.retries_left = 0
@@ -280,11 +309,14 @@ class ImagineJob(Job):
     """
 
     context: ClassVar[Context | None] = None
+    prepared: ClassVar[dict[str, Any]] = {}
+    """Outcomes of jobs the worker rendered in a batch (`worker.batch`), by job id: performing such a job returns
+    its outcome (or raises its error) instead of calling the job function, so RQ records each job as its own."""
 
     @classmethod
     def bound_to(cls, ctx: Context) -> type[ImagineJob]:
         """A subclass whose jobs are handed `ctx`."""
-        return type(cls.__name__, (cls,), {"context": ctx})
+        return type(cls.__name__, (cls,), {"context": ctx, "prepared": {}})
 
     @property
     def func(self) -> Callable[..., Any]:
@@ -308,6 +340,11 @@ class ImagineJob(Job):
             self.retries_left = 0  # it would be refused again
             _count_refused(ctx.conn, self.id, self.func_name)
             raise
+        if self.id in self.prepared:
+            outcome = self.prepared.pop(self.id)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
         return func(ctx, *self.args, **self.kwargs)
 
     @property

@@ -26,8 +26,8 @@ from core.safety import Safety, safety_of, with_safety
 from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
 from worker import editing, output_check
 from worker.context import Context
-from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
+from worker.sampling import ProgressCallback
 
 UPSCALE_FACTOR = 2
 """Upscale (2x): output sides are this many times the source's (the job's spec has the output's size)."""
@@ -188,6 +188,13 @@ def _edit_layout(ctx: Context, spec: JobSpec, source: dict[str, Any], image: Ima
         raise GenerationFailed(f"malformed job payload: the edit makes {layout.canvas[0]}x{layout.canvas[1]}, "
                                f"the job asks for {spec.width}x{spec.height}")
     return layout
+
+
+def grid_of(ctx: Context, spec: JobSpec, images: list[Image.Image], *, gpu_s: float) -> Output:
+    """The Output of a grid whose images were rendered elsewhere (a batch, `worker.batch`): checked like any grid,
+    with `gpu_s` the job's share of the call and the work of one grid."""
+    output = _grid_output(_check(ctx, spec, images))
+    return dataclasses.replace(output, gpu_s=gpu_s, work=quotas.render_of(spec, "grid").mpx_steps)
 
 
 def _upscaled_size(spec: JobSpec, image: Image.Image) -> tuple[int, int]:

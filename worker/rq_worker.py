@@ -3,7 +3,9 @@
 `ImagineWorker.for_context(ctx)` listens on the context's model lanes, runs jobs through `worker.jobs.ImagineJob`
 bound to `ctx` (only the project's job functions, each called as `func(ctx, payload)`, failed attempts handled in
 `worker.jobs`), orders the relax lanes and applies missed outcomes before each dequeue (`worker.relax`), and keeps a
-running job's heartbeat short so that a killed worker's job is re-run soon.
+running job's heartbeat short so that a killed worker's job is re-run soon. A grid job it dequeues takes the waiting
+grid jobs that can share its sampler call along (`worker.claim`, `worker.batch`; WORKER_BATCH_SIZE in all): they are
+rendered together, then RQ performs and records each as its own.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from rq import SimpleWorker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
 from core import keys, queue
-from worker import redelivery
-from worker.context import STATS_TTL_S, Context
+from core.errors import TransientGenerationError
+from worker import batch, claim, redelivery
+from worker.context import STATS_TTL_S, Context, count_batch
 from worker.jobs import ImagineJob
 from worker.relax import BeforeDequeue
 
@@ -53,6 +59,8 @@ class ImagineWorker(SimpleWorker):
         self.job_timeout_s = job_timeout_s
         self.before_dequeue = BeforeDequeue(context, self.queue_names())
         self._job_heartbeat: _JobHeartbeat | None = None
+        self.batch_cap = context.settings.batch_size
+        """Most grids per sampler call: WORKER_BATCH_SIZE, halved each time a batch ran out of device memory."""
 
     @classmethod
     def for_context(cls, ctx: Context) -> ImagineWorker:
@@ -105,12 +113,78 @@ class ImagineWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         job.timeout = self.job_timeout_s  # this worker's limit, whatever the enqueuer asked
         execution = self.prepare_execution(job)
-        self._beater().watch(job, execution)
+        started = [(job, queue, execution), *self._claim_batch(job)]
+        if len(started) > 1:  # as RQ does when it performs a job: it is shown as started by this worker from now
+            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        self._beater().watch([(j, e) for j, _, e in started])
         try:
-            self.perform_job(job, queue, execution)
+            members = self._render_batch(started)
+            for k, (each, each_queue, each_execution) in enumerate(started):
+                self.perform_job(each, each_queue, each_execution)
+                self._beater().watch([(j, e) for j, _, e in started[k + 1:]])
         finally:
-            self._beater().watch(None, None)
+            self._beater().watch([])
+            self.job_class.prepared.clear()  # type: ignore[attr-defined]
+        if members > 1:
+            count_batch(self.context, members)
         self.set_state(WorkerStatus.IDLE)
+
+    def _claim_batch(self, job: Job) -> list[tuple[Job, Queue, Execution]]:
+        """The waiting jobs that share a sampler call with `job` (`worker.claim`), up to WORKER_BATCH_SIZE in all,
+        registered as started by this worker; none when `job` is not a grid job or batching is off."""
+        limit = min(self.context.settings.batch_size, self.batch_cap) - 1
+        first = batch.member(self.context, job) if limit > 0 else None
+        if first is None:
+            return []
+        try:
+            claimed = claim.claim(self.connection, self.queues, claim.BatchKey.of(first.spec), limit=limit,
+                                  worker_name=self.name, ttl_s=self.job_heartbeat_ttl_s, now=time.time())
+        except redis.RedisError as exc:
+            log.warning("job %s runs alone: claiming more jobs failed: %s", job.id, exc)
+            return []
+        taken: list[tuple[Job, Queue, Execution]] = []
+        for each in claimed:
+            try:
+                other = self.job_class.fetch(each.job_id, connection=self.connection, serializer=self.serializer)
+            except NoSuchJobError:  # deleted since the claim saw it
+                self.connection.zrem(StartedJobRegistry(each.queue.name, connection=self.connection).key,
+                                     f"{each.job_id}:{each.execution_id}")
+                continue
+            other.timeout = self.job_timeout_s
+            try:
+                with self.connection.pipeline() as pipe:
+                    execution = claim.register(other, each, worker_name=self.name, ttl_s=self.job_heartbeat_ttl_s,
+                                               pipeline=pipe)
+                    pipe.execute()
+            except redis.RedisError as exc:  # it stays in the started registry: RQ's cleanup retries it
+                log.warning("job %s: claimed but not registered, left to RQ's cleanup: %s", each.job_id, exc)
+                continue
+            self.executions[execution.id] = execution
+            taken.append((other, each.queue, execution))
+        return taken
+
+    def _render_batch(self, started: list[tuple[Job, Queue, Execution]]) -> int:
+        """Render together the started jobs that can be (`worker.batch.run`), leaving their outcomes for RQ to
+        record as each is performed; the others are performed as lone jobs. Returns how many were batched."""
+        if len(started) < 2:
+            return 1
+        first = batch.member(self.context, started[0][0])
+        key = claim.BatchKey.of(first.spec) if first is not None else None
+        members = [m for j, _, _ in started if (m := batch.member(self.context, j, key)) is not None]
+        if len(members) < 2:
+            return 1
+        outcomes: dict[str, Any] = self.job_class.prepared  # type: ignore[attr-defined]
+        try:
+            with self.death_penalty_class(self.job_timeout_s, JobTimeoutException, job_id=started[0][0].id):
+                batch.run(self.context, members, outcomes)
+        except Exception as exc:  # the time limit, out of memory...: each job not yet concluded fails its attempt
+            for m in members:
+                outcomes.setdefault(m.job_id, exc)
+            if isinstance(exc, TransientGenerationError) and len(members) > 1:
+                self.batch_cap = max(1, len(members) // 2)  # the retries (and all later batches) fit in memory
+                log.warning("a batch of %d grids ran out of memory: batches of at most %d from now on",
+                            len(members), self.batch_cap)
+        return len(members)
 
     def _beater(self) -> _JobHeartbeat:
         """The thread that renews the running job's heartbeat; one for the worker's life, started on first use (a
@@ -121,44 +195,45 @@ class ImagineWorker(SimpleWorker):
 
 
 class _JobHeartbeat:
-    """Every `job_monitoring_interval` seconds while a job runs, RQ's `maintain_heartbeats` for it (a daemon thread).
+    """Every `job_monitoring_interval` seconds while jobs run, RQ's `maintain_heartbeats` for each (a daemon thread).
 
-    `watch(job, execution)` starts the interval afresh for a new job; `watch(None, None)` stops beating, and returns
-    only once no beat for the old job is in flight, so none lands after RQ has recorded the job's end.
+    `watch(started)` starts the interval afresh for new jobs (a batch's, or one); `watch([])` stops beating, and
+    returns only once no beat is in flight, so none lands after RQ has recorded a job's end.
     """
 
     def __init__(self, worker: ImagineWorker) -> None:
         self.worker = worker
         self.changed = threading.Condition()
-        self.current: tuple[Job, Execution] | None = None
+        self.current: list[tuple[Job, Execution]] = []
         self.beating = False
         self.thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
         self.thread.start()
 
-    def watch(self, job: Job | None, execution: Execution | None) -> None:
+    def watch(self, started: list[tuple[Job, Execution]]) -> None:
         with self.changed:
-            self.current = (job, execution) if job is not None and execution is not None else None
+            self.current = started
             self.changed.notify_all()
-            while self.current is None and self.beating:
+            while self.beating:
                 self.changed.wait()
 
     def _run(self) -> None:
         interval = self.worker.job_monitoring_interval
         with self.changed:
             while True:
-                while self.current is None:
+                while not self.current:
                     self.changed.wait()
                 watched = self.current
-                self.changed.wait(interval)  # woken early when the job changes: then the interval starts over
+                self.changed.wait(interval)  # woken early when the jobs change: then the interval starts over
                 if self.current is not watched:
                     continue
-                job, execution = watched
                 self.beating = True
                 self.changed.release()
                 try:
-                    self.worker.maintain_heartbeats(job, execution)
-                except redis.RedisError as exc:
-                    log.warning("job %s: heartbeat failed: %s", job.id, exc)
+                    for job, execution in watched:
+                        try:
+                            self.worker.maintain_heartbeats(job, execution)
+                        except redis.RedisError as exc:
+                            log.warning("job %s: heartbeat failed: %s", job.id, exc)
                 finally:
                     self.changed.acquire()
                     self.beating = False

@@ -77,7 +77,7 @@ def encode_weighted(
     pipe: StableDiffusionLatentUpscalePipeline, parts: Sequence[PromptPart]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds, pooled_prompt_embeds) of batch 1: each part encoded alone, averaged with weights w_i / sum(w),
-    as `worker.engine.encode_weighted_prompt` does for the base model."""
+    as `worker.sampling.encode_weighted_prompt` does for the base model."""
     total = sum(part.weight for part in parts)
     if not parts or abs(total) < 1e-6:
         raise GenerationFailed("the weights of a multi-prompt must not add up to 0")

@@ -10,7 +10,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from core import jobs
+from core import jobs, keys
 from discord_emulator import LOADING, DiscordEmulator
 from tests.e2e.conftest import WORKER_NAME
 from tests.e2e.helpers import (
@@ -183,3 +183,26 @@ async def test_remix_a_preference_and_vary_region_through_the_real_processes(
     for top, left in ((0, 0), (0, 80), (40, 0), (40, 80)):
         assert np.array_equal(grid[top + 20 : top + 40, left : left + 80], kept)
     await settled(redis_conn, WORKER_NAME)
+
+
+async def test_members_grids_that_wait_together_share_one_sampler_call(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """Three members' /imagine at once (the worker batches up to WORKER_BATCH_SIZE=4 by default): the jobs that wait
+    together render in one sampler call (all three, or the two behind a first that started before they were
+    queued); each member still gets a grid of their own prompt and seed, with its own buttons, each job done once."""
+    stats_key = keys.worker_stats(WORKER_NAME)
+    before = int(redis_conn.hget(stats_key, "batched_jobs") or 0)
+    members = [discord.add_user(name) for name in ("alice", "bob", "carol")]
+    prompts = [f"a {color} cat --seed {seed}" for color, seed in (("red", 21), ("green", 22), ("blue", 23))]
+    pending = [await imagine(discord, member, prompt) for member, prompt in zip(members, prompts, strict=True)]
+    messages = [await result(p) for p in pending]
+    for message in messages:
+        await settled(redis_conn, WORKER_NAME, job_of(message))
+    assert int(redis_conn.hget(stats_key, "batched_jobs") or 0) - before in (2, 3)
+    for member, prompt, message in zip(members, prompts, messages, strict=True):
+        assert message.content.startswith(f"**{prompt.split(' --')[0]}") and f"<@{member.id}>" in message.content
+        assert seed_in(message.content) == int(prompt.rsplit(" ", 1)[1])
+        assert png(message).size == GRID_SIZE and message.custom_ids() == grid_ids(job_of(message))
+        record = jobs.get(redis_conn, job_of(message))
+        assert record is not None and (record.state, record.attempt) == (jobs.DONE, 1)

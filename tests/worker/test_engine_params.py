@@ -16,7 +16,8 @@ from core.errors import GenerationFailed, JobCancelled
 from core.spec import JobSpec, PromptPart
 from model.tiny import build_tiny_pipeline
 from tests.worker.images import mean_abs_diff, pixels
-from worker.engine import Engine, encode_weighted_prompt, steps_to_run
+from worker.engine import Engine
+from worker.sampling import encode_weighted_prompt, steps_to_run
 
 # -- multi-prompts ---------------------------------------------------------------------------------------------------
 

@@ -117,6 +117,45 @@ def test_job_of_killed_worker_is_finished_by_another(redis_url, redis_conn, tiny
     assert (usage.reserved_s, usage.active_fast) == (0, 0)
 
 
+def test_batch_of_killed_worker_is_rerun_each_job_charged_once(redis_url, redis_conn, tiny_spec, tmp_path):
+    """SIGKILL mid-batch: the three jobs the worker rendered together, all shown by RQ as started by it, are each
+    re-run by another worker and done once, on their second attempt; each member is charged its job's GPU time
+    once and nothing stays reserved."""
+    tight = {"WORKER_JOB_MONITORING_INTERVAL_S": "1", "WORKER_JOB_HEARTBEAT_TTL_S": "2",
+             "WORKER_MAINTENANCE_INTERVAL_S": "1", "WORKER_WORKER_TTL_S": "16", "WORKER_BATCH_SIZE": "3"}
+    spec = dataclasses.replace(tiny_spec, steps=30)
+    members = [ledger.member_id(1, 10 + k) for k in range(3)]
+    job_ids = [jobs.new_job_id() for _ in members]
+    for k, (member, job_id) in enumerate(zip(members, job_ids, strict=True)):
+        request = admission.AdmissionRequest(job_ids=(job_id,), mode="fast", model=spec.model, width=spec.width,
+                                             height=spec.height, steps=spec.steps)
+        admission.admit(redis_conn, member, STANDARD, request)
+        queue.enqueue(redis_conn, dataclasses.replace(spec, seed=k), "test:owner", job_id=job_id)
+    started_jobs = StartedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
+    with worker_processes() as started:
+        started.append(first := WorkerProcess(redis_url, tmp_path, "first", WORKER_TEST_STEP_DELAY_S="1", **tight))
+        wait_until(lambda: all(record(redis_conn, j).step > 0 for j in job_ids), 120, "the batch to be rendering")
+        assert {record(redis_conn, j).worker for j in job_ids} == {"first"}
+        assert set(started_jobs.get_job_ids(cleanup=False)) == set(job_ids)  # what `rq info` counts as started
+        assert {Job.fetch(j, connection=redis_conn, serializer=queue.SERIALIZER).worker_name for j in job_ids} == {
+            "first"}
+        started.append(second := WorkerProcess(redis_url, tmp_path, "second", **tight))
+        second.wait_registered(redis_conn)  # while the batch renders: the lanes are empty, it waits
+        assert {record(redis_conn, j).state for j in job_ids} == {"running"}
+        first.signal(signal.SIGKILL)
+        first.wait(timeout_s=30)
+        wait_until(lambda: all(record(redis_conn, j).final for j in job_ids), ABANDONED_JOB_DEADLINE_S,
+                   "the killed batch's jobs to be re-run")
+        wait_until(lambda: not any(redis_conn.exists(keys.quota_reservation(j)) for j in job_ids), 30,
+                   "the reservations to be settled")
+    policy = load_config().period
+    for member, job_id in zip(members, job_ids, strict=True):
+        rec = record(redis_conn, job_id)
+        assert (rec.state, rec.attempt, rec.worker) == ("done", 2, "second")
+        usage = ledger.usage(redis_conn, member, STANDARD, now=time.time(), policy=policy)
+        assert usage.used_s == pytest.approx(rec.gpu_s, rel=1e-3) and usage.reserved_s == pytest.approx(0, abs=1e-9)
+
+
 def test_job_longer_than_its_heartbeat_ttl_is_kept_alive(redis_url, redis_conn, tiny_spec, tmp_path):
     """A job running for several heartbeat TTLs is not taken for abandoned while its worker beats: registry sweeps
     (what any worker's maintenance runs) all through it leave it alone; it ends done on its first attempt, and the

@@ -1,0 +1,129 @@
+"""The job flow of a batch: several grid jobs rendered in one sampler call, each otherwise a job of its own.
+
+`worker.rq_worker.ImagineWorker` claims the jobs (`worker.claim`), keeps those whose payloads `member` accepts, and
+calls `run`. Each job goes through the steps of `worker.jobs.imagine`: marked running (`begin`), rendered (here
+all together, `Engine.render_batch`, each with its own progress, previews and cancel), checked, stored, made final
+and concluded (`complete`). What differs is only who pays for the call: each job's `gpu_s` is the call's time
+times its share of the rows. The outcomes land in `outcomes` by job id, as the job function would have returned or
+raised them; RQ then performs each job, which hands back its outcome (`worker.jobs.ImagineJob.prepared`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rq.job import Job
+
+from core import jobs, queue
+from core.errors import GenerationFailed, JobCancelled, MalformedPayload
+from core.payload import JobPayload, check_fits
+from core.spec import JobSpec
+from worker import kinds
+from worker.batch_render import Rows
+from worker.claim import BATCHED_KIND, BatchKey
+from worker.context import Context
+from worker.delivery import LiveMessage
+from worker.jobs import begin, close_live, complete, end_cancelled, end_job, live_message, progress_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A job of a batch: its RQ job (for its retries) and its checked spec."""
+
+    rq_job: Job
+    spec: JobSpec
+
+    @property
+    def job_id(self) -> str:
+        return self.rq_job.id
+
+
+def member(ctx: Context, rq_job: Job, key: BatchKey | None = None) -> Member | None:
+    """`rq_job` as a member of a batch of `key` (any key when None), or None: it is not a well-formed grid job of
+    this worker's model and of that key. A job refused here runs alone, where its failure is recorded as always."""
+    if rq_job.func_name not in queue.JOB_FUNCTIONS or rq_job.instance is not None or len(rq_job.args) != 1:
+        return None
+    try:
+        checked = JobPayload.from_json(rq_job.args[0])
+        if checked.job_id != rq_job.id or checked.kind != BATCHED_KIND or checked.spec.model != ctx.model.name:
+            return None
+        check_fits(checked.spec, ctx.model, checked.kind)
+    except (MalformedPayload, GenerationFailed):
+        return None
+    if key is not None and BatchKey.of(checked.spec) != key:
+        return None
+    return Member(rq_job, checked.spec)
+
+
+def run(ctx: Context, members: Sequence[Member], outcomes: dict[str, Any]) -> None:
+    """Render `members` in one call and conclude each; each job's outcome (a return value, or the exception its job
+    function would have raised) is put in `outcomes` as soon as it is known."""
+    # 2. Mark each running; one final already is skipped, as a lone job is.
+    running: list[Member] = []
+    for m in members:
+        skipped = begin(ctx, m.job_id)
+        if skipped is None:
+            running.append(m)
+        else:
+            outcomes[m.job_id] = skipped
+    if not running:
+        return
+    # 3. Render them together, each showing progress on its own Discord message.
+    lives = {m.job_id: live_message(ctx, m.job_id) for m in running}
+    rows = [_rows(ctx, m, lives[m.job_id], slowed=k == 0) for k, m in enumerate(running)]
+    started = time.monotonic()
+    try:
+        results = ctx.engine.render_batch(rows, preview_interval_s=ctx.settings.preview_interval_s)
+    except JobCancelled:  # every job was cancelled, each ended as its cancel was seen
+        results = [None] * len(running)
+    except BaseException as exc:  # out of memory, the time limit...: each job's attempt failed (RQ retries it)
+        _share_gpu_time(ctx, running, time.monotonic() - started)
+        for m in running:
+            outcomes[m.job_id] = exc
+        raise
+    finally:
+        for live in lives.values():
+            close_live(live)  # before the outcomes: no progress edit may follow them
+    share_s = (time.monotonic() - started) / len(running)  # every job has four rows: equal shares
+    log.info("rendered a batch of %d grids (%s)", len(running), ", ".join(m.job_id for m in running))
+    # 4. and 5. Per job: store and make final, then conclude.
+    for m, result in zip(running, results, strict=True):
+        if result is None:
+            jobs.add_gpu_seconds(ctx.conn, m.job_id, share_s)  # recorded, never charged: a cancel refunds
+            outcomes[m.job_id] = {"job_id": m.job_id, "state": jobs.CANCELLED}
+        elif isinstance(result, GenerationFailed):
+            jobs.add_gpu_seconds(ctx.conn, m.job_id, share_s)
+            end_job(ctx, m.job_id, jobs.FAILED, str(result))
+            m.rq_job.retries_left = 0  # a broken model stays broken
+            outcomes[m.job_id] = result
+        else:
+            try:
+                output = kinds.grid_of(ctx, m.spec, result, gpu_s=share_s)
+                outcomes[m.job_id] = complete(ctx, m.job_id, m.spec, output)
+            except Exception as exc:  # Redis gone mid-way: this job's attempt failed, RQ retries it
+                outcomes[m.job_id] = exc
+
+
+def _rows(ctx: Context, m: Member, live: LiveMessage | None, *, slowed: bool) -> Rows:
+    """The job's hooks in the batch: progress on its record and message, its cancel flag, and when its cancel is
+    seen, its end at once (its rows are dropped)."""
+    job_id = m.job_id
+
+    def dropped() -> None:
+        close_live(live)
+        end_cancelled(ctx, job_id)
+
+    return Rows(m.spec, progress_of(ctx, job_id, m.spec, live, slowed=slowed),
+                lambda: jobs.cancel_requested(ctx.conn, job_id), dropped)
+
+
+def _share_gpu_time(ctx: Context, members: Sequence[Member], seconds: float) -> None:
+    """A failed call's time, split equally, added to each job's `gpu_s` (as a lone failed attempt's is)."""
+    for m in members:
+        jobs.add_gpu_seconds(ctx.conn, m.job_id, seconds / len(members))
