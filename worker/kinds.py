@@ -25,6 +25,7 @@ from core.queue import SINGLE_IMAGE_KINDS
 from core.safety import Safety, safety_of, with_safety
 from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
 from worker import editing, output_check
+from worker import images as inputs
 from worker.context import Context
 from worker.engine import ProgressCallback
 from worker.grid import compose_grid, encode_png, tile_box
@@ -100,6 +101,14 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
 def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
           ) -> Output:
     if kind == "grid":
+        start_from = inputs.starting_image(ctx, job_id, spec)  # image prompts and blends: fetched, checked, blended
+        if start_from is not None:
+            strength = start_from.strength
+            drawn = _gpu(meter, lambda: ctx.engine.image_to_image(
+                start_from.spec, start_from.image, strength, count=4, on_progress=hooks.on_progress,
+                should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s),
+                quotas.render_of(spec, "vary", strength=strength))
+            return _grid_output(_check(ctx, spec, drawn))
         images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
                                                       preview_interval_s=hooks.preview_interval_s),
