@@ -29,7 +29,7 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 """Default pixel cap of one image, checked from its header before it is decoded."""
 
-MAX_URL_CHARS = 2048
+MAX_URL_CHARS = 1000
 """Longest image URL accepted."""
 
 MAX_IMAGES = 5
@@ -141,6 +141,14 @@ def split_images(text: str, rules: Rules | None = None) -> tuple[ImagePrompt, st
         raise PromptError(f"a prompt may start with at most {MAX_IMAGES} images, not {len(urls)}")
     iw, rest = _image_weight(rest, bool(urls))
     return ImagePrompt(tuple(urls), tuple(weights), iw), " ".join(rest.split())
+
+
+def link_chars(text: str) -> int:
+    """How many characters of `text` are its leading image links (not counted against the prompt's length)."""
+    end = 0
+    while match := _LEADING_URL.match(text, end):
+        end = match.end()
+    return end
 
 
 def _image_weight(text: str, has_images: bool) -> tuple[float, str]:

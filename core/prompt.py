@@ -102,8 +102,9 @@ def parse(
     prompt, their `::` weights and `--iw` are read by `core.images.split_images` under `image_rules` (default:
     Discord's hosts only) into `extras["images"]`."""
     max_chars = min(max_chars, MAX_TEXT_CHARS)
-    if len(text) > max_chars:
-        raise PromptError(f"the prompt is {len(text)} characters long; the limit is {max_chars}")
+    length = len(text) - images.link_chars(text)  # image links (long signed Discord URLs) are not prompt text
+    if length > max_chars or len(text) > MAX_TEXT_CHARS:
+        raise PromptError(f"the prompt is {length} characters long; the limit is {max_chars}")
     if preferences is not None:
         text = preferences.expand(text)
     saved = _collect(_saved_parameters(defaults or {}), saved=True)
