@@ -35,7 +35,7 @@ from quotas import TiersConfig, TierSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.imagine", "bot.images", "bot.buttons", "bot.account", "bot.admin", "bot.components")
+EXTENSIONS = ("bot.imagine", "bot.images", "bot.describe", "bot.buttons", "bot.account", "bot.admin", "bot.components")
 """The feature modules `setup_hook` loads."""
 
 REDIS_THREADS = 32

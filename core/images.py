@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,3 +206,13 @@ def check_extras(data: Any) -> dict[str, Any]:
 
 def _show(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
+def numbered(prompts: Sequence[str], numbers: Sequence[str]) -> str:
+    """A `/describe`'s prompts, one a line, each after its number."""
+    return "\n".join(f"{number} {text}" for number, text in zip(numbers, prompts, strict=False))
+
+
+def all_prompts(prompts: Sequence[str]) -> str:
+    """One `/imagine` text that makes a job of each prompt: a `{}` permutation with their commas escaped."""
+    return "{" + ", ".join(text.replace(",", "\\,") for text in prompts) + "}"

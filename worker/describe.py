@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from core.models import BUILTIN_EMBEDDED, ModelInfo
+from core.models import BUILTIN_EMBEDDED, BUILTIN_TINY, ModelInfo
 from core.settings import ImageSettings
 from model import checker
 from model.data import Obj, Scene, caption
@@ -133,14 +133,15 @@ class CaptionDescriber:
 
 
 def load(settings: ImageSettings, model: ModelInfo, device: str = "cpu") -> Describer | None:
-    """The worker's describer: the configured captioner, else the embedded model's own, else None.
+    """The worker's describer: the configured captioner, else for the built-in models the shapes world's, else
+    None (a `/describe` then fails, refunded, saying so).
 
     Raises:
         DescriberUnavailable: a captioner is configured and cannot be loaded.
     """
     if settings.captioner:
         return CaptionDescriber(settings.captioner, device)
-    if model.source == BUILTIN_EMBEDDED:
+    if model.source in (BUILTIN_EMBEDDED, BUILTIN_TINY):  # the tiny test model draws noise: its world is the same
         return ShapesDescriber()
     return None
 

@@ -135,3 +135,25 @@ def blend(pipe: object, pictures: Sequence[Image.Image], weights: Sequence[float
         decoded = vae.decode(mixed).sample
         result: Image.Image = processor.postprocess(decoded, output_type="pil")[0]
     return result
+
+
+DESCRIBED_SIDE = 512
+"""Longest side of the image a `/describe` answers with (a thumbnail of the member's image)."""
+
+
+def describe(ctx: Context, job_id: str, spec: JobSpec) -> tuple[Image.Image, list[str]]:
+    """`/describe`: the spec's one image, fetched and checked, as a thumbnail, and four prompts for it (seeded by
+    the spec's seed: a re-roll has another).
+
+    Raises:
+        GenerationFailed: no describer on this worker, or as `fetch_all`.
+    """
+    given = images_of(spec.extras)
+    if given is None or len(given.urls) != 1:
+        raise GenerationFailed("malformed job payload: a describe job names exactly one image")
+    if ctx.describer is None:
+        raise GenerationFailed("this server has no image describer (IMAGINE_IMAGE_CAPTIONER is empty)")
+    [picture] = fetch_all(ctx, job_id, spec, given.urls)
+    prompts = ctx.describer.prompts(picture, seed=spec.seed)
+    picture.thumbnail((DESCRIBED_SIDE, DESCRIBED_SIDE), Image.Resampling.LANCZOS)
+    return picture, prompts

@@ -10,7 +10,9 @@ from PIL import Image
 
 import quotas
 from core import jobs, keys
+from core.buttons import NUMBER_EMOJI, custom_id, describe_components
 from discord_emulator import Attachment, DiscordEmulator
+from model.data import Obj, Scene, render
 from tests.e2e.conftest import WORKER_NAME
 from tests.e2e.helpers import BotProcess, assert_ledger_balanced, eventually, job_of, png, result, settled
 
@@ -83,3 +85,30 @@ async def test_refused_images_are_answered_and_not_charged(
     original = await pending.wait_original(lambda m: "failed" in m.content)
     assert "not an image" in original.content
     assert_ledger_balanced(redis_conn, quotas.member_id(discord.state.guild_id, alice.id), [record.job_id])
+
+
+async def test_describe_answers_four_prompts_and_a_number_imagines_one(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """/describe of a red circle on blue: the image and four numbered prompts in the shapes world naming red, circle
+    and blue, with 1️⃣-4️⃣, Imagine all and re-roll; 2️⃣ runs /imagine with prompt 2 through admission."""
+    alice = discord.add_user("alice")
+    drawn = io.BytesIO()
+    Image.fromarray(render(Scene("blue", (Obj("circle", "red", "centre"),)))).save(drawn, "PNG")
+    pending = await discord.send_slash_command(user=alice, name="describe", options={
+        "image": Attachment("", "circle.png", drawn.getvalue(), "image/png")})
+    message = await result(pending)
+    described = message.content.splitlines()[1:]
+    assert [line.split()[0] for line in described] == list(NUMBER_EMOJI), message.content
+    for line in described:
+        assert all(word in line for word in ("red", "circle", "blue")), line
+    job_id = job_of(message)
+    assert message.custom_ids() == [c["custom_id"] for row in describe_components(job_id) for c in row["components"]]
+    await settled(redis_conn, WORKER_NAME, job_id)
+
+    second = described[1].split(" ", 1)[1]
+    pending = await discord.click_button(user=alice, message=message, custom_id=custom_id("prompt", job_id, 2))
+    grid = await result(pending)
+    await settled(redis_conn, WORKER_NAME, job_of(grid))
+    record = jobs.get(redis_conn, job_of(grid))
+    assert record is not None and record.kind == "grid" and record.spec.prompt == second
