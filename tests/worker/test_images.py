@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from PIL import Image
@@ -14,7 +16,7 @@ from model import checker
 from model.data import Obj, Scene, parse_caption, render
 from worker import kinds
 from worker.context import Context
-from worker.describe import DescriberUnavailable, ShapesDescriber, load
+from worker.describe import CaptionDescriber, DescriberUnavailable, ShapesDescriber, load
 from worker.engine import Engine
 from worker.grid import compose_grid
 
@@ -83,6 +85,40 @@ def test_describe_names_two_objects_and_their_positions() -> None:
         scene = parse_caption(text)
         assert scene is not None and {(o.colour, o.shape, o.position) for o in scene.objects} == {
             ("blue", "square", "left"), ("yellow", "star", "right")}, text
+
+
+def tiny_blip(folder: Path) -> Path:
+    """A randomly initialised BLIP captioner, tiny, saved with its processor as a hub folder would hold it."""
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle", "on", "blue", "background"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = BlipConfig(text_config={**small, "vocab_size": len(words), "max_position_embeddings": 64,
+                                     "bos_token_id": 2, "sep_token_id": 3, "pad_token_id": 0},
+                        vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=32)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_a_configured_captioner_is_loaded_and_answers_prompts(tmp_path: Path) -> None:
+    """IMAGINE_IMAGE_CAPTIONER: a transformers image-to-text model (a tiny random BLIP here) is loaded once and
+    answers one to four prompts and a subject, as text (random weights: what they say is noise)."""
+    describer = load(ImageSettings(captioner=str(tiny_blip(tmp_path))), embedded_model())
+    assert isinstance(describer, CaptionDescriber) and describer.name == str(tmp_path)
+    prompts = describer.prompts(drawn("red", "circle", "blue"), seed=1)
+    assert 1 <= len(prompts) <= 4 and all(isinstance(p, str) and p for p in prompts)
+    assert isinstance(describer.subject(drawn("red", "circle", "blue")), str)
 
 
 def test_a_captioner_that_cannot_load_is_one_clear_error(tmp_path) -> None:
