@@ -100,14 +100,14 @@ class DescribeButton(JobButton, template=template_of(*DESCRIBE_ACTIONS)):
                 if given is None:
                     raise JobExpired("This description has expired; run /describe again.")
                 admitted, specs = await admit_describe(bot, interaction, given.urls[0])
-                kind: dict[str, Any] = {"label": "Describe", "kind": "describe", "source": {"job_id": ref.job_id}}
+                job: dict[str, Any] = {"label": "Describe", "kind": "describe", "source": {"job_id": ref.job_id}}
             else:
                 if not prompts:
                     raise JobExpired("These prompts have expired; run /describe again.")
                 text = prompts[ref.index - 1] if ref.action == "prompt" else all_prompts(prompts)
                 admitted, specs = await submit.admit_prompt(bot, interaction, text)
-                kind = {}
-        await submit.start_admitted(bot, interaction, admitted, specs, **kind)
+                job = {}  # /imagine's grids
+        await submit.start_admitted(bot, interaction, admitted, specs, **job)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -39,6 +39,9 @@ IMAGE_WEIGHT_DEFAULT = 1.0
 IMAGE_WEIGHT_MAX = 3.0
 """`--iw` runs from 0 to 3: how much the images count against the text."""
 
+MAX_URL_WEIGHT = 1000.0
+"""Largest `url::w` weight (as `core.prompt.MAX_WEIGHT` for text parts: finite and JSON-safe)."""
+
 EXTRAS_KEY = "images"
 """`JobSpec.extras` key of a job's images: `{"urls": [...], "weights": [...], "iw": float}`."""
 
@@ -132,8 +135,9 @@ def split_images(text: str, rules: Rules | None = None) -> tuple[ImagePrompt, st
         url = match["url"]
         rules.check_url(url)
         weight = float(match["weight"]) if match["weight"] else 1.0
-        if not 0 < weight <= IMAGE_WEIGHT_MAX * 1000:
-            raise PromptError(f"an image's '::' weight must be more than 0, not {match['weight']}")
+        if not 0 < weight <= MAX_URL_WEIGHT:
+            raise PromptError(f"an image's '::' weight must be more than 0 and at most {MAX_URL_WEIGHT:g}, "
+                              f"not {match['weight']}")
         urls.append(url)
         weights.append(weight)
         rest = rest[match.end():]
@@ -197,8 +201,8 @@ def check_extras(data: Any) -> dict[str, Any]:
     if not isinstance(weights, list) or len(weights) != len(urls):
         raise ValueError("spec.extras.images.weights must have one weight per URL")
     for weight in [*weights, iw]:
-        if type(weight) not in (int, float) or not math.isfinite(weight) or not 0 <= weight <= 3000:
-            raise ValueError("spec.extras.images weights must be finite numbers from 0 to 3000")
+        if type(weight) not in (int, float) or not math.isfinite(weight) or not 0 <= weight <= MAX_URL_WEIGHT:
+            raise ValueError(f"spec.extras.images weights must be finite numbers from 0 to {MAX_URL_WEIGHT:g}")
     if iw > IMAGE_WEIGHT_MAX:
         raise ValueError(f"spec.extras.images.iw must be from 0 to {IMAGE_WEIGHT_MAX:g}")
     return {"urls": list(urls), "weights": [float(w) for w in weights], "iw": float(iw)}
