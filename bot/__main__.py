@@ -18,7 +18,14 @@ import yarl
 from bot.client import ImagineBot, connect_redis, keep_tokens_out_of_logs
 from core.errors import ImagineError
 from core.queue import redis_location
-from core.settings import AdminSettings, DiscordSettings, JobSettings, ModelSettings, RedisSettings
+from core.settings import (
+    AdminSettings,
+    DiscordSettings,
+    ImageSettings,
+    JobSettings,
+    ModelSettings,
+    RedisSettings,
+)
 from quotas import TierSettings
 
 log = logging.getLogger("bot")
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         job_settings = JobSettings()
         tiers = TierSettings().config()
         admins = AdminSettings()
+        image_settings = ImageSettings()
     except pydantic.ValidationError as exc:
         return fail(2, f"invalid configuration: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
     except ImagineError as exc:
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         job_settings=job_settings,
         tiers=tiers,
         admins=admins,
+        image_settings=image_settings,
     )
     tune_gc()
     try:

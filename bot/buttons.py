@@ -20,7 +20,7 @@ _ACTIONS = "|".join(buttons.ACTIONS)
 assert f"(?P<act>{_ACTIONS})" in buttons.TEMPLATE, "core.buttons.TEMPLATE changed shape"
 
 
-def _template(*actions: str) -> str:
+def template_of(*actions: str) -> str:
     """core.buttons.TEMPLATE narrowed to some actions."""
     return buttons.TEMPLATE.replace(f"(?P<act>{_ACTIONS})", f"(?P<act>{'|'.join(actions)})")
 
@@ -54,32 +54,32 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=buttons.TEMP
             await bot.report(interaction, exc)
 
 
-class UpscaleButton(JobButton, template=_template("u")):
+class UpscaleButton(JobButton, template=template_of("u")):
     """U1-U4: image k at full size."""
 
 
-class VaryButton(JobButton, template=_template("v")):
+class VaryButton(JobButton, template=template_of("v")):
     """V1-V4: a new grid of variations of image k."""
 
 
-class VaryImageButton(JobButton, template=_template("strong", "subtle")):
+class VaryImageButton(JobButton, template=template_of("strong", "subtle")):
     """Vary (Strong) / Vary (Subtle) under a single image."""
 
 
-class Upscale2xButton(JobButton, template=_template("up2x")):
+class Upscale2xButton(JobButton, template=template_of("up2x")):
     """Upscale (2x) under a single image."""
 
 
-class RerollButton(JobButton, template=_template("reroll")):
+class RerollButton(JobButton, template=template_of("reroll")):
     """Re-roll: the same prompt with a new seed."""
 
 
-class EditButton(JobButton, template=_template(*buttons.EDIT_ACTIONS, "zoomc")):
+class EditButton(JobButton, template=template_of(*buttons.EDIT_ACTIONS, "zoomc")):
     """Zoom Out 2x / 1.5x, Custom Zoom, Make Square and the four pans under a single image: a new grid of the
     edited image (Custom Zoom first asks for its prompt and `--zoom`)."""
 
 
-class VaryRegionButton(JobButton, template=_template("region")):
+class VaryRegionButton(JobButton, template=template_of("region")):
     """Vary (Region): answers with a menu of regions, seen only by the clicker; nothing is read or charged yet."""
 
     async def callback(self, interaction: discord.Interaction) -> None:

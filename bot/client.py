@@ -29,13 +29,13 @@ from bot.aredis import REDIS_CONNECT_TIMEOUT_S, REDIS_RETRIES, REDIS_RETRY_CAP_S
 from bot.tree import CheckedTree
 from core import metrics
 from core.models import ModelRegistry
-from core.settings import AdminSettings, DiscordSettings, JobSettings
+from core.settings import AdminSettings, DiscordSettings, ImageSettings, JobSettings
 from quotas import TiersConfig, TierSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.imagine", "bot.buttons", "bot.account", "bot.admin", "bot.components")
+EXTENSIONS = ("bot.imagine", "bot.images", "bot.describe", "bot.buttons", "bot.account", "bot.admin", "bot.components")
 """The feature modules `setup_hook` loads."""
 
 REDIS_THREADS = 32
@@ -86,6 +86,7 @@ class ImagineBot(commands.Bot):
         job_settings: JobSettings | None = None,
         tiers: TiersConfig | None = None,
         admins: AdminSettings | None = None,
+        image_settings: ImageSettings | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -101,6 +102,8 @@ class ImagineBot(commands.Bot):
         self.job_settings = job_settings or JobSettings()
         self.tiers = tiers or TierSettings().config()
         self.admins = admins or AdminSettings()
+        self.image_settings = image_settings or ImageSettings()
+        self.image_rules = self.image_settings.rules()  # image links are checked before admission (core.images)
         self._redis_pool = ThreadPoolExecutor(REDIS_THREADS, thread_name_prefix="redis")
         self._writing: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()

@@ -14,7 +14,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bot import account, buttons, errors
+from bot import account, buttons, describe, errors
 from core.errors import MalformedInteraction
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = "imagine:"
 """The prefix of every custom_id the bot and its workers put on a message."""
 
-HANDLED_BY: tuple[type[discord.ui.DynamicItem[Any]], ...] = (*buttons.ALL_ITEMS, *account.DYNAMIC_ITEMS)
+HANDLED_BY: tuple[type[discord.ui.DynamicItem[Any]], ...] = (*buttons.ALL_ITEMS, *account.DYNAMIC_ITEMS,
+                                                             describe.DescribeButton)
 """The `DynamicItem`s that answer clicks on `imagine:` custom_ids."""
 
 UNKNOWN = "This button or menu is not one this bot offers (any more); nothing was done."

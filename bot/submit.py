@@ -250,6 +250,7 @@ def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -
         defaults=saved.defaults,
         default_mode=saved.mode,
         preferences=saved.preferences,
+        image_rules=bot.image_rules,
     )
 
 

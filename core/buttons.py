@@ -25,7 +25,10 @@ EDIT_ACTIONS: dict[str, Edit] = {
 }
 """The editing buttons under an upscaled image and the edit each asks for (`core.canvas`)."""
 
-ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", "region", "zoomc", *EDIT_ACTIONS)
+DESCRIBE_ACTIONS = ("prompt", "imagineall", "redescribe")
+"""Under a `/describe`: imagine prompt k (1-4), imagine all four, describe again for four new prompts."""
+
+ACTIONS = ("u", "v", "reroll", "strong", "subtle", "up2x", "region", "zoomc", *EDIT_ACTIONS, *DESCRIBE_ACTIONS)
 """u: image k at full size; v: variations of image k; reroll: same prompt, new seed; strong/subtle: variations of an
 upscaled image; up2x: twice the resolution; region: Vary (Region), which first asks which region (`REGION_TEMPLATE`);
 zoomc: Custom Zoom, which asks for the prompt with its `--zoom`; the EDIT_ACTIONS: Zoom Out, Make Square, Pan."""
@@ -144,6 +147,18 @@ def image_components(job_id: str, size: tuple[int, int], model: ModelInfo | None
     it is square."""
     upscale2x = model is None or model.may_upscale2x(*size)
     return single_components(job_id, upscale2x=upscale2x, square=size[0] == size[1])
+
+
+NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+"""The numbers of a `/describe`'s prompts, in its text and on its buttons."""
+
+
+def describe_components(job_id: str) -> list[dict[str, Any]]:
+    """Under a `/describe`: 1️⃣-4️⃣ imagine that prompt; Imagine all; re-roll for four new prompts."""
+    return [
+        _row(*(_button("", "prompt", job_id, k, NUMBER_EMOJI[k - 1]) for k in range(1, 5))),
+        _row(_button("Imagine all", "imagineall", job_id), _button("", "redescribe", job_id, 0, "🔄")),
+    ]
 
 
 def failed_components(job_id: str) -> list[dict[str, Any]]:

@@ -104,3 +104,8 @@ class MalformedInteraction(ImagineError):
 class EditRefused(ImagineError):
     """An editing button (Zoom Out, Make Square, Pan, Vary (Region)) asks for an image the model cannot make: past its
     aspect limit, or a square of a square; nothing was queued or charged."""
+
+
+class ImageRefused(PromptError):
+    """An image given by link or attachment may not be used: another host, plain http, a private address, too many
+    bytes or pixels, not an image, or too slow to arrive. The message names the rule; nothing is charged."""

@@ -28,6 +28,11 @@ def job_image(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:image:{index}"
 
 
+def job_prompts(job_id: str) -> str:
+    """String: JSON list of the four prompts a `/describe` job found, kept with its image's TTL."""
+    return f"{PREFIX}:job:{job_id}:prompts"
+
+
 def job_grid(job_id: str) -> str:
     """String: PNG bytes of the job's 2x2 grid, kept with a TTL."""
     return f"{PREFIX}:job:{job_id}:grid"

@@ -19,11 +19,12 @@ from core.errors import MalformedPayload
 from core.models import ModelInfo
 from core.spec import MAX_TEXT_CHARS, JobSpec
 
-KINDS = ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask")
+KINDS = ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask", "describe")
 """What a job makes: a new grid (imagine, re-roll); image k of a parent grid at full size (U1-U4); a new grid of
 variations of image k (V1-V4, Vary Strong/Subtle); a 2x upscale of a single image; a new grid of an image zoomed
 out, panned, made square or with a region redrawn (`core.canvas`); a grid of image k repainted inside a mask drawn
-in the web editor (`keys.job_mask`) with a new prompt (workers refuse it until they can paint it: `worker.kinds`)."""
+in the web editor (`keys.job_mask`) with a new prompt (workers refuse it until they can paint it: `worker.kinds`);
+four prompts for the image of its spec's image prompt (`/describe`)."""
 
 
 MAX_PAYLOAD_CHARS = 64 * 1024
@@ -127,9 +128,9 @@ def _job_id(where: str, value: Any) -> str:
 def _source(kind: str, value: Any) -> Source | None:
     if not isinstance(value, dict):
         raise MalformedPayload("source must be an object")
-    if kind == "grid":  # a new grid: no source, or a re-roll's parent job
+    if kind in ("grid", "describe"):  # a new grid or description: no source, or a re-roll's parent job
         if value.keys() - {"job_id"}:
-            raise MalformedPayload("a grid job's source names only the job it re-rolls")
+            raise MalformedPayload(f"a {kind} job's source names only the job it re-rolls")
         return Source(_job_id("source.job_id", value["job_id"])) if value else None
     allowed = {"job_id", "index", *EXTRA_SOURCE_FIELDS.get(kind, ())}
     unknown = value.keys() - allowed

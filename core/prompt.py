@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core import permutations
+from core import images, permutations
 from core.errors import PromptError
 from core.models import ModelInfo, ModelRegistry
 from core.preferences import MAX_OPTION_CHARS, Preferences, check_name, check_text
@@ -66,9 +66,9 @@ _SETTING_OF = {  # every name accepted after `--` -> the setting it sets (aliase
     "fast": "mode", "relax": "mode",
 }  # fmt: skip
 _UNSUPPORTED = frozenset(
-    {"niji", "weird", "w", "iw", "style", "sref", "sw", "cref", "cw", "turbo", "raw", "p", "personalize"}
+    {"niji", "weird", "w", "style", "sref", "sw", "cref", "cw", "turbo", "raw", "p", "personalize"}
 )
-BUILTIN_NAMES = frozenset(_SETTING_OF) | _UNSUPPORTED
+BUILTIN_NAMES = frozenset(_SETTING_OF) | _UNSUPPORTED | {"iw"}
 """Every parameter name the language knows (supported or not): no custom option may take one."""
 
 
@@ -94,19 +94,24 @@ def parse(
     default_mode: Mode = "fast",
     rng: random.Random | None = None,
     preferences: Preferences | None = None,
+    image_rules: images.Rules | None = None,
 ) -> list[JobSpec]:
     """Parse one `/imagine` text into the jobs it asks for (permutations x `--repeat`), or raise PromptError.
     `max_chars` may lower the hard cap on a prompt's length (MAX_TEXT_CHARS), never raise it. `preferences`: the
-    member's custom options and suffix, expanded first (`core.preferences`)."""
+    member's custom options and suffix, expanded first (`core.preferences`). Image links at the start of the
+    prompt, their `::` weights and `--iw` are read by `core.images.split_images` under `image_rules` (default:
+    Discord's hosts only) into `extras["images"]`."""
     max_chars = min(max_chars, MAX_TEXT_CHARS)
-    if len(text) > max_chars:
-        raise PromptError(f"the prompt is {len(text)} characters long; the limit is {max_chars}")
+    length = len(text) - images.link_chars(text)  # image links (long signed Discord URLs) are not prompt text
+    if length > max_chars or len(text) > MAX_TEXT_CHARS:
+        raise PromptError(f"the prompt is {length} characters long; the limit is {max_chars}")
     if preferences is not None:
         text = preferences.expand(text)
     saved = _collect(_saved_parameters(defaults or {}), saved=True)
     template = permutations.parse(text)
     _check_job_count(permutations.count(template), max_jobs)
-    plans = [_plan(expansion, registry, saved, max_jobs, default_mode) for expansion in permutations.expand(template)]
+    plans = [_plan(expansion, registry, saved, max_jobs, default_mode, image_rules)
+             for expansion in permutations.expand(template)]
     _check_job_count(sum(repeat for _, repeat, _ in plans), max_jobs)
     rng = rng or random.SystemRandom()
     specs = []
@@ -149,6 +154,9 @@ def canonical(spec: JobSpec, *, with_seed: bool = True) -> str:
     defaults gives the spec back (with `seed_random=False`). `with_seed=False` leaves out `--seed`, for a re-roll.
     """
     words = [spec.prompt]
+    given = images.images_of(spec.extras)
+    if given is not None and given.iw != images.IMAGE_WEIGHT_DEFAULT:
+        words.append(f"--iw {given.iw:g}")
     if spec.aspect != DEFAULT_ASPECT:
         words.append(f"--ar {spec.aspect}")
     if with_seed:
@@ -209,8 +217,11 @@ def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
     return _squash(text[: starts[0]]), [(match[1].lower(), value) for match, value in zip(found, values, strict=True)]
 
 
-def _parts(prompt: str) -> tuple[PromptPart, ...]:
-    """`"cat::2 dog::1"` -> (("cat", 2.0), ("dog", 1.0)); a weight belongs to the text before its `::`."""
+def _parts(prompt: str, *, may_be_empty: bool = False) -> tuple[PromptPart, ...]:
+    """`"cat::2 dog::1"` -> (("cat", 2.0), ("dog", 1.0)); a weight belongs to the text before its `::`. An image
+    prompt may have no text (`may_be_empty`): one empty part."""
+    if may_be_empty and not prompt:
+        return (PromptPart(""),)
     parts, start = [], 0
     for mark in _WEIGHT_MARK.finditer(prompt):
         weight = float(mark[1]) if mark[1] else 1.0
@@ -266,11 +277,16 @@ def _unknown_message(name: str) -> str:
 
 
 def _plan(
-    expansion: str, registry: ModelRegistry, saved: dict[str, _Given], max_jobs: int, default_mode: Mode
+    expansion: str, registry: ModelRegistry, saved: dict[str, _Given], max_jobs: int, default_mode: Mode,
+    image_rules: images.Rules | None = None,
 ) -> tuple[dict[str, Any], int, int | None]:
     """One expansion -> (the JobSpec fields but the seed, how many times to repeat it, the `--seed` or None)."""
+    given_images, expansion = images.split_images(expansion, image_rules)
     prompt, params = _split(expansion)
-    parts = _parts(prompt)
+    parts = _parts(prompt, may_be_empty=bool(given_images.urls))
+    if given_images.urls:
+        prompt = " ".join([*(url if w == 1 else f"{url}::{w:g}" for url, w in zip(
+            given_images.urls, given_images.weights, strict=True)), prompt]).strip()
     given = {**saved, **_collect(params)}  # what the prompt gives wins over the saved defaults
     for entry in given.values():
         if entry.name in _FLAGS and entry.value:
@@ -318,6 +334,8 @@ def _plan(
         "mode": mode,
         "model": model.name,
     }
+    if given_images.urls:
+        fields["extras"] = {images.EXTRAS_KEY: given_images.to_extras()}
     return fields, values.get("repeat", 1), values.get("seed")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.images import MAX_BYTES, MAX_PIXELS, Rules, rules_from
 from core.models import ModelRegistry, load_registry
 from core.spec import MAX_TEXT_CHARS
 
@@ -122,3 +123,36 @@ class AdminSettings(BaseSettings):
 
     def users(self) -> frozenset[str]:
         return frozenset(filter(None, self.admin_user_ids.split(",")))
+
+
+class ImageSettings(BaseSettings):
+    """Images members give (image prompts, `/blend`, `/describe`): where they may come from, how much is read, and
+    the models that read them. Built by the bot (to check links before admission) and by the worker (to fetch)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGINE_IMAGE_", extra="ignore")
+
+    hosts: str = Field(default="", description="hosts images may also come from, comma-separated (Discord's "
+                       "cdn.discordapp.com and media.discordapp.net always may)")
+    max_bytes: int = Field(default=MAX_BYTES, ge=1024, description="largest image file read, in bytes")
+    max_pixels: int = Field(default=MAX_PIXELS, ge=64 * 64, description="largest image, in pixels (from its header)")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to connect to an image's host")
+    read_timeout_s: float = Field(default=10.0, gt=0, description="seconds to wait for each read of an image")
+    captioner: str = Field(default="", description="/describe: a transformers image-to-text model (hub id or "
+                           "folder, e.g. Salesforce/blip-image-captioning-base) loaded at start; empty = the "
+                           "embedded model's own describer")
+    ip_adapter: str = Field(default="", description="not implemented yet: IP-Adapter weights for image prompts")
+    test_allow_http: bool = Field(default=False, description="tests only: allow plain http links")
+    test_trusted_origins: str = Field(default="", description="tests only: host:port pairs exempt from the "
+                                      "address rule (the emulator serving attachments on 127.0.0.1)")
+
+    def rules(self) -> Rules:
+        """The fetching rules these settings make."""
+        return rules_from(
+            self.hosts.split(","),
+            https_only=not self.test_allow_http,
+            trusted=frozenset(o.strip().lower() for o in self.test_trusted_origins.split(",") if o.strip()),
+            max_bytes=self.max_bytes,
+            max_pixels=self.max_pixels,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+        )

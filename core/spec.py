@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from core import images
 from core.errors import MalformedPayload
 
 Mode = Literal["fast", "relax"]
@@ -174,7 +175,12 @@ def _part(data: Any) -> PromptPart:
 
 
 def _extras(value: Any) -> dict[str, Any]:
-    extras = _mapping(value, "spec.extras", frozenset(), frozenset({"safety", BASE_SIZE}))
+    extras = dict(_mapping(value, "spec.extras", frozenset(), frozenset({"safety", BASE_SIZE, images.EXTRAS_KEY})))
+    if images.EXTRAS_KEY in extras:
+        try:
+            extras[images.EXTRAS_KEY] = images.check_extras(extras[images.EXTRAS_KEY])
+        except ValueError as exc:
+            raise MalformedPayload(str(exc)) from None
     if BASE_SIZE in extras:
         base = extras[BASE_SIZE]
         if not isinstance(base, list) or len(base) != 2:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import io
 import time
 from typing import Any
+
+from PIL import Image
 
 from discord_emulator.state import (
     ATTACHMENT_SIZE_LIMIT_BYTES,
@@ -154,6 +157,22 @@ def attachment(a: Attachment, message: Message, base_url: str) -> dict[str, Any]
         out["description"] = a.description
     if message.ephemeral:
         out["ephemeral"] = True
+    return out
+
+
+def uploaded(a: Attachment, base_url: str) -> dict[str, Any]:
+    """A file attached to a command option, as `resolved.attachments` carries it: an ephemeral attachment with its
+    size, and for an image the width and height Discord reads from it."""
+    url = f"{base_url}/attachments/uploads/{a.id}/{a.filename}"
+    out: dict[str, Any] = {"id": a.id, "filename": a.filename, "size": len(a.data), "url": url, "proxy_url": url,
+                           "ephemeral": True}
+    if a.content_type:
+        out["content_type"] = a.content_type
+    try:
+        with Image.open(io.BytesIO(a.data)) as image:
+            out["width"], out["height"] = image.size
+    except Exception:  # not an image: Discord sends no size either
+        pass
     return out
 
 
@@ -311,11 +330,13 @@ SUBCOMMAND_TYPES = (1, 2)
 
 
 def command_options(
-    state: State, command: dict[str, Any], path: list[str], values: dict[str, Any], invoker: str = ""
+    state: State, command: dict[str, Any], path: list[str], values: dict[str, Any], invoker: str = "",
+    base_url: str = "",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The `options` of a command interaction, nested under `path`'s subcommand group and subcommand, and the
     `resolved` users, members (with their permissions), roles and channels (with the `invoker`'s permissions
-    there, as Discord sends them) that USER, ROLE and CHANNEL options name."""
+    there, as Discord sends them) that USER, ROLE and CHANNEL options name, and the attachments of ATTACHMENT
+    options (an `Attachment`, stored as an upload the emulator serves at its `url`)."""
     declared = command.get("options", [])
     levels = []
     for name in path:
@@ -349,6 +370,13 @@ def command_options(
                 "nsfw": found_channel.nsfw, "parent_id": None,
             }
             value = found_channel.id
+        elif types[name] == 11:  # ATTACHMENT: the value is the attachment's id
+            if not isinstance(value, Attachment):
+                raise ValueError(f"option {name!r} is an attachment: pass a discord_emulator.Attachment")
+            upload = Attachment(value.id or state.ids.next(), value.filename, value.data, value.content_type)
+            state.uploads[upload.id] = upload
+            resolved.setdefault("attachments", {})[upload.id] = uploaded(upload, base_url)
+            value = upload.id
         elif types[name] == 8:  # ROLE
             found_role = value if isinstance(value, Role) else state.roles[str(value)]
             resolved.setdefault("roles", {})[found_role.id] = role(found_role)

@@ -238,7 +238,7 @@ class DiscordEmulator:
         """
         top, *path = name.split()
         command, guild_id = self._synced_command(top)
-        nested, resolved = payloads.command_options(self.state, command, path, options or {}, user.id)
+        nested, resolved = payloads.command_options(self.state, command, path, options or {}, user.id, self.url)
         data: dict[str, Any] = {"id": command["id"], "name": top, "type": 1, "options": nested}
         if resolved:
             data["resolved"] = resolved
@@ -405,6 +405,10 @@ class DiscordEmulator:
         return json_response(payloads.message(message, self.state, self.url))
 
     async def _attachment(self, request: web.Request) -> web.Response:
+        upload = self.state.uploads.get(request.match_info["attachment"])
+        if request.match_info["channel"] == "uploads" and upload is not None:
+            return web.Response(body=upload.data, headers={"Content-Type": upload.content_type or
+                                                           "application/octet-stream"})
         for message in self.state.messages.values():
             for attachment in message.attachments:
                 if attachment.id == request.match_info["attachment"]:

@@ -260,6 +260,7 @@ class State:
         self.members: dict[str, Member] = {}
         self.channels: dict[str, Channel] = {}
         self.messages: dict[str, Message] = {}
+        self.uploads: dict[str, Attachment] = {}  # files members attached to command options (type 11), by id
         self.interactions: dict[str, Interaction] = {}
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[str, list[dict[str, Any]]] = {}

@@ -23,7 +23,7 @@ from core import keys, queue
 from core.errors import ImagineError
 from core.models import ModelRegistry
 from core.prompt import parse
-from core.settings import DiscordSettings, ModelSettings, RedisSettings, WorkerSettings
+from core.settings import DiscordSettings, ImageSettings, ModelSettings, RedisSettings, WorkerSettings
 from worker.context import Context, default_worker_name, register_stats
 
 log = logging.getLogger("worker")
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here: the engine (and the job function, which uses it) pulls in torch, which `--help` does not need.
     from model import loading
+    from worker import describe as describers
     from worker.delivery import Poster
     from worker.discord_http import DiscordHTTP
     from worker.engine import Engine
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    image_settings = ImageSettings()
+    try:
+        describer = describers.load(image_settings, info, device=str(engine.pipe.device))
+    except describers.DescriberUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     log.info("loaded model %s (%s) in %.1f s; Upscale (2x): %s", info.name, info.source, load_s,
              f"upscaler {settings.upscaler}" if settings.upscaler else "Lanczos resize and img2img")
 
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if not poster.http.has_bot_token:
         log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
     ctx = Context(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,
-                  classifier=classifier, safety_threshold=safety_settings.threshold)
+                  classifier=classifier, safety_threshold=safety_settings.threshold,
+                  image_rules=image_settings.rules(), describer=describer)
     lanes = queue.lane_names(info.name)
     try:
         register_stats(ctx, pipeline_loads=loading.PIPELINE_LOADS, load_s=load_s,

@@ -20,6 +20,7 @@ from rq.job import Job
 
 from core import jobs, queue
 from core.errors import GenerationFailed, JobCancelled, MalformedPayload
+from core.images import EXTRAS_KEY as IMAGES_KEY
 from core.payload import JobPayload, check_fits
 from core.spec import JobSpec
 from worker import kinds
@@ -52,6 +53,8 @@ def member(ctx: Context, rq_job: Job, key: BatchKey | None = None) -> Member | N
     try:
         checked = JobPayload.from_json(rq_job.args[0])
         if checked.job_id != rq_job.id or checked.kind != BATCHED_KIND or checked.spec.model != ctx.model.name:
+            return None
+        if IMAGES_KEY in checked.spec.extras:  # an image prompt or blend starts from its images: it runs alone
             return None
         check_fits(checked.spec, ctx.model, checked.kind)
     except (MalformedPayload, GenerationFailed):

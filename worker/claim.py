@@ -52,7 +52,8 @@ class BatchKey:
 #       claim's expiry), 5 the worker's name, 6-12 the BatchKey (model, width, height, steps, guidance, tile 0/1,
 #       stop), then one execution id per job that may be claimed.
 # Returns the claimed job ids, each followed by the index (1-based) of its lane. A job is claimed only when its
-# record is a queued grid of the same BatchKey and RQ still holds the job; the first one that is not ends the claim.
+# record is a queued grid of the same BatchKey, without image prompts (those start from their images, alone), and RQ
+# still holds the job; the first one that is not ends the claim.
 CLAIM_SCRIPT = """
 local lanes = #KEYS / 2
 local limit = tonumber(ARGV[1])
@@ -63,6 +64,7 @@ local function fits(id)
   if redis.call('HEXISTS', ARGV[3] .. id, 'data') == 0 then return false end
   local ok, s = pcall(cjson.decode, r[3])
   if not ok or type(s) ~= 'table' then return false end
+  if type(s.extras) == 'table' and s.extras.images ~= nil then return false end  -- image prompts: img2img, alone
   return s.model == ARGV[6] and s.width == tonumber(ARGV[7]) and s.height == tonumber(ARGV[8])
     and s.steps == tonumber(ARGV[9]) and type(s.guidance_scale) == 'number'
     and math.abs(s.guidance_scale - tonumber(ARGV[10])) < 1e-9

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 import redis
 
 from core import keys
+from core.images import Rules
 from core.models import ModelInfo
 from core.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from worker.delivery import Poster
+    from worker.describe import Describer
     from worker.engine import Engine
     from worker.safety import SafetyClassifier
 
@@ -40,6 +42,8 @@ class Context:
     poster: Poster | None = None  # shows jobs in Discord; None: jobs have no Discord side (CLI, tests)
     classifier: SafetyClassifier | None = None  # the image safety check (`worker.safety.load`); None: none
     safety_threshold: float = 0.5  # an image scoring at least this is flagged (WORKER_SAFETY_THRESHOLD)
+    image_rules: Rules = Rules()  # where members' images may be fetched from (`core.settings.ImageSettings`)
+    describer: Describer | None = None  # /describe and the words of image prompts (`worker.describe.load`)
 
 
 def default_worker_name() -> str:

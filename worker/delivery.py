@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from PIL import Image
 from core import buttons, delivery, jobs, keys
 from core.canvas import Edit
 from core.delivery import Delivery
+from core.images import numbered
 from core.models import ModelInfo
 from core.prompt import canonical
 from core.queue import SINGLE_IMAGE_KINDS
@@ -90,6 +92,13 @@ def result_text(record: jobs.JobRecord, user_id: str) -> str:
     return f"{headline(record, user_id)} --seed {spec.seed}"
 
 
+def described_text(conn: redis.Redis, record: jobs.JobRecord, user_id: str) -> str:
+    """A `/describe`'s answer: who asked, then its four numbered prompts (`keys.job_prompts`)."""
+    raw = conn.get(keys.job_prompts(record.job_id))
+    prompts = json.loads(raw) if isinstance(raw, bytes) else []
+    return f"<@{user_id}> described the image ({record.spec.mode}):\n{numbered(prompts, buttons.NUMBER_EMOJI)}"
+
+
 def flagged_note(action: str, flagged: tuple[int, ...], single: bool) -> str:
     """A line under a result whose images the safety check replaced ("" when none was)."""
     if not flagged:
@@ -103,6 +112,8 @@ def flagged_note(action: str, flagged: tuple[int, ...], single: bool) -> str:
 def result_components(record: jobs.JobRecord, models: Sequence[ModelInfo] = ()) -> list[dict[str, Any]]:
     """Grid buttons under a grid; single-image buttons under one image (`core.buttons.image_components`; a model
     not in `models` is taken for one not served any more)."""
+    if record.kind == "describe":
+        return buttons.describe_components(record.job_id)
     if record.kind in SINGLE_IMAGE_KINDS:
         spec = record.spec
         model = next((m for m in models if m.name == spec.model), None)
@@ -155,6 +166,8 @@ class Poster:
                 file = Attachment(spoiler_name(name) if action == "blur" else name, data)
             body = {"content": result_text(record, target.user_id) + flagged_note(action, flagged, single),
                     "components": result_components(record, self.models)}
+            if record.kind == "describe":
+                body["content"] = described_text(conn, record, target.user_id)
         elif record.state == jobs.FAILED:
             reason = record.reason or "unknown error"
             body = {"content": headline(record, target.user_id, f"failed: {reason}"),

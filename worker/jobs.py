@@ -18,6 +18,7 @@ quota is applied once, and a delivered job is not delivered again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -185,6 +186,8 @@ def stage_output(pipe: redis.client.Pipeline, job_id: str, output: kinds.Output,
     for index, png in enumerate(output.images):
         pipe.set(keys.job_image(job_id, index), png, ex=ttl_s)
     pipe.set(keys.job_grid(job_id), output.shown, ex=ttl_s)
+    if output.prompts:
+        pipe.set(keys.job_prompts(job_id), json.dumps(list(output.prompts)), ex=ttl_s)
     output_check.save_flags(pipe, job_id, output.flagged, output.action, ttl_s=ttl_s)
     if output.gpu_s > 0:
         pipe.hincrbyfloat(keys.job(job_id), "gpu_s", output.gpu_s)

@@ -25,6 +25,7 @@ from core.queue import SINGLE_IMAGE_KINDS
 from core.safety import Safety, safety_of, with_safety
 from core.spec import UPSCALE2X_STRENGTH, VARY_STRENGTH, JobSpec
 from worker import editing, output_check
+from worker import images as inputs
 from worker.context import Context
 from worker.grid import compose_grid, encode_png, tile_box
 from worker.sampling import ProgressCallback
@@ -60,6 +61,7 @@ class Output:
     later: tuple[Image.Image, ...] = ()  # images stored after the outcome, as `keys.job_image` 0..n-1
     gpu_s: float = 0.0  # device time spent making it, added to the job's `gpu_s` with the outcome
     work: float = 0.0  # megapixel-steps rendered to make it (`quotas.record_work`: the model's speed sample)
+    prompts: tuple[str, ...] = ()  # a `/describe`'s four prompts (`keys.job_prompts`)
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,23 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
 def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
           ) -> Output:
     if kind == "grid":
+        start_from = inputs.starting_image(ctx, job_id, spec)  # image prompts and blends: fetched, checked, blended
+        if start_from is not None:
+            strength = start_from.strength
+            drawn = _gpu(meter, lambda: ctx.engine.image_to_image(
+                start_from.spec, start_from.image, strength, count=4, on_progress=hooks.on_progress,
+                should_cancel=hooks.should_cancel, preview_interval_s=hooks.preview_interval_s),
+                quotas.render_of(spec, "vary", strength=strength))
+            return _grid_output(_check(ctx, spec, drawn))
         images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
                                                       preview_interval_s=hooks.preview_interval_s),
                       quotas.render_of(spec, "grid"))
         return _grid_output(_check(ctx, spec, images))
+    if kind == "describe":
+        shown, prompts = _gpu_text(meter, lambda: inputs.describe(ctx, job_id, spec))
+        png = encode_png(shown)
+        return Output([png], png, prompts=tuple(prompts))
     parent, index = _parse_source(source)
     start = source_image(ctx, meter, parent, index, hooks.should_cancel, safety=safety_of(spec))
     if kind == "upscale":
@@ -303,6 +317,15 @@ def _check(ctx: Context, spec: JobSpec, images: list[Image.Image]) -> output_che
 def _grid_output(checked: output_check.Checked) -> Output:
     grid = encode_png(compose_grid(checked.images))
     return Output([], grid, checked.flagged, checked.action, checked.detail, later=tuple(checked.images))
+
+
+def _gpu_text(meter: _Meter, call: Callable[[], tuple[Image.Image, list[str]]]) -> tuple[Image.Image, list[str]]:
+    """Run a describer call, adding the time it held the device to `meter`."""
+    started = time.monotonic()
+    try:
+        return call()
+    finally:
+        meter.seconds += time.monotonic() - started
 
 
 def _gpu(meter: _Meter, call: Callable[[], list[Image.Image]], render: quotas.Render) -> list[Image.Image]:

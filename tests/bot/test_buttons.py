@@ -7,6 +7,7 @@ import redis
 
 from bot import buttons as bot_buttons
 from bot.client import ImagineBot
+from bot.describe import DescribeButton
 from core import buttons, delivery, jobs, queue, usersettings
 from discord_emulator import EPHEMERAL, INTERACTION_ACK_DEADLINE_S, DiscordEmulator, User
 from tests.bot.conftest import done_job, eventually, job_ids, post_result, running_bot, store_images
@@ -157,12 +158,13 @@ async def test_click_after_restart_still_works(
 
 
 def test_dynamic_items_cover_every_action() -> None:
-    """Every custom_id core.buttons makes is matched by exactly one registered DynamicItem."""
+    """Every custom_id core.buttons makes is matched by exactly one registered DynamicItem (/describe's own)."""
     job = jobs.new_job_id()
-    components = buttons.grid_components(job) + buttons.single_components(job)
+    components = buttons.grid_components(job) + buttons.single_components(job) + buttons.describe_components(job)
     ids = [b["custom_id"] for row in components for b in row["components"]]
     for action in buttons.ACTIONS:
         assert any(buttons.parse(i).action == action for i in ids)
+    items = (*bot_buttons.DYNAMIC_ITEMS, DescribeButton)
     for custom_id in ids:
-        matching = [c for c in bot_buttons.DYNAMIC_ITEMS if c.__discord_ui_compiled_template__.fullmatch(custom_id)]
+        matching = [c for c in items if c.__discord_ui_compiled_template__.fullmatch(custom_id)]
         assert len(matching) == 1, custom_id

@@ -67,8 +67,9 @@ edits = st.one_of(
 def payloads(draw: st.DrawFn) -> dict[str, Any]:
     """A payload as the bot writes it, through JSON as RQ stores it."""
     kind = draw(st.sampled_from(queue.KINDS))
-    source: dict[str, Any] = {"job_id": draw(job_ids)} if kind == "grid" and draw(st.booleans()) else {}  # re-roll
-    if kind != "grid":
+    new = kind in ("grid", "describe")  # no source, or a re-roll's parent
+    source: dict[str, Any] = {"job_id": draw(job_ids)} if new and draw(st.booleans()) else {}
+    if kind not in ("grid", "describe"):
         source = {"job_id": draw(job_ids), "index": draw(st.integers(1, 4))}
         if kind == "vary":
             source["strength"] = draw(st.sampled_from(["strong", "subtle"]))
@@ -170,7 +171,7 @@ def test_an_unknown_field_is_refused_at_any_level(
 def test_a_missing_field_is_refused(data: dict[str, Any], draw: st.DataObject) -> None:
     """Dropping a required key (top level, spec, a part, source) is refused."""
     optional = {("spec", "seed_random"), ("spec", "extras"), ("source", "strength")}
-    if data["kind"] == "grid":
+    if data["kind"] in ("grid", "describe"):
         optional.add(("source", "job_id"))  # a grid without a parent is a new grid, not a re-roll
     keyed = [p for p in _paths(data) if p and isinstance(p[-1], str) and p[-2:] not in optional
              and not (len(p) >= 2 and p[-2] == "extras") and not (len(p) >= 3 and p[-3] == "extras")]

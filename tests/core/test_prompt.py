@@ -421,7 +421,7 @@ def test_unknown_parameter_suggests_the_closest(text: str, suggestion: str) -> N
     assert "unknown parameter --" in message and suggestion in message, message
 
 
-@pytest.mark.parametrize("text", ["cat --zzz 1", "cat --niji 6", "cat --iw 2"])
+@pytest.mark.parametrize("text", ["cat --zzz 1", "cat --niji 6", "cat --sref 2"])
 def test_unknown_parameter_lists_the_known_ones(text: str) -> None:
     """An unknown or unsupported parameter is named and the known ones are listed."""
     message = error(text)

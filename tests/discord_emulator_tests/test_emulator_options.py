@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 from discord_emulator import payloads
-from discord_emulator.state import State
+from discord_emulator.state import Attachment, State
 
 COMMAND = {
     "name": "admin",
@@ -51,3 +54,21 @@ def test_unknown_subcommands_and_options_are_errors() -> None:
         payloads.command_options(State(), COMMAND, ["nope"], {})
     with pytest.raises(ValueError, match="no option"):
         payloads.command_options(State(), COMMAND, ["usage"], {"colour": "red"})
+
+
+def test_an_attachment_option_carries_its_id_and_resolves_as_an_uploaded_attachment() -> None:
+    """ATTACHMENT (type 11): the value is the id; `resolved.attachments` holds it with its size, URL and, for an
+    image, its width and height, as Discord sends them; the emulator keeps it to serve."""
+    image = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(image, "PNG")
+    state = State()
+    command = {"name": "describe", "options": [{"type": 11, "name": "image", "description": "an image"}]}
+    upload = Attachment("", "cat.png", image.getvalue(), "image/png")
+    options, resolved = payloads.command_options(state, command, [], {"image": upload}, base_url="http://emu")
+    [option] = options
+    found = resolved["attachments"][option["value"]]
+    assert option["type"] == 11 and found["id"] == option["value"]
+    assert (found["width"], found["height"], found["size"], found["content_type"]) == (30, 20, len(upload.data),
+                                                                                       "image/png")
+    assert found["url"] == f"http://emu/attachments/uploads/{found['id']}/cat.png"
+    assert state.uploads[found["id"]].data == upload.data

@@ -17,7 +17,7 @@ from bench.redis_server import free_port
 from core import keys
 from discord_emulator import DiscordEmulator
 from discord_emulator.state import make_token
-from tests.e2e.helpers import LANES, RESULT_TIMEOUT_S, BotProcess, eventually, quiet
+from tests.e2e.helpers import LANES, RESULT_TIMEOUT_S, BotProcess, eventually, image_env, quiet
 from tests.worker.worker_helpers import WORKER_START_TIMEOUT_S, WorkerProcess, wait_until
 
 WORKER_NAME = "e2e-worker"
@@ -70,6 +70,7 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         redis_url, tmp_path_factory.mktemp("e2e-worker"), WORKER_NAME, log_level="DEBUG",
         DISCORD_API_BASE=f"http://127.0.0.1:{port}/api/v10", DISCORD_TOKEN=token,
         WORKER_TEST_STEP_DELAY_S=str(STEP_DELAY_S), WORKER_PREVIEW_INTERVAL_S=str(PREVIEW_INTERVAL_S),
+        **image_env(port),
     )
     conn = redis.Redis.from_url(redis_url)
     try:

@@ -56,7 +56,13 @@ def bot_env(emu: DiscordEmulator, redis_url: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "MODEL": MODEL.source,
         "PYTHONUNBUFFERED": "1",
+        **image_env(emu.port),
     }
+
+
+def image_env(port: int) -> dict[str, str]:
+    """Tests only: images may come from the emulator's attachments, over http on 127.0.0.1:<port>."""
+    return {"IMAGINE_IMAGE_TEST_ALLOW_HTTP": "1", "IMAGINE_IMAGE_TEST_TRUSTED_ORIGINS": f"127.0.0.1:{port}"}
 
 
 class BotProcess:

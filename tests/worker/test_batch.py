@@ -15,8 +15,9 @@ from rq.job import Job
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
 import quotas
-from core import jobs, keys, queue
+from core import images, jobs, keys, prompt, queue
 from core.errors import JobCancelled
+from core.models import ModelRegistry, tiny_model
 from core.spec import JobSpec, PromptPart
 from quotas import admission, ledger
 from quotas.tiers import load_config
@@ -57,6 +58,18 @@ def test_claim_takes_the_next_jobs_in_lane_order_and_stops_at_the_first_that_can
     assert Job.fetch(relax_b, connection=redis_conn, serializer=queue.SERIALIZER).worker_name == "w"
     other_guidance = dataclasses.replace(tiny_spec, guidance_scale=tiny_spec.guidance_scale + 1)
     assert take(redis_conn, other_guidance, 10) == [] and queue.rq_queue(redis_conn, "relax:tiny").count == 2
+
+
+def test_an_image_prompt_is_never_claimed_into_a_batch(redis_conn, tiny_spec):
+    """A grid with image prompts starts from its images (image-to-image), so it never shares a text-to-image call:
+    the claim stops at it, and it waits for a worker to take it alone."""
+    (with_image,) = prompt.parse("https://cdn.discordapp.com/attachments/1/2/a.png a cat", ModelRegistry((
+        tiny_model(),)))
+    assert images.EXTRAS_KEY in with_image.extras
+    pictured = queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, extras=with_image.extras), "test:o")
+    plain = queue.enqueue(redis_conn, tiny_spec, "test:o")
+    assert take(redis_conn, tiny_spec, 10) == []
+    assert queue.rq_queue(redis_conn, "fast:tiny").job_ids == [pictured, plain]
 
 
 def test_claim_follows_the_fair_relax_order(redis_conn, tiny_spec):

@@ -46,6 +46,15 @@ def test_explain_prints_specs_as_json(capsys):
     assert specs[0]["seed"] == 7 and specs[0]["aspect"] == "16:9"
 
 
+def test_explain_shows_an_image_prompt(capsys):
+    """An image prompt's links, their `::` weights and `--iw` are in the spec's extras; the encoder gets the text."""
+    link = "https://cdn.discordapp.com/attachments/1/2/a.png"
+    assert cli.main(["--explain", f"{link}::2 a cat --iw 2 --seed 1"]) == 0
+    [spec] = json.loads(capsys.readouterr().out)
+    assert spec["extras"]["images"] == {"urls": [link], "weights": [2.0], "iw": 2.0}
+    assert [part["text"] for part in spec["parts"]] == ["a cat"]
+
+
 def test_explain_shows_custom_options_and_the_suffix_expanded(capsys):
     """--option NAME=VALUE and --suffix, as /prefer saves them: --explain says what the prompt expanded to, and the
     specs carry it."""

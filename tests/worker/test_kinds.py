@@ -160,7 +160,7 @@ def test_a_source_that_expired_entirely_fails_with_reroll(redis_conn, tiny_engin
     rec = record(redis_conn, job.job_id)
     assert (rec.state, rec.attempt) == ("failed", 1)
     assert "expired" in discord.message(job.interaction.original_id).content
-    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask")
+    assert queue.KINDS == ("grid", "upscale", "vary", "upscale2x", "edit", "region_mask", "describe")
 
 
 def test_upscale2x_renders_its_specs_size_records_its_work_and_stops_offering_2x(

@@ -22,6 +22,7 @@ from core.safety import Safety, rendered_negative, with_safety
 from core.spec import JobSpec
 from discord_emulator.state import Channel
 from tests.worker.emulated_discord import DiscordJob, ThreadedEmulator, discord, enqueue_from_discord  # noqa: F401
+from tests.worker.image_server import png, serving
 from tests.worker.worker_helpers import WorkerProcess, record, run_in_process, worker_processes
 from worker import safety
 from worker.engine import Engine
@@ -237,3 +238,32 @@ def test_worker_process_builds_its_classifier_once_and_reports_it(redis_url, red
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout_s=60) == 0, worker.log()
     assert not redis_conn.hexists(keys.safety_classifiers(), "checker")
+
+
+def test_a_flagged_input_image_is_refused_logged_and_not_charged(
+    redis_conn: redis.Redis, tiny_engine: Engine, tiny_spec: JobSpec, discord: ThreadedEmulator,  # noqa: F811
+    mod_log: Channel,
+) -> None:
+    """An image prompt whose image the classifier flags (outside age-restricted channels): the job fails before
+    rendering, saying why, with no GPU time; #mod-log gets the notice and the audit log an entry. In an
+    age-restricted channel the same image is used."""
+    skin = Image.new("RGB", (64, 64), (220, 160, 130))
+    with serving({"/in.png": png(skin)}) as (base, rules):
+        prompt_images = {"images": {"urls": [f"{base}/in.png"], "weights": [1.0], "iw": 1.0}}
+        spec = dataclasses.replace(checked(tiny_spec), extras={**checked(tiny_spec).extras, **prompt_images})
+        user = discord.call(lambda: discord.emu.add_user("input"))
+        job = enqueue_from_discord(redis_conn, discord, user, spec)
+        run_in_process(redis_conn, tiny_engine, poster=discord.poster(), classifier=flag_everything(),
+                       image_rules=rules)
+        failed = record(redis_conn, job.job_id)
+        assert failed.state == jobs.FAILED and "image safety check" in failed.reason and failed.gpu_s == 0
+        notices = discord.wait_until(lambda: discord.emu.messages(mod_log.id))
+        assert "flagged input image #1" in notices[0].content
+        entry = audit.latest(redis_conn, discord.emu.state.guild_id)[0]
+        assert (entry.action, entry.target) == ("image flagged", job.job_id)
+
+        adult = dataclasses.replace(tiny_spec, extras=prompt_images)  # no output check: an age-restricted channel
+        allowed = enqueue_from_discord(redis_conn, discord, user, adult)
+        run_in_process(redis_conn, tiny_engine, poster=discord.poster(), classifier=flag_everything(),
+                       image_rules=rules)
+        assert record(redis_conn, allowed.job_id).state == jobs.DONE
