@@ -46,7 +46,9 @@ UNLABELLED = {"reroll": "Re-roll", "panl": "Pan left", "panr": "Pan right", "pan
 def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[str, int, str]]:
     """The buttons Discord shows under the job (`core.buttons`: a grid's, or a single image's for its size and
     model), as (action, image index, label). Those that first ask for a prompt in Discord (Vary (Region), Custom
-    Zoom) are left out: the web has its own region editor."""
+    Zoom) are left out: the web has its own region editor. A `/describe` has none: its answer is its prompts."""
+    if record.kind == "describe":
+        return []
     if record.kind in SINGLE_IMAGE_KINDS:
         size = (record.spec.width, record.spec.height)
         rows = buttons.image_components(record.job_id, size, registry.get(record.spec.model))

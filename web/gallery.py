@@ -172,8 +172,9 @@ def may_view(record: jobs.JobRecord, owner: str, admin: bool) -> bool:
 
 
 def image_count(record: jobs.JobRecord) -> int:
-    """How many single images the job has (`keys.job_image` 0..n-1)."""
-    return 1 if record.kind in SINGLE_IMAGE_KINDS else 4
+    """How many single images the job has (`keys.job_image` 0..n-1): one for an upscale or a `/describe` (the image
+    described), four for a grid."""
+    return 1 if record.kind in SINGLE_IMAGE_KINDS or record.kind == "describe" else 4
 
 
 def full_prompt(spec: JobSpec) -> str:

@@ -120,10 +120,12 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     params = {"model": spec.model, "size": f"{spec.width}x{spec.height}", "aspect": spec.aspect, "seed": spec.seed,
               "steps": spec.steps, "stylize": spec.stylize, "chaos": spec.chaos, "guidance": spec.guidance_scale,
               "mode": spec.mode, "kind": record.kind, "state": record.state, "negative": spec.negative_prompt or "-"}
+    described = await services.aconn.get(keys.job_prompts(record.job_id)) if record.kind == "describe" else None
     return render(request, "job.html", {"job": record, "params": params, "count": gallery.image_count(record),
                                         "full_prompt": gallery.full_prompt(spec),
                                         "mine": record.owner == session.owner,
-                                        "buttons": buttons_for(record, services.deps.registry)})
+                                        "buttons": buttons_for(record, services.deps.registry),
+                                        "described": json.loads(described) if described else []})
 
 
 async def image(request: web.Request) -> web.StreamResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 
 import aiohttp
@@ -149,6 +150,22 @@ async def test_single_image_offers_discords_editing_buttons(site: Site, redis_co
                                headers=headers) as response:
             assert response.status == 400
     assert zoom is not None and (zoom.kind, zoom.source["op"], zoom.source["zoom"]) == ("edit", "zoom", 2.0)
+
+
+async def test_a_describe_job_shows_its_image_and_its_four_prompts(site: Site, redis_conn: redis.Redis) -> None:
+    """A /describe job's page: the image described (one, not four), the four prompts found, and no buttons (its
+    answer is its prompts); a second image is not there."""
+    ann = site.emu.add_user("ann")
+    described = seed_job(redis_conn, ann, "a picture", kind="describe")
+    found = [f"a red circle on a blue background, take {n}" for n in range(1, 5)]
+    redis_conn.set(keys.job_prompts(described), json.dumps(found))
+    async with await sign_in(site, ann) as client:
+        async with client.get(f"{site.url}/jobs/{described}") as response:
+            page = await response.text()
+        async with client.get(f"{site.url}/jobs/{described}/image/2.png") as second:
+            assert second.status == 404
+    assert all(text in page for text in found)
+    assert 'data-action="' not in page and "/region?" not in page and "image/grid.png" in page
 
 
 async def test_refusals_are_answered_and_counted(site: Site, redis_conn: redis.Redis) -> None:
