@@ -301,6 +301,11 @@ def wait(
             if record is None:
                 raise LookupError(f"no job {job_id}")
             if record.final:
+                # Events published before the outcome may still wait unread (the job can end between the
+                # subscription and the first read): hand them on too.
+                while (message := pubsub.get_message(timeout=0.0)) is not None:
+                    if message["type"] == "message" and on_event is not None:
+                        on_event(json.loads(message["data"]))
                 return record
             left = deadline - time.monotonic()
             if left <= 0:
