@@ -63,6 +63,29 @@ def build_tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     )
 
 
+def build_tiny_vae() -> AutoencoderKL:
+    """The tiny VAE, weights from the global torch RNG: four blocks, 2**3 = 8 pixels per latent, as in SD 1.x."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=TINY_IMAGE_SIZE_PX,
+    )
+
+
+def build_tiny_scheduler() -> DPMSolverMultistepScheduler:
+    """SD 1.x's noise schedule, sampled with DPM-Solver++ (the fast scheduler `load_pipeline` uses for every model)."""
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        algorithm_type="dpmsolver++",
+    )
+
+
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """The tiny SD pipeline on the CPU in fp32; the same `seed` gives the same weights.
 
@@ -84,28 +107,10 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
             norm_num_groups=16,
         )
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(16, 16, 32, 32),  # four blocks: 2**3 = 8 pixels per latent, as in SD 1.x
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=TINY_IMAGE_SIZE_PX,
-        )
+        vae = build_tiny_vae()
         torch.manual_seed(seed + 2)
         text_encoder = build_tiny_text_encoder(tokenizer)
-    # SD 1.x's noise schedule, sampled with DPM-Solver++ (the fast scheduler `load_pipeline` uses for every model).
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        algorithm_type="dpmsolver++",
-    )
+    scheduler = build_tiny_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -145,17 +150,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
             norm_num_groups=16,
         )
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(16, 16, 32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=TINY_IMAGE_SIZE_PX,
-        )
+        vae = build_tiny_vae()
         torch.manual_seed(seed + 2)
         text_encoder = build_tiny_text_encoder(tokenizer)
         torch.manual_seed(seed + 3)
@@ -173,10 +168,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-        algorithm_type="dpmsolver++",
-    )
+    scheduler = build_tiny_scheduler()
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
