@@ -11,6 +11,7 @@ rendered together, then RQ performs and records each as its own.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -80,9 +81,34 @@ class ImagineWorker(SimpleWorker):
             job_timeout_s=settings.job_timeout_s,
         )
 
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        # RQ installs its SIGTERM/SIGINT handlers only after it has registered the worker: a stop asked for in
+        # between (the worker is listed, so a supervisor may send one) would kill it outright. It is noted instead.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop_before_start)
+        super().bootstrap(*args, **kwargs)
+
+    def _stop_before_start(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    def _shutdown(self) -> None:
+        # An idle worker is stopped by RQ raising StopRequested from its signal handler, wherever the main thread
+        # is; code there that catches Exception (logging's emit, for one) would swallow it and the worker would
+        # run on, deaf to the signal. The flag makes the stop stick: the dequeue below looks at it.
+        self._stop_requested = self._stop_requested or self.get_state() != WorkerStatus.BUSY
+        super()._shutdown()
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        self.before_dequeue()  # relax lanes in fair order; outcomes left unsettled applied and delivered
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        # None ends RQ's work loop. A blocking dequeue waits one `timeout` at a time, so that a stop whose
+        # StopRequested was swallowed is still seen within `timeout` seconds.
+        while not self._stop_requested:
+            self.before_dequeue()  # relax lanes in fair order; outcomes left unsettled applied and delivered
+            if timeout is None or max_idle_time is not None:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
+            if result is not None:
+                return result
+        return None
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
