@@ -185,6 +185,14 @@ class Workers:
                 proc.wait()
 
 
+_T0 = time.monotonic()
+
+
+def note(text: str) -> None:
+    """A progress line on stderr (the JSON figures go to stdout): what a stuck run was doing shows in its log."""
+    print(f"[chaos {time.monotonic() - _T0:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 async def _quietly(read: Callable[[], Any]) -> Any:
     """`read()` (a Redis read), or None while Redis is down: the bench's own reads ride out its restarts."""
     try:
@@ -247,11 +255,13 @@ class Driver:
             record = Submitted(name, action, sent["id"])
             self.submitted.append(record)
             record.job_id = await self.new_job(owner, before, sent["id"], record)
+            note(f"{name}: {action} -> {record.job_id or record.answer}")
             if record.job_id is None:
                 continue
             if action == "cancel":
                 await self.dispatch("command", {"user": name, "command": "cancel"})
             final = await self.outcome(record.job_id)
+            note(f"{name}: job {record.job_id} " + (final.state if final is not None else "NOT FINAL OR NOT SHOWN"))
             if final is not None and final.state == jobs.DONE and final.kind in ("grid", "vary"):
                 shown = (await self.interaction(sent["id"]))["original"]
                 if shown and shown["png_revisions"] and job_of(shown["custom_ids"]) == record.job_id:
@@ -347,20 +357,26 @@ class Controller:
         fault = Fault("worker_sigkill", killed_at, killed_at, {"worker": name})
         fault.detail["jobs_running"] = [j for j, worker in (running or {}).items() if worker == name]
         self.faults.append(fault)
+        note(f"SIGKILLed worker {name} (running {fault.detail['jobs_running']}), started {replacement}")
         fault.ended_at = await self.workers.ready(self.conn, replacement)
+        note(f"worker {replacement} ready")
 
     async def restart_redis(self) -> None:
         stopped_at = time.time()
+        note("stopping Redis")
         await asyncio.to_thread(self.redis_proc.stop)
         await asyncio.sleep(REDIS_DOWN_S)
         await asyncio.to_thread(self.redis_proc.start)
+        note("Redis started again from its AOF")
         self.faults.append(Fault("redis_restart_from_aof", stopped_at, time.time()))
 
     async def drop_gateway(self) -> None:
         dropped_at = time.time()
+        note("dropping the bot's gateway connection")
         async with self.http.post(f"{self.emu.control}/drop", json={}) as response:
             response.raise_for_status()
         await live_sessions(self.http, self.emu, 1, FAULT_RECOVERY_LIMIT_S)
+        note("the bot is connected again")
         self.faults.append(Fault("gateway_drop", dropped_at, time.time()))
 
 
@@ -506,11 +522,13 @@ async def _run(config: ChaosConfig, workdir: Path) -> dict[str, Any]:
             done.set()
             await chaos
             await controller.lift_errors()
+            note("members done, faults lifted: waiting for every job to settle")
             lifted = time.monotonic()
             deadline = lifted + SETTLE_TIMEOUT_S
             while not await _quietly(lambda: settled(conn)) and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
             settle_s = time.monotonic() - lifted if time.monotonic() < deadline else None
+            note(f"settled in {settle_s:.1f} s" if settle_s is not None else "NOT SETTLED: counting anyway")
             async with http.get(f"{emu.control}/messages") as response:
                 messages = await response.json()
             figures = count(conn, messages, emu.env["DEV_GUILD_ID"])

@@ -28,8 +28,11 @@ def test_short_chaos_loses_nothing_duplicates_nothing_and_balances_every_ledger(
         stdout, stderr = bench.communicate(timeout=BENCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(bench.pid, signal.SIGKILL)  # the bench and every process it started: none outlives the test
-        bench.communicate()
-        raise
+        _, stderr = bench.communicate()
+        logs = "".join(f"\n--- {log.name} (end) ---\n{log.read_text(errors='replace')[-2500:]}"
+                       for log in sorted(tmp_path.glob("*.log")))
+        progress = f"the bench did not end within {BENCH_TIMEOUT_S:g} s; its progress:\n{stderr[-4000:]}"
+        raise AssertionError(progress + logs) from None
     assert bench.returncode == 0, stderr[-3000:]
     figures = json.loads(stdout)
     assert figures["jobs_submitted"] == 20 == sum(figures["answers"].values()), figures
