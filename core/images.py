@@ -181,6 +181,13 @@ def image_strength(iw: float) -> float:
     return round(min(1.0, max(0.25, 1.0 - 0.25 * iw)), 4)
 
 
+def adapter_scale(iw: float, with_text: bool) -> float:
+    """`--iw` -> the IP-Adapter's scale (how strongly the images steer, `worker.adapter`): beside text, 0.5 at the
+    default 1 (IP-Adapter's own advice for image and text together) up to 1 at 2 and above; alone (a blend), 1 at
+    the default, less below it."""
+    return round(min(1.0, max(0.0, iw * (0.5 if with_text else 1.0))), 4)
+
+
 def images_of(extras: dict[str, Any]) -> ImagePrompt | None:
     """The images a spec's extras carry, or None."""
     data = extras.get(EXTRAS_KEY)

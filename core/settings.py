@@ -140,7 +140,9 @@ class ImageSettings(BaseSettings):
     captioner: str = Field(default="", description="/describe: a transformers image-to-text model (hub id or "
                            "folder, e.g. Salesforce/blip-image-captioning-base) loaded at start; empty = the "
                            "embedded model's own describer")
-    ip_adapter: str = Field(default="", description="not implemented yet: IP-Adapter weights for image prompts")
+    ip_adapter: str = Field(default="", description="image prompts and /blend through an IP-Adapter loaded at start: "
+                            "<hub id or folder>:<weights file>, e.g. h94/IP-Adapter:models/ip-adapter_sd15."
+                            "safetensors (its image_encoder folder beside it); empty = img2img from the images")
     test_allow_http: bool = Field(default=False, description="tests only: allow plain http links")
     test_trusted_origins: str = Field(default="", description="tests only: host:port pairs exempt from the "
                                       "address rule (the emulator serving attachments on 127.0.0.1)")

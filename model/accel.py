@@ -66,7 +66,8 @@ def apply(pipe: DiffusionPipeline, plan: Plan, *, backend: str = "inductor") -> 
     """Apply `plan` to `pipe` in place (and return it). `backend`: torch.compile's backend ("eager" in tests)."""
     unet, vae = pipe.unet, pipe.vae
     if plan.sdpa:
-        unet.set_attn_processor(AttnProcessor2_0())
+        if getattr(unet.config, "encoder_hid_dim_type", None) != "ip_image_proj":  # an IP-Adapter's use SDPA already
+            unet.set_attn_processor(AttnProcessor2_0())
         vae.set_attn_processor(AttnProcessor2_0())
     if plan.channels_last:
         unet.to(memory_format=torch.channels_last)

@@ -1,5 +1,6 @@
-"""Loading a text-to-image pipeline for a registry entry (the tiny built-in one, a local folder or a hub id), and the
-optional 2x latent upscaler a worker runs for Upscale (2x) (`WORKER_UPSCALER`)."""
+"""Loading a text-to-image pipeline for a registry entry (the tiny built-in one, a local folder or a hub id), and what
+a worker may load beside it: the 2x latent upscaler (`WORKER_UPSCALER`), a dedicated inpainting UNet
+(`WORKER_INPAINT_UNET`) and an IP-Adapter for image prompts (`IMAGINE_IMAGE_IP_ADAPTER`)."""
 
 from __future__ import annotations
 
@@ -150,6 +151,37 @@ def load_inpaint_unet(source: str, base: DiffusionPipeline, device: str = "") ->
                                f"takes (in_channels, cross_attention_dim) {found}, not {expected}")
     log.info("loaded inpainting UNet %r on %s", source, device)
     return unet.to(device, base_unet.dtype)
+
+
+IP_ADAPTER_ENCODER_FOLDER = "image_encoder"
+"""Where an IP-Adapter's CLIP image encoder is, beside its weights file (h94/IP-Adapter's layout)."""
+
+
+def load_ip_adapter(source: str, pipe: DiffusionPipeline) -> None:
+    """Load the IP-Adapter `source` into `pipe` for image prompts (`IMAGINE_IMAGE_IP_ADAPTER`, see `worker.adapter`):
+    `<hub id or folder>:<path of the weights file>`, e.g. `h94/IP-Adapter:models/ip-adapter_sd15.safetensors`; its
+    image encoder is read from the `image_encoder` folder beside the weights file.
+
+    Raises:
+        GenerationFailed: a malformed setting, or weights that cannot be loaded or do not fit the model; one line.
+    """
+    repo, _, weights = source.rpartition(":")
+    subfolder, _, weight_name = weights.rpartition("/")
+    if not repo or not weight_name:
+        raise GenerationFailed(f"IMAGINE_IMAGE_IP_ADAPTER={source!r} is not <hub id or folder>:<weights file>, e.g. "
+                               "h94/IP-Adapter:models/ip-adapter_sd15.safetensors")
+    folder = Path(repo).expanduser()
+    if not folder.is_dir() and _looks_like_path(repo):
+        raise GenerationFailed(f"IP-Adapter folder {repo!r} does not exist (IMAGINE_IMAGE_IP_ADAPTER)")
+    if not hasattr(pipe, "load_ip_adapter") or not hasattr(pipe, "image_encoder"):
+        raise GenerationFailed(f"{type(pipe).__name__} cannot take an IP-Adapter (IMAGINE_IMAGE_IP_ADAPTER)")
+    try:
+        pipe.load_ip_adapter(_local_or_hub(repo), subfolder=subfolder, weight_name=weight_name,
+                             image_encoder_folder=IP_ADAPTER_ENCODER_FOLDER)
+    except Exception as exc:  # noqa: BLE001 - diffusers raises many types
+        raise GenerationFailed(f"cannot load IP-Adapter {source!r} (IMAGINE_IMAGE_IP_ADAPTER): "
+                               f"{_first_line(exc)}") from None
+    log.info("loaded IP-Adapter %r on %s", source, pipe.device)
 
 
 def _same_text_encoder(source: str, base_config: CLIPTextConfig) -> bool:

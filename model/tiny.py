@@ -7,6 +7,8 @@ Shapes follow diffusers' own `get_dummy_components()` tests, with a VAE of four 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -15,7 +17,15 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from safetensors.torch import save_file
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 from model.text import build_tokenizer
 
@@ -180,3 +190,35 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TINY_IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"
+"""File name of the weights `save_tiny_ip_adapter` writes (its image encoder goes in `image_encoder/` beside it)."""
+
+
+def save_tiny_ip_adapter(unet: UNet2DConditionModel, folder: Path, seed: int = 0) -> str:
+    """Write a random IP-Adapter for `unet` to `folder`, in the layout of h94/IP-Adapter: the weights file (image
+    projection to 4 tokens, a key and value projection per cross-attention layer) and a tiny CLIP image encoder in
+    `image_encoder/`. Returns the `IMAGINE_IMAGE_IP_ADAPTER` value that loads it."""
+    cross = unet.config.cross_attention_dim
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                              image_size=32, patch_size=8, projection_dim=32)
+    tensors: dict[str, torch.Tensor] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = CLIPVisionModelWithProjection(config)
+        tokens = 4
+        tensors["image_proj.proj.weight"] = torch.randn(cross * tokens, config.projection_dim) * 0.5
+        tensors["image_proj.proj.bias"] = torch.zeros(cross * tokens)
+        tensors["image_proj.norm.weight"] = torch.ones(cross)
+        tensors["image_proj.norm.bias"] = torch.zeros(cross)
+        # diffusers numbers the cross-attention layers 1, 3, 5... in the order of `unet.attn_processors`
+        cross_layers = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+        for number, name in zip(range(1, 2 * len(cross_layers), 2), cross_layers, strict=True):
+            width = unet.get_submodule(name.removesuffix(".processor")).to_q.in_features
+            for projection in ("to_k_ip", "to_v_ip"):
+                tensors[f"ip_adapter.{number}.{projection}.weight"] = torch.randn(width, cross) / cross**0.5
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / TINY_IP_ADAPTER_WEIGHTS))
+    encoder.save_pretrained(folder / "image_encoder")
+    return f"{folder}:{TINY_IP_ADAPTER_WEIGHTS}"

@@ -58,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from worker.rq_worker import ImagineWorker
     from worker.safety import SafetySettings, describe, load, report
 
+    image_settings = ImageSettings()
     started = time.monotonic()
     try:
         engine = Engine.load(info, device=settings.device, upscaler=settings.upscaler,
-                             inpaint_unet=settings.inpaint_unet, dtype=settings.dtype, compile=settings.compile)
+                             inpaint_unet=settings.inpaint_unet, ip_adapter=image_settings.ip_adapter,
+                             dtype=settings.dtype, compile=settings.compile)
     except ImagineError as exc:
         with_upscaler = f" with upscaler {settings.upscaler}" if settings.upscaler else ""
         log.error("cannot load model %s%s: %s", info.name, with_upscaler, exc)
@@ -76,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    image_settings = ImageSettings()
     try:
         describer = describers.load(image_settings, info, device=str(engine.pipe.device))
     except describers.DescriberUnavailable as exc:
         log.error("%s", exc)
         return 2
-    log.info("loaded model %s (%s) in %.1f s; Upscale (2x): %s", info.name, info.source, load_s,
-             f"upscaler {settings.upscaler}" if settings.upscaler else "Lanczos resize and img2img")
+    log.info("loaded model %s (%s) in %.1f s; Upscale (2x): %s; image prompts: %s", info.name, info.source, load_s,
+             f"upscaler {settings.upscaler}" if settings.upscaler else "Lanczos resize and img2img",
+             f"IP-Adapter {image_settings.ip_adapter}" if engine.adapter else "img2img from the images")
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
     name = args.name or default_worker_name()

@@ -47,8 +47,10 @@ RowsResult = list[Image.Image] | None | GenerationFailed
 """A job's images; None when it was cancelled (its rows dropped); GenerationFailed when its rows are NaN or inf."""
 
 
-def sample_batch(pipe: DiffusionPipeline, jobs: Sequence[Rows], preview_interval_s: float) -> list[RowsResult]:
-    """One pipeline call rendering every job's four images; results in the order of `jobs`.
+def sample_batch(pipe: DiffusionPipeline, jobs: Sequence[Rows], preview_interval_s: float,
+                 extra: dict[str, Any] | None = None) -> list[RowsResult]:
+    """One pipeline call rendering every job's four images; results in the order of `jobs`. `extra`: more arguments
+    of the call (an IP-Adapter's, `worker.adapter`).
 
     Raises:
         JobCancelled: every job was cancelled (the call stops within one step).
@@ -66,13 +68,13 @@ def sample_batch(pipe: DiffusionPipeline, jobs: Sequence[Rows], preview_interval
     if not called:
         return results
     for j, images in zip(called, _sample(pipe, [jobs[j] for j in called], [embeds[j] for j in called],
-                                         preview_interval_s), strict=True):
+                                         preview_interval_s, extra or {}), strict=True):
         results[j] = images
     return results
 
 
 def _sample(pipe: DiffusionPipeline, jobs: Sequence[Rows], embeds: Sequence[dict[str, torch.Tensor]],
-            preview_interval_s: float) -> list[RowsResult]:
+            preview_interval_s: float, extra: dict[str, Any]) -> list[RowsResult]:
     first = jobs[0].spec
     # 1. the embeddings, each job's repeated for its four rows, concatenated in job order
     batch = {name: torch.cat([e[name] for e in embeds for _ in range(4)]) for name in embeds[0]}
@@ -83,6 +85,7 @@ def _sample(pipe: DiffusionPipeline, jobs: Sequence[Rows], embeds: Sequence[dict
     step_end = _BatchStepEnd(jobs, first.stop, preview_interval_s)
     output = pipe(
         **batch,
+        **extra,
         latents=latents,
         generator=generators,
         num_inference_steps=first.steps,

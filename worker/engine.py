@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from diffusers import (
@@ -28,7 +29,8 @@ from core.models import ModelInfo
 from core.safety import rendered_negative
 from core.spec import JobSpec
 from model import accel
-from model.loading import load_inpaint_unet, load_pipeline, load_upscaler
+from model.loading import load_inpaint_unet, load_ip_adapter, load_pipeline, load_upscaler
+from worker.adapter import Adapter, ImagePrompt
 from worker.batch_render import Rows, RowsResult, sample_batch
 from worker.sampling import (
     INVALID_IMAGE,
@@ -73,17 +75,23 @@ class Engine:
         self.inpainter.set_progress_bar_config(disable=True)
         # The diffusers 2x upscaler (WORKER_UPSCALER), loaded with the pipeline; None: Upscale (2x) resizes instead.
         self.upscaler = upscaler
+        # The IP-Adapter in the UNet (IMAGINE_IMAGE_IP_ADAPTER), for image prompts; None: they are image-to-image.
+        # With one, every call of every pipeline above passes its `call_kwargs` (see worker.adapter).
+        self.adapter = Adapter.of(pipe)
 
     @classmethod
     def load(
-        cls, info: ModelInfo, device: str = "", *, upscaler: str = "", inpaint_unet: str = "", dtype: str = "auto",
-        compile: bool = False,
+        cls, info: ModelInfo, device: str = "", *, upscaler: str = "", inpaint_unet: str = "", ip_adapter: str = "",
+        dtype: str = "auto", compile: bool = False,
     ) -> Engine:
         """Load the model of `info` (see `model.loading.load_pipeline`) in `dtype` and, when named, the 2x upscaler
-        (`model.loading.load_upscaler`) and a dedicated inpainting UNet (`load_inpaint_unet`), once, made fast for
-        their device (`model.accel`: SDPA, and on CUDA channels_last and VAE slicing; `compile`: torch.compile the
-        UNet, see `warm_up`); raises GenerationFailed when one cannot be loaded."""
+        (`model.loading.load_upscaler`), a dedicated inpainting UNet (`load_inpaint_unet`) and an IP-Adapter
+        (`load_ip_adapter`), once, made fast for their device (`model.accel`: SDPA, and on CUDA channels_last and
+        VAE slicing; `compile`: torch.compile the UNet, see `warm_up`); raises GenerationFailed when one cannot be
+        loaded."""
         pipe = load_pipeline(info, device, dtype=dtype)
+        if ip_adapter:
+            load_ip_adapter(ip_adapter, pipe)
         accel.apply(pipe, accel.Plan.for_device(str(pipe.device), compile=compile))
         return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None,
                    load_inpaint_unet(inpaint_unet, pipe, device) if inpaint_unet else None)
@@ -105,6 +113,7 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
         preview_interval_s: float = 1.5,
+        image_prompt: ImagePrompt | None = None,
     ) -> list[Image.Image]:
         """Render images `indices` of the grid of `spec` in one batched pipeline call.
 
@@ -120,6 +129,7 @@ class Engine:
                 step, else None.
             should_cancel: polled before the call and after every step; once True the render stops.
             preview_interval_s: seconds between two previews.
+            image_prompt: the job's images, through this engine's IP-Adapter (`Adapter.image_prompt`).
 
         Returns:
             One PIL image per index, in the order of `indices`.
@@ -130,7 +140,7 @@ class Engine:
             GenerationFailed: the model produced NaN or inf.
         """
         with self._guarded(spec, len(indices), (spec.width, spec.height), should_cancel):
-            return self._sample(spec, indices, on_progress, should_cancel, preview_interval_s)
+            return self._sample(spec, indices, on_progress, should_cancel, preview_interval_s, image_prompt)
 
     def render_batch(self, jobs: Sequence[Rows], *, preview_interval_s: float = 1.5) -> list[RowsResult]:
         """Render the grids of several jobs that share a `worker.claim.BatchKey` in one pipeline call
@@ -142,7 +152,7 @@ class Engine:
         """
         first = jobs[0].spec
         with self._guarded(first, 4 * len(jobs), (first.width, first.height), None):
-            return sample_batch(self.pipe, jobs, preview_interval_s)
+            return sample_batch(self.pipe, jobs, preview_interval_s, self._adapter_kwargs(first))
 
     def image_to_image(
         self,
@@ -222,6 +232,7 @@ class Engine:
                 image=[image.convert("RGB")] * count,
                 mask_image=[mask] * count,
                 strength=1.0,
+                **self._adapter_kwargs(spec),
                 width=image.width,
                 height=image.height,
                 generator=generators,
@@ -270,6 +281,14 @@ class Engine:
         # sides that were not a multiple of the VAE factor were rounded down: bring the result to exactly 2x
         return [big if big.size == size else big.resize(size, Image.Resampling.LANCZOS)]
 
+    def _adapter_kwargs(self, spec: JobSpec, image_prompt: ImagePrompt | None = None) -> dict[str, Any]:
+        """The IP-Adapter's arguments of one pipeline call: none without an adapter (see `worker.adapter`)."""
+        if self.adapter is None:
+            if image_prompt is not None:
+                raise GenerationFailed("this worker has no IP-Adapter (IMAGINE_IMAGE_IP_ADAPTER is empty)")
+            return {}
+        return self.adapter.call_kwargs(image_prompt, spec.guidance_scale)
+
     @contextmanager
     def _guarded(
         self, spec: JobSpec, count: int, size: tuple[int, int], should_cancel: Callable[[], bool] | None
@@ -312,6 +331,7 @@ class Engine:
             **batch,
             image=[image] * count,
             strength=strength,
+            **self._adapter_kwargs(spec),
             generator=generators,
             num_inference_steps=spec.steps,
             guidance_scale=spec.guidance_scale,
@@ -332,6 +352,7 @@ class Engine:
         on_progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
         preview_interval_s: float,
+        image_prompt: ImagePrompt | None = None,
     ) -> list[Image.Image]:
         pipe = self.pipe
         # 1. the prompt: `::` parts -> weighted mean of their embeddings; `--no` plus the guild's safety negative
@@ -347,6 +368,7 @@ class Engine:
         step_end = StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s)
         output = pipe(
             **batch,
+            **self._adapter_kwargs(spec, image_prompt),
             latents=latents,
             generator=generators,
             num_inference_steps=spec.steps,

@@ -1,9 +1,13 @@
-"""A job's input images (image prompts, `/blend`, `/describe`): fetched, checked, and made one starting image.
+"""A job's input images (image prompts, `/blend`, `/describe`): fetched, checked, and made what the model starts from.
 
-    start = images.starting_image(ctx, job_id, spec)   # None for a text-only prompt
+    prompt = images.image_prompt(ctx, job_id, spec)    # with an IP-Adapter; None for a text-only prompt
+    # -> ctx.engine.render(spec, image_prompt=prompt, ...)
+    start = images.starting_image(ctx, job_id, spec)   # without; None for a text-only prompt
     # -> ctx.engine.image_to_image(spec, start.image, start.strength, ...)
 
-Without an IP-Adapter (not implemented yet), an image prompt is image-to-image: the images are fetched
+With an IP-Adapter (IMAGINE_IMAGE_IP_ADAPTER), the images are fetched and checked as below, and steer a text-to-image
+render through their CLIP embeddings (`worker.adapter`: weighted by `url::w`, scaled by `--iw` through
+`core.images.adapter_scale`). Without one, an image prompt is image-to-image: the images are fetched
 (`worker.fetch`, every rule there), checked by the image safety check when the job's channel asks for one, cropped to
 the job's aspect, and blended through the model's own VAE: the weighted mean of their latents (weights from
 `url::w`), decoded once. The grid is then redrawn from that image at the strength `--iw` gives
@@ -23,10 +27,11 @@ import torch
 from PIL import Image, ImageOps
 
 from core.errors import GenerationFailed, ImageRefused
-from core.images import image_strength, images_of
+from core.images import adapter_scale, image_strength, images_of
 from core.safety import safety_of
 from core.spec import JobSpec, PromptPart
 from worker import output_check
+from worker.adapter import ImagePrompt
 from worker.context import Context
 from worker.describe import Describer
 from worker.fetch import fetch_image
@@ -82,6 +87,22 @@ def check_inputs(ctx: Context, job_id: str, spec: JobSpec, pictures: Sequence[Im
     output_check.report(ctx.conn, ctx.poster.http if ctx.poster else None, job_id, spec,
                         f"{ctx.classifier.name} flagged input image {shown}; refused")
     raise GenerationFailed("an image you gave was refused by this server's image safety check; nothing was charged")
+
+
+def image_prompt(ctx: Context, job_id: str, spec: JobSpec) -> ImagePrompt | None:
+    """The images of a job as an image prompt for the engine's IP-Adapter, or None for a text-only job.
+
+    Raises:
+        GenerationFailed: see `fetch_all`; or this worker has no IP-Adapter.
+    """
+    given = images_of(spec.extras)
+    if given is None:
+        return None
+    if ctx.engine.adapter is None:
+        raise GenerationFailed("this worker has no IP-Adapter (IMAGINE_IMAGE_IP_ADAPTER is empty)")
+    pictures = fetch_all(ctx, job_id, spec, given.urls)
+    with_text = any(part.text.strip() for part in spec.parts)
+    return ctx.engine.adapter.image_prompt(pictures, given.weights, adapter_scale(given.iw, with_text))
 
 
 def starting_image(ctx: Context, job_id: str, spec: JobSpec) -> Start | None:

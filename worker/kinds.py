@@ -102,7 +102,10 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
 def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
           ) -> Output:
     if kind == "grid":
-        start_from = inputs.starting_image(ctx, job_id, spec)  # image prompts and blends: fetched, checked, blended
+        # image prompts and blends: fetched and checked, then they steer the render through the IP-Adapter, or
+        # without one they are blended into the image it starts from
+        image_prompt = inputs.image_prompt(ctx, job_id, spec) if ctx.engine.adapter is not None else None
+        start_from = inputs.starting_image(ctx, job_id, spec) if ctx.engine.adapter is None else None
         if start_from is not None:
             strength = start_from.strength
             drawn = _gpu(meter, lambda: ctx.engine.image_to_image(
@@ -112,7 +115,8 @@ def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str,
             return _grid_output(_check(ctx, spec, drawn))
         images = _gpu(meter, lambda: ctx.engine.render(spec, on_progress=hooks.on_progress,
                                                       should_cancel=hooks.should_cancel,
-                                                      preview_interval_s=hooks.preview_interval_s),
+                                                      preview_interval_s=hooks.preview_interval_s,
+                                                      image_prompt=image_prompt),
                       quotas.render_of(spec, "grid"))
         return _grid_output(_check(ctx, spec, images))
     if kind == "describe":
