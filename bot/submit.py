@@ -371,7 +371,7 @@ async def start_job(
     The message is written before the job is enqueued, so this edit can never land after one of the worker's.
     """
     owner = members.owner_of(interaction.user.id)
-    ahead = await ahead_of_new(bot, spec)
+    ahead = await ahead_of_new(bot, spec, kind)
     text = waiting_text(spec, interaction.user.id, ahead, label)
     if original:
         await interaction.edit_original_response(content=text)
@@ -388,10 +388,9 @@ async def start_job(
         raise
 
 
-async def ahead_of_new(bot: ImagineBot, spec: JobSpec) -> int:
-    """How many jobs a worker takes before a job put on `spec`'s lane now (relax waits behind all of fast)."""
-    lanes = [spec.mode] if spec.mode == "fast" else [spec.mode, "fast"]
-    counts = await bot.pipelined([("LLEN", RQ_QUEUE_PREFIX + keys.queue_name(spec.model, lane)) for lane in lanes])
+async def ahead_of_new(bot: ImagineBot, spec: JobSpec, kind: str) -> int:
+    """How many jobs a worker takes before a job of `kind` put on its lane now (`core.queue.lanes_ahead`)."""
+    counts = await bot.pipelined([("LLEN", RQ_QUEUE_PREFIX + lane) for lane in queue.lanes_ahead(spec, kind)])
     return sum(int(count) for count in counts)
 
 

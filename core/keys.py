@@ -4,7 +4,7 @@ PREFIX = "imagine"
 
 
 def queue_name(model: str, mode: str) -> str:
-    """The RQ queue (lane) for one model and mode: `fast:<model>` or `relax:<model>`."""
+    """The RQ queue (lane) for one model and mode: `fast:<model>`, `relax:<model>` (or `describe:<model>`)."""
     return f"{mode}:{model}"
 
 

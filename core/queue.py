@@ -36,8 +36,24 @@ JOB_FUNCTIONS: frozenset[str] = frozenset({JOB_FUNCTION})
 """Every function a worker may run, by dotted name; a job naming any other is refused unrun (hardening issue)."""
 
 SERIALIZER = JSONSerializer
-LANES = ("fast", "relax")
+DESCRIBE_LANE = "describe"
+"""The lane of `/describe` jobs: light (a caption, about one image's render at most), they go before every render
+instead of waiting behind a long queue; they are still charged to the member's fast or relax time."""
+
+LANES = (DESCRIBE_LANE, "fast", "relax")
 """Lanes of one model, in the order a worker takes them."""
+
+
+def lane_of(spec: JobSpec, kind: str) -> str:
+    """The RQ queue a job of `kind` waits on: the describe lane, or its mode's (`fast:<model>`, `relax:<model>`)."""
+    return keys.queue_name(spec.model, DESCRIBE_LANE if kind == "describe" else spec.mode)
+
+
+def lanes_ahead(spec: JobSpec, kind: str) -> list[str]:
+    """The queues whose jobs a worker takes before a job of `kind` put on its lane now, its own last: describe jobs
+    wait only behind describe jobs, fast ones behind those too, relax ones behind all."""
+    mine = DESCRIBE_LANE if kind == "describe" else spec.mode
+    return [keys.queue_name(spec.model, lane) for lane in LANES[: LANES.index(mine) + 1]]
 
 RETRIES = 1
 """An attempt that failed transiently, or whose worker died, runs once more."""
@@ -148,7 +164,7 @@ def rq_writes(spec: JobSpec, owner: str, *, job_id: str, kind: str, source: dict
     """The commands RQ's own `enqueue_call` writes to put the job on its lane (the queues' set, the job hash, the
     push), recorded on a pipeline that is never executed: the same keys and fields a worker expects, whichever
     client sends them."""
-    lane = Queue(keys.queue_name(spec.model, spec.mode), connection=_RQ_RECORDER, serializer=SERIALIZER)
+    lane = Queue(lane_of(spec, kind), connection=_RQ_RECORDER, serializer=SERIALIZER)
     lane.redis_server_version = _RQ_VERSION
     pipe = _RQ_RECORDER.pipeline()
     lane.enqueue_call(
@@ -194,7 +210,7 @@ def enqueue(
     source: dict[str, Any] | None = None,
     writes: Sequence[tuple[Any, ...]] = (),
 ) -> str:
-    """Record a job and put it on its lane (`fast:<model>` or `relax:<model>`), in one atomic step.
+    """Record a job and put it on its lane (`lane_of`: `describe:`, `fast:` or `relax:<model>`), in one atomic step.
 
     Args:
         conn: Redis client (bytes responses, as RQ needs).
@@ -223,7 +239,8 @@ def enqueue(
 def position(conn: redis.Redis, job_id: str) -> int | None:
     """How many jobs a worker of the same model takes before this one (0: it is next).
 
-    A relax job waits behind every fast job of its model, since workers take the fast lane first.
+    A relax job waits behind every fast job of its model, since workers take the fast lane first; every render
+    waits behind the describe jobs, and a describe job only behind those before it (`lanes_ahead`).
 
     Returns:
         The number of jobs ahead, or None when the job is not waiting in a queue (running, final or unknown).
@@ -231,13 +248,11 @@ def position(conn: redis.Redis, job_id: str) -> int | None:
     record = jobs.get(conn, job_id)
     if record is None or record.state != jobs.QUEUED:
         return None
-    spec = record.spec
-    index = rq_queue(conn, keys.queue_name(spec.model, spec.mode)).get_job_position(job_id)
+    *before, own = lanes_ahead(record.spec, record.kind)
+    index = rq_queue(conn, own).get_job_position(job_id)
     if index is None:
         return None
-    if spec.mode == "relax":
-        index += rq_queue(conn, keys.queue_name(spec.model, "fast")).count
-    return index
+    return index + sum(rq_queue(conn, lane).count for lane in before)
 
 
 def cancel(conn: redis.Redis, job_id: str, *, reason: str = "cancelled by its owner") -> CancelResult:

@@ -81,7 +81,8 @@ def dashboard(conn: redis.Redis, tiers: quotas.TiersConfig, guild: str) -> Dashb
 
 
 def lanes_and_running(conn: redis.Redis) -> tuple[list[Lane], list[str]]:
-    """Waiting and running jobs of each RQ lane (`fast:<model>`, `relax:<model>`), and the running jobs' ids."""
+    """Waiting and running jobs of each RQ lane (`describe:<model>`, `fast:<model>`, `relax:<model>`), and the
+    running jobs' ids."""
     lanes: list[Lane] = []
     running: list[str] = []
     for rq_queue in sorted(Queue.all(connection=conn, serializer=queue.SERIALIZER), key=lambda q: q.name):

@@ -1,4 +1,4 @@
-"""`python -m worker`: load the model once, then take jobs from `fast:<model>` and `relax:<model>` until stopped.
+"""`python -m worker`: load the model once, then take jobs from its lanes (`core.queue.LANES`) until stopped.
 
 Here, once, the worker's `Context` is built (the warm engine, Redis, model, settings, name, Discord poster, image
 safety check) and handed to `worker.rq_worker.ImagineWorker`, which passes it to every job (`worker.jobs`).

@@ -34,7 +34,7 @@ class BeforeDequeue:
         self, ctx: Context, queue_names: Sequence[str], *, clock: Callable[[], float] = time.time
     ) -> None:
         self.ctx = ctx
-        self.relax_lanes = [name for name in queue_names if name.startswith(f"{queue.LANES[1]}:")]
+        self.relax_lanes = [name for name in queue_names if name.startswith(f"{queue.LANES[-1]}:")]
         self.clock = clock
         self.last_reconcile_s = float("-inf")
 

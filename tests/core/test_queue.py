@@ -111,7 +111,7 @@ def test_relax_mode_uses_the_relax_lane(redis_conn):
     """A relax spec goes to relax:<model>."""
     job_id = queue.enqueue(redis_conn, make_spec(mode="relax"), "discord:42")
     assert queue.rq_queue(redis_conn, "relax:tiny").get_job_ids() == [job_id]
-    assert queue.lane_names("tiny") == ["fast:tiny", "relax:tiny"]
+    assert queue.lane_names("tiny") == ["describe:tiny", "fast:tiny", "relax:tiny"]
 
 
 def test_position_counts_fast_jobs_ahead_of_relax(redis_conn):
@@ -120,6 +120,20 @@ def test_position_counts_fast_jobs_ahead_of_relax(redis_conn):
     relax = queue.enqueue(redis_conn, make_spec(mode="relax"), "o")
     assert [queue.position(redis_conn, j) for j in fast] == [0, 1, 2]
     assert queue.position(redis_conn, relax) == 3
+
+
+def test_describe_jobs_have_a_lane_ahead_of_every_render(redis_conn):
+    """/describe jobs wait on describe:<model>, which workers take first: a describe job waits only behind the
+    describe jobs before it, and every render waits behind the describe jobs too; both still carry their mode."""
+    fast = queue.enqueue(redis_conn, make_spec(), "o")
+    relax = queue.enqueue(redis_conn, make_spec(mode="relax"), "o")
+    described = [queue.enqueue(redis_conn, make_spec(mode=m), "o", kind="describe") for m in ("relax", "fast")]
+    assert queue.rq_queue(redis_conn, "describe:tiny").get_job_ids() == described
+    assert [queue.position(redis_conn, j) for j in described] == [0, 1]
+    assert (queue.position(redis_conn, fast), queue.position(redis_conn, relax)) == (2, 3)
+    assert jobs.get(redis_conn, described[0]).spec.mode == "relax"  # charged to relax time, like any relax job
+    assert queue.lanes_ahead(make_spec(mode="relax"), "describe") == ["describe:tiny"]
+    assert queue.lanes_ahead(make_spec(mode="relax"), "grid") == ["describe:tiny", "fast:tiny", "relax:tiny"]
 
 
 def test_position_of_running_or_unknown_job_is_none(redis_conn):

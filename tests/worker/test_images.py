@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import redis
 from PIL import Image
 
-from core import jobs
-from core.models import BUILTIN_EMBEDDED, embedded_model, load_registry
+from core import jobs, queue
+from core.models import BUILTIN_EMBEDDED, ModelRegistry, embedded_model, load_registry, tiny_model
 from core.prompt import parse
 from core.settings import ImageSettings, WorkerSettings
 from model import checker
@@ -21,6 +22,7 @@ from worker.engine import Engine
 from worker.grid import compose_grid
 
 from .image_server import png, serving
+from .worker_helpers import Outcomes, run_in_process
 
 REGISTRY = load_registry(BUILTIN_EMBEDDED)
 
@@ -127,3 +129,16 @@ def test_a_captioner_that_cannot_load_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(DescriberUnavailable, match="IMAGINE_IMAGE_CAPTIONER"):
         load(settings, embedded_model())
     assert isinstance(load(ImageSettings(), embedded_model()), ShapesDescriber)
+
+
+def test_a_describe_job_is_taken_before_the_renders_waiting_ahead_of_it(tiny_engine, tiny_spec, redis_conn) -> None:
+    """Two grids wait, then a /describe comes: the worker takes the describe job first (its own lane, ahead of fast
+    and relax), then the grids in their order."""
+    grids = [queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, seed=s), "o") for s in (1, 2)]
+    outcomes = Outcomes(redis_conn)
+    with serving({"/c.png": png(drawn("red", "circle", "blue"))}) as (base, rules):
+        [spec] = parse(f"{base}/c.png", ModelRegistry((tiny_model(),)), image_rules=rules)
+        described = queue.enqueue(redis_conn, spec, "o", kind="describe")
+        run_in_process(redis_conn, tiny_engine, image_rules=rules, describer=ShapesDescriber())
+    assert outcomes.take(3) == [(described, "done"), (grids[0], "done"), (grids[1], "done")]
+    outcomes.close()

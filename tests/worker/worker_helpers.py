@@ -165,16 +165,18 @@ def run_in_process(
     classifier: Any = None,
     safety_threshold: float = 0.5,
     image_rules: Any = None,
+    describer: Any = None,
     **settings: Any,
 ) -> None:
     """Work the tiny model's lanes with an in-process `ImagineWorker` until they are empty (burst), `engine` warm;
     `poster` (a `worker.delivery.Poster`) shows the jobs in Discord; `image_rules` say where input images may come
-    from (`core.images.Rules`); `classifier` checks outputs (as
+    from (`core.images.Rules`); `describer` answers /describe (`worker.describe`); `classifier` checks outputs (as
     `python -m worker` with WORKER_SAFETY_CLASSIFIER), and is reported for /admin moderation status."""
     worker_settings = WorkerSettings(device="cpu", **settings)
     info = tiny_model()
     ctx = Context(conn=conn, engine=engine, model=info, settings=worker_settings, worker_name=name, poster=poster,
-                  classifier=classifier, safety_threshold=safety_threshold, image_rules=image_rules or Rules())
+                  classifier=classifier, safety_threshold=safety_threshold, image_rules=image_rules or Rules(),
+                  describer=describer)
     register_stats(ctx, pipeline_loads=1, load_s=0.0)
     safety.report(conn, name, classifier, now=time.time())
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
