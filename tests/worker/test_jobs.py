@@ -42,6 +42,7 @@ class ScriptedEngine:
         self.engine = engine
         self.failures = list(failures)
         self.renders = 0
+        self.adapter = engine.adapter
 
     def render(self, spec: JobSpec, **kwargs: Any) -> list[Image.Image]:
         self.renders += 1
