@@ -206,6 +206,21 @@ class Account(commands.Cog):
         await self.bot.redis_call(usersettings.set_mode, owner_of(interaction.user.id), mode)
         await interaction.response.send_message(f"Your jobs now run in **{mode}** mode.", ephemeral=True)
 
+    @app_commands.command(name="stealth", description="Make your next images private on the web gallery")
+    async def stealth(self, interaction: discord.Interaction) -> None:
+        await self.bot.redis_call(quotas.check_stealth, self.bot.tiers, who(interaction))
+        await self.bot.redis_call(usersettings.set_stealth, owner_of(interaction.user.id), True)
+        await interaction.response.send_message(
+            "Stealth mode is **on**: your next images are private on the web gallery (you and this server's admins "
+            "see them). In Discord they are posted as always.", ephemeral=True)
+
+    @app_commands.command(name="public", description="Make your next images public on the web gallery")
+    async def public(self, interaction: discord.Interaction) -> None:
+        await self.bot.redis_call(usersettings.set_stealth, owner_of(interaction.user.id), False)
+        await interaction.response.send_message(
+            "Public mode is **on**: your next images can be seen on the web gallery by this server's members.",
+            ephemeral=True)
+
     @app_commands.command(name="cancel", description="Cancel your latest queued or running job (or the one named)")
     @app_commands.describe(job_id="the job to cancel; default: your latest queued or running job")
     async def cancel(self, interaction: discord.Interaction, job_id: str | None = None) -> None:

@@ -255,9 +255,9 @@ def parse_limit(name: str, value: str) -> Any:
     text = value.strip()
     if name not in LIMIT_FIELDS:
         raise AdminInputError(f"There is no limit {name!r}; limits are: {', '.join(LIMIT_FIELDS)}.")
-    if name == "relax":
+    if name in ("relax", "stealth"):
         if text.lower() not in ("yes", "no", "true", "false", "on", "off"):
-            raise AdminInputError(f"relax must be yes or no, not {value!r}.")
+            raise AdminInputError(f"{name} must be yes or no, not {value!r}.")
         return text.lower() in ("yes", "true", "on")
     if name == "models":
         return [] if text.lower() in ("", "all") else [m.strip() for m in text.split(",") if m.strip()]

@@ -49,7 +49,8 @@ async def admit_describe(bot: ImagineBot, interaction: Interaction, link: str) -
         saved = usersettings.from_hash(replies[0])
         specs = prompt.parse(link, bot.registry, default_mode=saved.mode, image_rules=bot.image_rules)
         specs = await screening.screen(bot.aredis, interaction, specs, {}, link, replies[1:3], now)
-        return await submit.reserve(bot, who, specs, replies[3:], kind="describe", now=now), specs
+        return await submit.reserve(bot, who, specs, replies[3:], kind="describe", now=now,
+                                    stealth=saved.stealth), specs
 
 
 class Describe(commands.Cog):

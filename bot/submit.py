@@ -146,7 +146,8 @@ async def plan_prompt(
     specs = parse_prompt(bot, text, saved)  # a PromptError is answered ephemerally by bot.errors
     specs = await screening.screen(bot.aredis, interaction, specs, saved.defaults, text, replies[1:3], now,
                                    record=record)
-    return specs, quotas.plan_reserve(bot.tiers, who, specs, replies[3:], kind="grid", now=now)
+    return specs, quotas.plan_reserve(bot.tiers, who, specs, replies[3:], kind="grid", now=now,
+                                      stealth=saved.stealth)
 
 
 @dataclass(frozen=True)
@@ -203,16 +204,17 @@ async def admit_click(
     (spec,) = await screening.screen(bot.aredis, interaction, [job.spec], {}, job.spec.prompt, replies[1:3], now)
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
     admitted = await reserve(bot, who, [spec], replies[3:], kind=job.kind, now=now, strength=strength,
-                             stored=read.stored)
+                             stored=read.stored, stealth=saved.stealth)
     return admitted, dataclasses.replace(job, spec=spec)
 
 
 async def reserve(
     bot: ImagineBot, who: Who, specs: list[JobSpec], replies: list[Any], *, kind: str, now: float,
-    strength: float = 1.0, stored: bool = True,
+    strength: float = 1.0, stored: bool = True, stealth: bool = False,
 ) -> Admission:
     """`quotas.reserve` on the asyncio client: one round trip (`admission_of` for a refusal)."""
-    call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now, strength=strength, stored=stored)
+    call = quotas.plan_reserve(bot.tiers, who, specs, replies, kind=kind, now=now, strength=strength, stored=stored,
+                               stealth=stealth)
     return await admission_of(bot, who, call, await admitting(bot, call, ADMIT.run(bot.batcher, call.keys, call.args)),
                               now)
 
@@ -322,7 +324,7 @@ async def start_admitted(
                 for spec, job_id in zip(specs, admitted.job_ids, strict=True):
                     spec = dataclasses.replace(spec, mode=admitted.mode)
                     await start_job(bot, interaction, spec, original=started == 0, label=label, kind=kind,
-                                    source=source, job_id=job_id)
+                                    source=source, job_id=job_id, private=admitted.private)
                     started += 1
         except BaseException:
             try:
@@ -365,6 +367,7 @@ async def start_job(
     kind: str = "grid",
     source: dict | None = None,
     job_id: str | None = None,
+    private: bool = False,
 ) -> str:
     """Show the job's waiting message (the original response, or a follow-up), save its delivery, enqueue it.
 
@@ -380,7 +383,8 @@ async def start_job(
         message_id = str((await interaction.followup.send(text, wait=True)).id)
     try:
         delivery = delivery_for(interaction, message_id)
-        return await enqueue(bot, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id)
+        return await enqueue(bot, spec, owner, delivery, interaction.token, kind=kind, source=source, job_id=job_id,
+                             private=private)
     except redis.RedisError:
         failed = f"**{spec.prompt}** - <@{interaction.user.id}> (not queued: {QUEUE_UNREACHABLE.lower()})"
         if original:
@@ -422,6 +426,7 @@ async def enqueue(
     kind: str = "grid",
     source: dict[str, Any] | None = None,
     job_id: str | None = None,
+    private: bool = False,
 ) -> str:
     """Record the job with where its result goes and enqueue it, in one atomic step (`core.queue.enqueue_call`) on
     the asyncio client: a worker never sees a job without its delivery, and no failure leaves a record `queued`
@@ -441,7 +446,7 @@ async def enqueue(
     job_id = job_id or jobs.new_job_id()
     writes = [*deliveries.save_writes(job_id, delivery, interaction_token=interaction_token),
               *userjobs.add_writes(owner, job_id)]
-    call = queue.enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes)
+    call = queue.enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes, private=private)
     return call.result(await run_to_end(ENQUEUE.run(bot.batcher, call.keys, call.args)))
 
 

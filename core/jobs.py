@@ -155,11 +155,15 @@ def create(
 
 
 def new_record(
-    spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None
+    spec: JobSpec, owner: str, *, kind: str = "grid", source: dict[str, Any] | None = None, private: bool = False
 ) -> dict[str, str]:
-    """The fields of a new job's record, in state `queued` (what `create` writes)."""
-    return {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time()),
-            "kind": kind, "source": json.dumps(source or {}, sort_keys=True)}
+    """The fields of a new job's record, in state `queued` (what `create` writes); `private`: a stealth job, made
+    HIDDEN (its owner may make it public on the web)."""
+    fields = {"state": QUEUED, "spec": spec.to_json(), "owner": owner, "attempt": "0", "created_at": repr(time.time()),
+              "kind": kind, "source": json.dumps(source or {}, sort_keys=True)}
+    if private:
+        fields["visibility"] = HIDDEN
+    return fields
 
 
 def get(conn: redis.Redis, job_id: str) -> JobRecord | None:

@@ -188,11 +188,12 @@ def enqueue_call(
     kind: str = "grid",
     source: dict[str, Any] | None = None,
     writes: Sequence[tuple[Any, ...]] = (),
+    private: bool = False,
 ) -> EnqueueCall:
     """The `ENQUEUE_SCRIPT` call that records the job, applies `writes` (its delivery, the owner's job list), and
     puts it on its lane, in one atomic step. Arguments as for `enqueue`."""
     job_id = job_id or jobs.new_job_id()
-    record = jobs.new_record(spec, owner, kind=kind, source=source)
+    record = jobs.new_record(spec, owner, kind=kind, source=source, private=private)
     fields = [item for pair in record.items() for item in pair]
     args: list[Any] = [record["created_at"], len(fields), *fields]
     for command in [*writes, *rq_writes(spec, owner, job_id=job_id, kind=kind, source=source)]:
@@ -209,6 +210,7 @@ def enqueue(
     kind: str = "grid",
     source: dict[str, Any] | None = None,
     writes: Sequence[tuple[Any, ...]] = (),
+    private: bool = False,
 ) -> str:
     """Record a job and put it on its lane (`lane_of`: `describe:`, `fast:` or `relax:<model>`), in one atomic step.
 
@@ -220,6 +222,7 @@ def enqueue(
         kind: one of KINDS.
         source: the parent job and image for button jobs (see `payload`).
         writes: more commands to apply in the same step (`core.delivery.save_writes`, `core.userjobs.add_writes`).
+        private: a stealth job (`quotas.Admission.private`): recorded hidden, its images only for its owner.
 
     Returns:
         The job id (also RQ's job id).
@@ -228,7 +231,7 @@ def enqueue(
         ValueError: a job with this id exists (nothing was written).
         redis.RedisError: Redis is unreachable (nothing was enqueued, or all of it was).
     """
-    call = enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes)
+    call = enqueue_call(spec, owner, job_id=job_id, kind=kind, source=source, writes=writes, private=private)
     try:
         return call.result(conn.eval(ENQUEUE_SCRIPT, len(call.keys), *call.keys, *call.args))
     except redis.ResponseError:  # a write failed inside the script (Redis keeps the writes before it): end the job

@@ -32,6 +32,7 @@ class UserSettings:
     mode: Mode = "fast"
     defaults: dict[str, str] = field(default_factory=dict)
     remix: bool = False  # Remix mode: V, Vary, Zoom, Pan and re-roll first open the prompt for editing
+    stealth: bool = False  # /stealth: new jobs are private on the web gallery (where the tier allows it)
     preferences: Preferences = field(default_factory=Preferences)  # `/prefer suffix` and `/prefer option`
 
 
@@ -47,12 +48,18 @@ def from_hash(data: Mapping[bytes | str, bytes | str]) -> UserSettings:
     defaults = {name: value for name, value in text.items() if name in DEFAULT_NAMES and value}
     options = {name.removeprefix(OPTION_FIELD): value for name, value in text.items() if name.startswith(OPTION_FIELD)}
     return UserSettings(mode="relax" if mode == "relax" else "fast", defaults=defaults,
-                        remix=text.get("remix") == "1", preferences=Preferences(text.get("suffix", ""), options))
+                        remix=text.get("remix") == "1", stealth=text.get("stealth") == "1",
+                        preferences=Preferences(text.get("suffix", ""), options))
 
 
 def set_remix(conn: redis.Redis, owner: str, on: bool) -> None:
     """Turn Remix mode on or off."""
     conn.hset(keys.user_settings(owner), "remix", "1" if on else "0")
+
+
+def set_stealth(conn: redis.Redis, owner: str, on: bool) -> None:
+    """Turn stealth mode on (/stealth) or off (/public)."""
+    conn.hset(keys.user_settings(owner), "stealth", "1" if on else "0")
 
 
 def set_suffix(conn: redis.Redis, owner: str, suffix: str) -> str:

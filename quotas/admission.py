@@ -130,6 +130,7 @@ class AdmissionRequest:
     renders: tuple[Render, ...] = ()  # each job's own render, in `job_ids` order; () means every job renders the
     #                                   request's model, width, height, steps and images
     free: bool | None = None  # costs no GPU time; None: when `kind` is in FREE_KINDS
+    stealth: bool = False  # the member's /stealth is on: their jobs are private if their tier allows it
 
     @property
     def is_free(self) -> bool:
@@ -154,6 +155,7 @@ class Admission:
     estimate_s: float  # GPU-seconds reserved for the largest job (0 in relax and for free jobs)
     fast_left_s: float  # fast time left after this admission
     resets_at: float  # Unix time the fast balance resets
+    private: bool = False  # stealth: the jobs' images are private to the member on the web (`core.jobs.HIDDEN`)
 
 
 def check_request(tier: Tier, request: AdmissionRequest) -> None:
@@ -324,6 +326,7 @@ def _result(call: AdmitCall, answer: list[str]) -> Admission:
         estimate_s=call.estimate_s if lane == "fast" else 0.0,
         fast_left_s=max(0.0, float(answer[4])),
         resets_at=end,
+        private=request.stealth and tier.stealth,
     )
 
 

@@ -75,13 +75,14 @@ def assignment(conn: redis.Redis, config: TiersConfig, member: Who, *, now: floa
 
 def reserve(
     conn: redis.Redis, config: TiersConfig, member: Who, specs: list[JobSpec], *, kind: str = "grid",
-    strength: float = 1.0, stored: bool = True,
+    strength: float = 1.0, stored: bool = True, stealth: bool = False,
 ) -> Admission:
     """Admit one command's jobs (all or none) in one atomic step; enqueue them with the returned ids and lane.
 
     Every job is checked against the tier (pixels, steps, model) and reserves the estimate of what it renders
     (`render_of`). `strength`: the image-to-image strength of a variation. `stored`: for an upscale (U1-U4), whether
     its source image is still stored: a copy is free, re-rendering an expired one is charged like any render.
+    `stealth`: the member's /stealth is on; the admission says `private` when their tier allows it too.
 
     Raises:
         TierLimit, Banned, RateLimited, TooManyJobs, QuotaExceeded: see `quotas.admission.admit` (nothing enqueued);
@@ -90,7 +91,7 @@ def reserve(
     check_place(member)
     now = time.time()
     tier = assignment(conn, config, member, now=now).tier
-    request = _request(specs, kind, now, strength=strength, stored=stored)
+    request = _request(specs, kind, now, strength=strength, stored=stored, stealth=stealth)
     return admission.admit(conn, member.member, tier, request, policy=config.period)
 
 
@@ -110,7 +111,7 @@ def reserve_reads(member: Who) -> list[tuple[str, ...]]:
 
 def plan_reserve(
     config: TiersConfig, member: Who, specs: list[JobSpec], replies: list[Any], *, kind: str = "grid",
-    now: float | None = None, strength: float = 1.0, stored: bool = True,
+    now: float | None = None, strength: float = 1.0, stored: bool = True, stealth: bool = False,
 ) -> admission.AdmitCall:
     """`reserve` without I/O: from the replies to `reserve_reads`, the admission script's call (run it with
     `admission.ADMIT_SCRIPT`, read its answer with `AdmitCall.result`).
@@ -124,7 +125,7 @@ def plan_reserve(
     effective = apply_policy(config, policy)
     grant = tierstore.parse_grant(replies[1] or {})
     tier = resolve(effective, policy, role_ids=member.role_ids, grant=grant, now=now).tier
-    request = _request(specs, kind, now, strength=strength, stored=stored)
+    request = _request(specs, kind, now, strength=strength, stored=stored, stealth=stealth)
     admission.check_request(tier, request)
     speeds = {_text(k): float(_text(v)) for k, v in (replies[2] or {}).items()}
     return admission.admit_call(member.member, tier, request, s_per_mpx_step=speeds, policy=config.period)
@@ -143,7 +144,8 @@ def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
             ledger.apply_outcome(conn, job_id)
 
 
-def _request(specs: list[JobSpec], kind: str, now: float, *, strength: float, stored: bool) -> AdmissionRequest:
+def _request(specs: list[JobSpec], kind: str, now: float, *, strength: float, stored: bool, stealth: bool
+             ) -> AdmissionRequest:
     """One command's jobs, each with its own render (model, size, steps), so each reserves its own estimate."""
     if not specs:
         raise TierLimit("this command creates no jobs")
@@ -152,7 +154,19 @@ def _request(specs: list[JobSpec], kind: str, now: float, *, strength: float, st
     free = kind in admission.FREE_KINDS and stored
     ids = tuple(jobs.new_job_id() for _ in specs)
     return AdmissionRequest(ids, specs[0].mode, first.model, first.width, first.height, first.steps, kind, now,
-                            images=first.images, renders=renders, free=free)
+                            images=first.images, renders=renders, free=free, stealth=stealth)
+
+
+def check_stealth(conn: redis.Redis, config: TiersConfig, member: Who) -> None:
+    """Refuse `/stealth` for a tier without stealth images.
+
+    Raises:
+        TierLimit: the member's tier does not allow stealth.
+    """
+    tier = assignment(conn, config, member, now=time.time()).tier
+    if not tier.stealth:
+        raise TierLimit(f"The {tier.name} tier has no stealth mode: your images stay public on the web gallery. "
+                        "/subscribe tells how to get a tier with stealth.")
 
 
 def check_mode(conn: redis.Redis, config: TiersConfig, member: Who, mode: str) -> None:

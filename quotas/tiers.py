@@ -47,6 +47,7 @@ class Tier:
     models: tuple[str, ...] = ()  # registry names this tier may use; empty = all
     max_pixels: int = 1024 * 1024  # width * height of one image
     max_steps: int = 100  # sampling steps of one job (after --quality)
+    stealth: bool = False  # members may make stealth images (/stealth): private to them on the web gallery
 
     def allows_model(self, model: str) -> bool:
         return not self.models or model.lower() in (m.lower() for m in self.models)
@@ -164,9 +165,9 @@ def tier_from_dict(name: str, data: Mapping[str, Any]) -> Tier:
         if f.name == "name" or f.name not in data:
             continue
         value = data[f.name]
-        if f.name == "relax":
+        if f.name in ("relax", "stealth"):
             if not isinstance(value, bool):
-                raise TierConfigError(f"tier {name!r}: relax must be true or false, not {value!r}")
+                raise TierConfigError(f"tier {name!r}: {f.name} must be true or false, not {value!r}")
         elif f.name == "models":
             if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
                 raise TierConfigError(f"tier {name!r}: models must be a list of model names")

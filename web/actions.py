@@ -138,14 +138,16 @@ def admit_and_enqueue(
     stored: bool = True, writes_for: Callable[[str], list[tuple[Any, ...]]] | None = None,
 ) -> str:
     """Admit one job for the member and enqueue it in the admitted lane; refund it when it could not be queued.
-    `writes_for(job_id)`: more commands for the enqueue's atomic step (a Vary (Region) job's mask)."""
+    `writes_for(job_id)`: more commands for the enqueue's atomic step (a Vary (Region) job's mask). The member's
+    /stealth applies as in Discord."""
+    stealth = usersettings.get(deps.conn, session.owner).stealth
     admitted = quotas.reserve(deps.conn, deps.tiers, who(session), [spec], kind=kind, strength=strength,
-                              stored=stored)
+                              stored=stored, stealth=stealth)
     job_id = admitted.job_ids[0]
     writes = [*(writes_for(job_id) if writes_for else []), *userjobs.add_writes(session.owner, job_id)]
     try:
         return queue.enqueue(deps.conn, dataclasses.replace(spec, mode=admitted.mode), session.owner, job_id=job_id,
-                             kind=kind, source=source, writes=writes)
+                             kind=kind, source=source, writes=writes, private=admitted.private)
     except BaseException:
         quotas.release_unqueued(deps.conn, [job_id])
         raise

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 
 import redis
 
+import quotas
 from bench.redis_server import redis_server
 from bot.client import ImagineBot
 from core import buttons, jobs, keys, prompt, queue, usersettings
@@ -18,6 +20,7 @@ from core.errors import QUEUE_UNREACHABLE
 from core.safety import Safety, with_safety
 from discord_emulator import EPHEMERAL, DiscordEmulator, User
 from tests.bot.conftest import (
+    OPEN_TIERS,
     REGISTRY,
     choose,
     done_job,
@@ -92,6 +95,32 @@ async def test_fast_and_relax_switch_the_lane(
     await eventually(lambda: queue.rq_queue(redis_conn, "relax:tiny").count == 1)
     assert "fast" in await reply(discord_emulator, alice, "fast")
     assert usersettings.get(redis_conn, f"discord:{alice.id}").mode == "fast"
+
+
+async def test_stealth_makes_new_jobs_private_where_the_tier_allows_it(
+    discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis, alice: User
+) -> None:
+    """/stealth is refused to a tier without stealth (nothing saved); on Pro it is saved, and the next /imagine is
+    recorded hidden (private on the web gallery); /public makes the next one public again."""
+    owner = f"discord:{alice.id}"
+    assert "no stealth mode" in await reply(discord_emulator, alice, "stealth")
+    assert not usersettings.get(redis_conn, owner).stealth
+    member = quotas.member_id(discord_emulator.state.guild_id, alice.id)
+    quotas.set_grant(redis_conn, member, OPEN_TIERS, "pro", days=None, now=time.time())
+    assert "Stealth mode is **on**" in await reply(discord_emulator, alice, "stealth")
+
+    async def imagine(text: str) -> jobs.JobRecord:
+        pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": text})
+        await pending.wait_original(lambda m: "Waiting to start" in m.content)
+        def made() -> jobs.JobRecord | None:
+            records = (jobs.get(redis_conn, j) for j in job_ids(redis_conn, owner))
+            return next((r for r in records if r is not None and r.spec.prompt == text), None)
+
+        return await eventually(made)
+
+    assert (await imagine("a hidden cat")).visibility == jobs.HIDDEN
+    assert "Public mode is **on**" in await reply(discord_emulator, alice, "public")
+    assert (await imagine("a public cat")).visibility == jobs.PUBLIC
 
 
 async def test_info_lists_mode_and_jobs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -178,3 +179,18 @@ def test_plan_reserve_from_pipelined_reads_admits_like_reserve(redis_conn):
     assert (planned.mode, planned.estimate_s) == (synced.mode, synced.estimate_s)
     with pytest.raises(TierLimit):
         quotas.plan_reserve(config, member, [make_spec()] * 99, replies)
+
+
+@pytest.mark.parametrize(("asked", "allowed", "private"), [(True, True, True), (True, False, False),
+                                                           (False, True, False), (False, False, False)])
+def test_jobs_are_private_only_when_the_member_asks_and_the_tier_allows(redis_conn, asked, allowed, private):
+    """Stealth (`/stealth`): an admission is private when the member's setting is on and their tier has stealth; a
+    member whose tier lost stealth gets public jobs again without being refused."""
+    admitted = admission.admit(redis_conn, MEMBER, tier(stealth=allowed),
+                               dataclasses.replace(request(), stealth=asked))
+    assert admitted.private is private
+
+
+def test_only_the_pro_tier_ships_with_stealth():
+    """As on Midjourney, stealth is a top-plan feature: in the shipped tiers.toml only Pro has it."""
+    assert [name for name, t in load_config().tiers.items() if t.stealth] == ["pro"]

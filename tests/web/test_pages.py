@@ -15,7 +15,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 import quotas
-from core import jobs, keys, queue
+from core import jobs, keys, queue, usersettings
 from core.settings import AdminSettings
 from quotas import load_config
 from tests.web.conftest import csrf_of, sign_in
@@ -129,6 +129,24 @@ async def test_reroll_and_variation_go_through_admission(site: Site, redis_conn:
     assert all(redis_conn.exists(keys.quota_reservation(job_id)) for job_id in made)
     lane = queue.rq_queue(redis_conn, keys.queue_name("tiny", "fast"))
     assert sorted(lane.job_ids) == sorted(made)
+
+
+async def test_a_stealth_members_web_jobs_are_private(site: Site, redis_conn: redis.Redis) -> None:
+    """With /stealth on and a tier that allows it (Pro), a re-roll from the web is recorded hidden, as it would be
+    from Discord: only its owner (and admins) can open it."""
+    ann = site.emu.add_user("ann")
+    quotas.set_grant(redis_conn, f"{site.emu.state.guild_id}:{ann.id}", load_config(), "pro", days=None, now=0)
+    usersettings.set_stealth(redis_conn, f"discord:{ann.id}", True)
+    parent = seed_job(redis_conn, ann, "a paper boat")
+    async with await sign_in(site, ann) as client:
+        async with client.get(f"{site.url}/jobs/{parent}") as response:
+            token = csrf_of(await response.text())
+        async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "reroll", "index": 0},
+                               headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
+            assert response.status == 201, await response.text()
+            made = (await response.json())["job_id"]
+    record = jobs.get(redis_conn, made)
+    assert record is not None and record.visibility == jobs.HIDDEN
 
 
 async def test_single_image_offers_discords_editing_buttons(site: Site, redis_conn: redis.Redis) -> None:
