@@ -51,6 +51,10 @@ REFUSALS = "admission_refusals"
 DELIVERY_RETRIES = "delivery_retries"
 """Counter: redelivery attempts of outcomes Discord did not take the first time."""
 
+DISCORD_RETRIES = "discord_retries"
+"""Counter: requests to Discord's REST API the workers sent again, by `reason` (rate_limited, server_error,
+unreachable); each retry of one request counts."""
+
 WAIT = "wait_seconds"
 """Histogram: seconds from a job's creation to the start of its (latest) attempt, by `lane`."""
 

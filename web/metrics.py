@@ -25,6 +25,8 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                        ("reason", "via")),
     metrics.DELIVERY_RETRIES: ("discord_delivery_retries", "Redelivery attempts of outcomes Discord did not take.",
                                ()),
+    metrics.DISCORD_RETRIES: ("discord_request_retries", "Requests to Discord's API the workers sent again, by "
+                              "reason (a 429, a 5xx, no answer).", ("reason",)),
 }
 """core.metrics counter -> (exported name without `_total`, help, label names)."""
 

@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from core import keys, queue
+from core import keys, metrics, queue
 from core.errors import ImagineError
 from core.models import ModelRegistry
 from core.prompt import parse
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
     conn = redis.Redis.from_url(redis_settings.redis_url)
     name = args.name or default_worker_name()
-    poster = Poster(DiscordHTTP(discord.discord_api_base, discord.discord_token), models=(info,))
+    http = DiscordHTTP(discord.discord_api_base, discord.discord_token,
+                       on_retry=lambda reason: metrics.count(conn, metrics.DISCORD_RETRIES, reason=reason))
+    poster = Poster(http, models=(info,))
     if not poster.http.has_bot_token:
         log.warning("DISCORD_TOKEN is not set: results whose interaction token expired cannot be posted")
     ctx = Context(conn=conn, engine=engine, model=info, settings=settings, worker_name=name, poster=poster,

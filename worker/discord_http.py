@@ -38,6 +38,9 @@ REQUEST_TIMEOUT_S = 30.0
 USER_AGENT = "DiscordBot (https://github.com/discord-imagine, 0.1) discord-imagine-worker"
 """Discord asks clients to send a `DiscordBot (url, version)` user agent."""
 
+RETRY_REASONS = ("rate_limited", "server_error", "unreachable")
+"""Why a request was sent again: a 429, a 5xx, or no answer at all."""
+
 # Discord error codes the worker reacts to (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_MESSAGE = 10008
@@ -92,12 +95,15 @@ class DiscordHTTP:
         max_tries: int = MAX_TRIES,
         backoff_base_s: float = BACKOFF_BASE_S,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self._bot_token = bot_token
         self.max_tries = max_tries
         self.backoff_base_s = backoff_base_s
         self.sleep = sleep
+        self.on_retry = on_retry
+        """Called before each retry with its reason (`RETRY_REASONS`): the worker counts them for /metrics."""
 
     @property
     def has_bot_token(self) -> bool:
@@ -150,11 +156,11 @@ class DiscordHTTP:
                     if last or wait_s > MAX_RETRY_AFTER_S:
                         raise error from None
                     log.info("%s %s: rate limited, retrying in %.2f s", method, route, wait_s)
-                    self.sleep(wait_s)
+                    self._retrying("rate_limited", wait_s)
                 elif exc.code >= 500 and not last:
                     wait_s = self.backoff_base_s * 2 ** (attempt - 1)
                     log.info("%s %s: HTTP %d, retrying in %.2f s", method, route, exc.code, wait_s)
-                    self.sleep(wait_s)
+                    self._retrying("server_error", wait_s)
                 else:
                     raise error from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
@@ -163,8 +169,13 @@ class DiscordHTTP:
                     raise DiscordAPIError(method, route, 0, 0, f"unreachable: {type(reason).__name__}") from None
                 wait_s = self.backoff_base_s * 2 ** (attempt - 1)
                 log.info("%s %s: unreachable (%s), retrying in %.2f s", method, route, type(reason).__name__, wait_s)
-                self.sleep(wait_s)
+                self._retrying("unreachable", wait_s)
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _retrying(self, reason: str, wait_s: float) -> None:
+        if self.on_retry is not None:
+            self.on_retry(reason)
+        self.sleep(wait_s)
 
     def _send(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
         request = urllib.request.Request(url, data=body or None, headers=headers, method=method)

@@ -15,7 +15,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 import quotas
-from core import jobs, keys, queue, usersettings
+from core import jobs, keys, metrics, queue, usersettings
 from core.settings import AdminSettings
 from quotas import load_config
 from tests.web.conftest import csrf_of, sign_in
@@ -273,11 +273,13 @@ async def test_dashboard_is_for_admins_only(site: Site, redis_conn: redis.Redis)
 
 async def test_metrics_parse_and_count_outcomes(site: Site, redis_conn: redis.Redis) -> None:
     """`/metrics` is Prometheus' text format: outcomes by kind, lane and outcome, and the wait and render
-    histograms, as the jobs' final transitions counted them."""
+    histograms, as the jobs' final transitions counted them; the workers' retries of Discord requests by reason."""
     ann = site.emu.add_user("ann")
     seed_job(redis_conn, ann, "one")
     seed_job(redis_conn, ann, "two")
     seed_job(redis_conn, ann, "three", state=jobs.FAILED)
+    for reason in ("rate_limited", "server_error", "server_error"):  # as a worker's Discord client counts retries
+        metrics.count(redis_conn, metrics.DISCORD_RETRIES, reason=reason)
     async with aiohttp.ClientSession() as client, client.get(site.url + "/metrics") as response:
         families = {f.name: f for f in text_string_to_metric_families(await response.text())}
     jobs_done = {tuple(sorted(s.labels.items())): s.value for s in families["imagine_jobs"].samples}
@@ -287,6 +289,9 @@ async def test_metrics_parse_and_count_outcomes(site: Site, redis_conn: redis.Re
     wait_inf = [s.value for s in families["imagine_job_wait_seconds"].samples if s.labels.get("le") == "+Inf"]
     assert render_count == [2.0] and wait_inf == [3.0]
     assert "imagine_queue_depth" in families
+    retries = {s.labels["reason"]: s.value for s in families["imagine_discord_request_retries"].samples
+               if s.name.endswith("_total")}
+    assert retries == {"rate_limited": 1.0, "server_error": 2.0}
 
 
 async def test_bad_input_is_refused_with_the_right_status(site: Site, redis_conn: redis.Redis,

@@ -84,9 +84,12 @@ def test_rate_limit_and_server_errors_still_deliver_once(redis_conn, tiny_engine
     discord.emu.inject("PATCH", r"^/webhooks/", 500, times=2)
     job = enqueue_from_discord(redis_conn, discord, user, tiny_spec)
     poster = NoProgressPoster(discord.poster().http)
+    retried: list[str] = []
+    poster.http.on_retry = retried.append
     run_in_process(redis_conn, tiny_engine, poster=poster)
     patches = discord.emu.requests("PATCH", r"^/webhooks/")
     assert [r.status for r in patches] == [429, 500, 500, 200]
+    assert retried == ["rate_limited", "server_error", "server_error"]  # what the worker counts for /metrics
     original = discord.message(job.interaction.original_id)
     assert len(grid_revisions(original)) == 1
     assert final_png(original).size == (128, 128)
