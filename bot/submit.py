@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,22 +33,21 @@ import quotas
 from bot import aredis, members, screening
 from bot.client import ImagineBot
 from core import delivery as deliveries
-from core import jobs, keys, prompt, queue, reposting, userjobs, usersettings
+from core import jobs, keys, queue, reposting, userjobs, usersettings
 from core.buttonjobs import (
     FROM_STORED_IMAGE,
     ButtonJob,
     button_job,
     check_editable,
     check_upscale2x,
+    prompt_to_edit,
     read_parent,
-    with_text_of,
+    with_edited_prompt,
 )
 from core.buttons import ASK_ACTIONS, REMIX_ACTIONS, ButtonRef
-from core.canvas import Edit, custom_zoom
 from core.errors import (
     QUEUE_UNREACHABLE,
     ImagineError,
-    PromptError,
     QuotaExceeded,
     TooManyJobs,
 )
@@ -165,9 +163,9 @@ async def admit_click(
     is screened against the guild's current lists and gets the safety settings of the channel clicked in. A job
     that starts from the clicked job's stored image follows the repost rules (`core.reposting.check_place`).
 
-    `prompt`: the prompt the clicker edited (`remixed`, `custom_zoomed`); without one, a button in `REMIX_ACTIONS`
-    answers `Remix` when the clicker's Remix mode is on, and Vary (Region) (which also takes the `region` chosen) and
-    Custom Zoom always do.
+    `prompt`: the prompt the clicker edited (`core.buttonjobs.with_edited_prompt`); without one, a button in
+    `REMIX_ACTIONS` answers `Remix` when the clicker's Remix mode is on, and Vary (Region) (which also takes the
+    `region` chosen) and Custom Zoom always do.
 
     The job is admitted for what it renders: an Upscale (2x) at twice its source's sides (refused past the tier's
     or the model's pixel limit), a variation for the steps its strength runs, U1-U4 free while the image is stored
@@ -192,9 +190,9 @@ async def admit_click(
     job = button_job(read.record, ref, saved.mode, registry=bot.registry, region=region)  # JobExpired, EditRefused
     check_editable(job, read)
     if prompt is None and ref.action in REMIX_ACTIONS and (saved.remix or ref.action in ASK_ACTIONS):
-        return Remix(f"{job.spec.prompt} --zoom 2" if ref.action == "zoomc" else job.spec.prompt)
+        return Remix(prompt_to_edit(job, ref.action))
     if prompt is not None:  # PromptError: answered ephemerally, nothing charged
-        job = custom_zoomed(bot, job, prompt, saved) if ref.action == "zoomc" else remixed(bot, job, prompt, saved)
+        job = with_edited_prompt(job, ref.action, prompt, functools.partial(one_prompt, bot, saved=saved))
     if job.kind == "upscale2x":
         check_upscale2x(bot.registry, job.spec)
     if read.record is not None and job.kind in FROM_STORED_IMAGE:
@@ -243,51 +241,7 @@ async def admission_of(bot: ImagineBot, who: Who, call: quotas.AdmitCall, answer
 
 def parse_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> list[JobSpec]:
     """The prompt's jobs under this bot's caps, the user's saved defaults and mode."""
-    caps = bot.job_settings
-    return prompt.parse(
-        text,
-        bot.registry,
-        max_jobs=caps.max_jobs_per_command,
-        max_chars=caps.max_prompt_chars,
-        defaults=saved.defaults,
-        default_mode=saved.mode,
-        preferences=saved.preferences,
-        image_rules=bot.image_rules,
-    )
-
-
-def remixed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.UserSettings) -> ButtonJob:
-    """`job` with the prompt its clicker edited (Remix mode, Vary (Region)), parsed like `/imagine`'s under the
-    clicker's saved defaults. A re-roll takes the whole new prompt, parameters too; a job from an image keeps its
-    size and seed and takes the new text, `--no`, `--chaos` and `--stylize`.
-
-    Raises:
-        PromptError: the text does not parse, or names more than one prompt.
-    """
-    new = one_prompt(bot, text, saved)
-    if job.kind == "grid":
-        return dataclasses.replace(job, spec=dataclasses.replace(new, mode=job.spec.mode))
-    return dataclasses.replace(job, spec=with_text_of(job.spec, new))
-
-
-def custom_zoomed(bot: ImagineBot, job: ButtonJob, text: str, saved: usersettings.UserSettings) -> ButtonJob:
-    """Custom Zoom's job from its edited prompt: the `--zoom` given (1 to 2), the new text as `remixed` takes it,
-    and with `--ar` a canvas of that aspect (the model's size for it) instead of the image's own.
-
-    Raises:
-        PromptError: a `--zoom` out of range, or as `remixed`.
-    """
-    text, zoom = custom_zoom(text)
-    new = one_prompt(bot, text, saved)
-    spec = with_text_of(job.spec, new)
-    if ASPECT_GIVEN.search(text):
-        spec = dataclasses.replace(spec, width=new.width, height=new.height, aspect=new.aspect)
-    edit = Edit("zoom", zoom=zoom)
-    return ButtonJob(spec, "edit", {**job.source, **edit.to_source()}, edit.label())
-
-
-ASPECT_GIVEN = re.compile(r"(?<!\S)(?:--|\u2014|\u2013)(?:ar|aspect)(?!\S)", re.IGNORECASE)
-"""An `--ar` written in Custom Zoom's prompt."""
+    return usersettings.parse_prompt(text, saved, bot.registry, caps=bot.job_settings, image_rules=bot.image_rules)
 
 
 def one_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> JobSpec:
@@ -296,10 +250,7 @@ def one_prompt(bot: ImagineBot, text: str, saved: usersettings.UserSettings) -> 
     Raises:
         PromptError: it does not parse, or asks for several jobs.
     """
-    specs = parse_prompt(bot, text, saved)
-    if len(specs) != 1:
-        raise PromptError("Remix takes one prompt: {a, b} permutations and --repeat work in /imagine.")
-    return specs[0]
+    return usersettings.one_job(parse_prompt(bot, text, saved))
 
 
 # -- the acknowledgement, and after it ---------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ import redis
 from core import delivery as deliveries
 from core import jobs, keys
 from core.buttons import ASK_ACTIONS, EDIT_ACTIONS, ButtonRef
-from core.canvas import REGIONS, ZOOM_MAX, Edit, plan
+from core.canvas import REGIONS, ZOOM_MAX, Edit, custom_zoom, plan
 from core.errors import EditRefused, JobExpired, MalformedInteraction, TierLimit
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
@@ -23,8 +25,6 @@ from core.spec import BASE_SIZE, MAX_SEED, JobSpec, Mode
 
 
 @dataclass(frozen=True)
-
-
 class ButtonJob:
     """The job a click asks for."""
 
@@ -116,6 +116,39 @@ def edited(spec: JobSpec, edit: Edit, registry: ModelRegistry | None) -> tuple[J
                   f" (scaled down to {width}x{height}: model {model.name} makes at most {model.pixels} pixels)")
     return dataclasses.replace(spec, width=width, height=height, aspect=f"{width // ratio}:{height // ratio}",
                                extras=extras), label
+
+
+def with_edited_prompt(job: ButtonJob, action: str, text: str, parse_one: Callable[[str], JobSpec]) -> ButtonJob:
+    """`job` with the prompt its clicker edited first (Remix mode, Vary (Region), Custom Zoom), `parse_one` being
+    how the front end parses one prompt as `/imagine` would under the clicker's saved defaults. A re-roll takes the
+    whole new prompt, parameters too; a job from an image keeps its size and seed and takes the new text, `--no`,
+    `--chaos` and `--stylize`. Custom Zoom (`zoomc`) also takes the `--zoom` given (1 to 2, default 2) and, with
+    `--ar`, a canvas of that aspect (the model's size for it) instead of the image's own.
+
+    Raises:
+        PromptError: the text does not parse, names more than one prompt, or has a `--zoom` out of range.
+    """
+    if action == "zoomc":
+        text, zoom = custom_zoom(text)
+        new = parse_one(text)
+        spec = with_text_of(job.spec, new)
+        if ASPECT_GIVEN.search(text):
+            spec = dataclasses.replace(spec, width=new.width, height=new.height, aspect=new.aspect)
+        zoomed = Edit("zoom", zoom=zoom)
+        return ButtonJob(spec, "edit", {**job.source, **zoomed.to_source()}, zoomed.label())
+    new = parse_one(text)
+    if job.kind == "grid":
+        return dataclasses.replace(job, spec=dataclasses.replace(new, mode=job.spec.mode))
+    return dataclasses.replace(job, spec=with_text_of(job.spec, new))
+
+
+ASPECT_GIVEN = re.compile(r"(?<!\S)(?:--|\u2014|\u2013)(?:ar|aspect)(?!\S)", re.IGNORECASE)
+"""An `--ar` written in Custom Zoom's prompt."""
+
+
+def prompt_to_edit(job: ButtonJob, action: str) -> str:
+    """The prompt a click that edits first shows for editing: the job's, with `--zoom 2` for Custom Zoom."""
+    return f"{job.spec.prompt} --zoom 2" if action == "zoomc" else job.spec.prompt
 
 
 def with_text_of(spec: JobSpec, new: JobSpec) -> JobSpec:

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core import keys, preferences
+from core import keys, preferences, prompt
 from core.errors import PromptError
+from core.images import Rules
+from core.models import ModelRegistry
 from core.preferences import Preferences
-from core.spec import Mode
+from core.settings import JobSettings
+from core.spec import JobSpec, Mode
 
 DEFAULT_NAMES = ("ar", "stylize", "model")
 """The parameters `/settings` can save a default for."""
@@ -34,6 +37,30 @@ class UserSettings:
     remix: bool = False  # Remix mode: V, Vary, Zoom, Pan and re-roll first open the prompt for editing
     stealth: bool = False  # /stealth: new jobs are private on the web gallery (where the tier allows it)
     preferences: Preferences = field(default_factory=Preferences)  # `/prefer suffix` and `/prefer option`
+
+
+def parse_prompt(text: str, saved: UserSettings, registry: ModelRegistry, *, caps: JobSettings, image_rules: Rules
+                 ) -> list[JobSpec]:
+    """The jobs of a prompt a member wrote, under the deployment's caps and the member's saved defaults, mode and
+    preferences (as `/imagine`, Remix and Custom Zoom parse it, in Discord and on the web).
+
+    Raises:
+        PromptError: it does not parse.
+    """
+    return prompt.parse(text, registry, max_jobs=caps.max_jobs_per_command, max_chars=caps.max_prompt_chars,
+                        defaults=saved.defaults, default_mode=saved.mode, preferences=saved.preferences,
+                        image_rules=image_rules)
+
+
+def one_job(specs: list[JobSpec]) -> JobSpec:
+    """The one job an edited prompt (Remix, Custom Zoom) must ask for.
+
+    Raises:
+        PromptError: it asks for several.
+    """
+    if len(specs) != 1:
+        raise PromptError("Remix takes one prompt: {a, b} permutations and --repeat work in /imagine.")
+    return specs[0]
 
 
 def get(conn: redis.Redis, owner: str) -> UserSettings:

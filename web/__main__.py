@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from core.queue import redis_location
 from core.settings import AdminSettings, DiscordSettings, ModelSettings, RedisSettings
 from quotas import TierSettings
-from web.app import build_services, close_services, make_app
+from web.app import build_services, close_services, make_runner
 from web.settings import WebSettings
 
 log = logging.getLogger("web")
@@ -26,7 +26,7 @@ async def serve(settings: WebSettings, redis_url: str, api_base: str) -> None:
         services = build_services(settings, redis_url=redis_url, api_base=api_base,
                                   registry=ModelSettings().registry(), tiers=TierSettings().config(),
                                   admins=AdminSettings(), http=http)
-        runner = web.AppRunner(make_app(services), access_log=None)
+        runner = make_runner(services)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("listening on %s:%d for %s (redis at %s)", settings.host, settings.port, settings.public_url,

@@ -16,9 +16,10 @@ progress from the job's events (`web.pages.events`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -26,13 +27,22 @@ import redis
 import moderation
 import quotas
 from core import buttons, jobs, queue, reposting, userjobs, usersettings
-from core.buttonjobs import FROM_STORED_IMAGE, button_job, check_editable, check_upscale2x, read_parent
+from core.buttonjobs import (
+    FROM_STORED_IMAGE,
+    button_job,
+    check_editable,
+    check_upscale2x,
+    read_parent,
+    with_edited_prompt,
+)
 from core.buttons import ButtonRef
 from core.delivery import Delivery
 from core.errors import RepostRefused
+from core.images import Rules
 from core.models import ModelRegistry
 from core.queue import SINGLE_IMAGE_KINDS
 from core.safety import with_safety
+from core.settings import ImageSettings, JobSettings
 from core.spec import VARY_STRENGTH, JobSpec
 from web.session import Session
 
@@ -43,10 +53,13 @@ UNLABELLED = {"reroll": "Re-roll", "panl": "Pan left", "panr": "Pan right", "pan
 """Words for the buttons Discord shows as an emoji alone."""
 
 
-def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[str, int, str]]:
+def buttons_for(record: jobs.JobRecord, registry: ModelRegistry, *, remix: bool = False) -> list[tuple[str, int, str]]:
     """The buttons Discord shows under the job (`core.buttons`: a grid's, or a single image's for its size and
     model), as (action, image index, label). Those that first ask for a prompt in Discord (Vary (Region), Custom
-    Zoom) are left out: the web has its own region editor. A `/describe` has none: its answer is its prompts."""
+    Zoom) are left out: the web has its own region editor. A `/describe` has none: its answer is its prompts.
+
+    `remix`: the buttons that take an edited prompt instead (`core.buttons.REMIX_ACTIONS`: re-roll, V1-V4, Vary,
+    Zoom, Pan), Custom Zoom among them."""
     if record.kind == "describe":
         return []
     if record.kind in SINGLE_IMAGE_KINDS:
@@ -58,7 +71,9 @@ def buttons_for(record: jobs.JobRecord, registry: ModelRegistry) -> list[tuple[s
     for row in rows:
         for component in row["components"]:
             ref = buttons.parse(component["custom_id"])
-            if ref is not None and ref.action not in buttons.ASK_ACTIONS:
+            if ref is None or ref.action == "region":
+                continue
+            if (ref.action in buttons.REMIX_ACTIONS) if remix else (ref.action not in buttons.ASK_ACTIONS):
                 found.append((ref.action, ref.index, component.get("label") or UNLABELLED.get(ref.action, ref.action)))
     return found
 
@@ -70,6 +85,8 @@ class Deps:
     conn: redis.Redis
     tiers: quotas.TiersConfig
     registry: ModelRegistry
+    job_settings: JobSettings = field(default_factory=JobSettings)  # IMAGINE_*, as the bot reads them
+    image_rules: Rules = field(default_factory=lambda: ImageSettings().rules())
 
 
 def who(session: Session) -> quotas.Who:
@@ -80,11 +97,14 @@ def place(session: Session, admin: bool) -> reposting.Place:
     return reposting.Place(session.guild, WEB_CHANNEL, False, session.owner, admin)
 
 
-def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, index: int) -> str:
-    """Run one button of a job for the signed-in member; the new job's id.
+def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, index: int, prompt: str | None = None
+          ) -> str:
+    """Run one button of a job for the signed-in member; the new job's id. With `prompt`, one of the buttons that
+    take an edited prompt (Remix, Custom Zoom: `buttons_for(..., remix=True)`), with that prompt as in Discord.
 
     Raises:
         ValueError: not a button the web offers (bad action or index).
+        PromptError: the edited prompt does not parse (nothing queued or charged).
         JobExpired, EditRefused, RepostRefused, TierLimit, Suspended, PromptBlocked, Banned, RateLimited, TooManyJobs,
             QuotaExceeded: as in Discord (nothing queued or charged).
         redis.RedisError: Redis is unreachable.
@@ -93,10 +113,15 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
     ref = ButtonRef(action, index, job_id)
     read = read_parent(conn, ref)
     parent = read.record
-    if parent is not None and (action, index) not in {(a, i) for a, i, _ in buttons_for(parent, deps.registry)}:
-        raise ValueError(f"no button {action[:20]!r} {index} under this job")
-    job = button_job(parent, ref, usersettings.get(conn, session.owner).mode, registry=deps.registry)
+    offered = buttons_for(parent, deps.registry, remix=prompt is not None) if parent is not None else []
+    if parent is not None and (action, index) not in {(a, i) for a, i, _ in offered}:
+        raise ValueError(f"no button {action[:20]!r} {index} under this job" + (" that takes a prompt" if prompt
+                                                                                   is not None else ""))
+    saved = usersettings.get(conn, session.owner)
+    job = button_job(parent, ref, saved.mode, registry=deps.registry)
     check_editable(job, read)
+    if prompt is not None:
+        job = with_edited_prompt(job, action, prompt, functools.partial(one_prompt, deps, saved))
     if job.kind == "upscale2x":
         check_upscale2x(deps.registry, job.spec)
     if parent is not None and job.kind in FROM_STORED_IMAGE:
@@ -105,6 +130,16 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
     spec = screened(conn, session, job.spec, now=now)  # every click, U1-U4 too, as in Discord
     return admit_and_enqueue(deps, session, spec, kind=job.kind, source=job.source, strength=strength,
                              stored=read.stored)
+
+
+def one_prompt(deps: Deps, saved: usersettings.UserSettings, text: str) -> JobSpec:
+    """The one job an edited prompt asks for, parsed as the bot parses it (`bot.submit.one_prompt`).
+
+    Raises:
+        PromptError: it does not parse, or asks for several jobs.
+    """
+    return usersettings.one_job(usersettings.parse_prompt(text, saved, deps.registry, caps=deps.job_settings,
+                                                          image_rules=deps.image_rules))
 
 
 def check_origin(spec: JobSpec, origin: Delivery | None, here: reposting.Place) -> None:

@@ -22,6 +22,14 @@ from web.oauth import DiscordOAuth
 from web.session import Cookies
 from web.settings import WebSettings
 
+SHUTDOWN_TIMEOUT_S = 5.0
+"""On shutdown, how long open requests (a page's progress stream) may run before they are cancelled."""
+
+
+def make_runner(services: Services) -> web.AppRunner:
+    """The runner of the application on `services` (set it up, then start a site on it)."""
+    return web.AppRunner(make_app(services), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+
 
 def make_app(services: Services) -> web.Application:
     """The application with every route; `services` is what its handlers use."""
@@ -31,8 +39,6 @@ def make_app(services: Services) -> web.Application:
     pages.add_routes(app.router)
     app.router.add_static("/static", HERE / "static")
     return app
-
-
 
 
 def build_services(

@@ -19,7 +19,7 @@ from aiohttp import web
 from core import audit, jobs, keys
 from web import admin, gallery, metrics, oauth, region
 from web.actions import buttons_for, press
-from web.base import SERVICES, SESSION, render
+from web.base import SERVICES, SESSION, answer, render
 from web.session import Session
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
                                         "full_prompt": gallery.full_prompt(spec),
                                         "mine": record.owner == session.owner,
                                         "buttons": buttons_for(record, services.deps.registry),
+                                        "remix_buttons": buttons_for(record, services.deps.registry, remix=True),
                                         "described": json.loads(described) if described else []})
 
 
@@ -173,12 +174,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     async for event in job_events(request, record):
-        await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        # a comment when nothing changed: a closed page ends this stream at the next look instead of at the end
+        text = ": waiting\n\n" if event is None else f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        await response.write(text.encode())
     return response
 
 
-async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncIterator[dict[str, Any]]:
-    """The job's current state, then each change of it until its outcome (or EVENTS_MAX_S)."""
+async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncIterator[dict[str, Any] | None]:
+    """The job's current state, then each change of it until its outcome (or EVENTS_MAX_S); None each time it was
+    looked at again and had not changed."""
     conn = request.app[SERVICES].aconn
     last: tuple[str, int, int] | None = None
     async with conn.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -193,13 +197,15 @@ async def job_events(request: web.Request, record: jobs.JobRecord) -> AsyncItera
             if now != last:
                 yield {"type": "progress", "state": now[0], "step": now[1], "total": now[2]}
                 last = now
+            else:
+                yield None
             await pubsub.get_message(timeout=EVENTS_RECHECK_S)  # an event, or time to look again
             current = await gallery.get(conn, record.job_id)
 
 
 async def action(request: web.Request) -> web.StreamResponse:
-    """One of the job's buttons (`web.actions.buttons_for`), for a member who may see it; answers the new job's
-    page (JSON for scripts)."""
+    """One of the job's buttons (`web.actions.buttons_for`), for a member who may see it, with the member's edited
+    `prompt` for the Remix ones; answers the new job's page (JSON for scripts)."""
     session, record = await viewable(request)
     services = request.app[SERVICES]
     form = await request.post()
@@ -208,10 +214,11 @@ async def action(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise web.HTTPBadRequest(text="index must be a number") from None
     try:
+        prompt = form.get("prompt")
         job_id = await asyncio.to_thread(press, services.deps, session, services.is_admin(session), record.job_id,
-                                         what, index)
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
+                                         what, index, None if prompt is None else str(prompt))
+    except ValueError as exc:  # not a button of this job: said as the page's script reads errors
+        return answer(request, str(exc), 400)
     return started(request, job_id)
 
 

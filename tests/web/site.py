@@ -18,7 +18,7 @@ from core.safety import Safety, with_safety
 from core.settings import AdminSettings
 from discord_emulator import DiscordEmulator, User
 from quotas import load_config
-from web.app import Services, build_services, close_services, make_app
+from web.app import Services, build_services, close_services, make_runner
 from web.settings import WebSettings
 
 REGISTRY = ModelRegistry((tiny_model(),))
@@ -53,7 +53,7 @@ class Site:
         http = aiohttp.ClientSession()
         services = build_services(settings, redis_url=redis_url, api_base=emu.api_base, registry=REGISTRY,
                                   tiers=load_config(), admins=AdminSettings(admin_user_ids=admin_ids), http=http)
-        runner = web.AppRunner(make_app(services), access_log=None)
+        runner = make_runner(services)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         return cls(emu, services, runner, http, url)

@@ -178,6 +178,21 @@ def test_member_draws_a_region_and_submits_it(page: Any, live: LiveSite, redis_c
     assert mask.getpixel((int(64 * 0.05), int(64 * 0.95))) == 0  # never painted
 
 
+def test_member_remixes_a_grid_from_its_page(page: Any, live: LiveSite, redis_conn: redis.Redis) -> None:
+    """On a grid's page a member opens Remix, rewrites the prompt and presses Re-roll there: a grid job of the new
+    prompt is queued and the browser lands on its page."""
+    dara = live.add_user("dara")
+    parent = seed_job(redis_conn, dara, "a quiet street")
+    sign_in(page, dara)
+    page.goto(f"/jobs/{parent}")
+    page.get_by_text("Remix: edit the prompt first").click()
+    page.get_by_label("Prompt for Remix").fill("a busy street at night")
+    page.locator("#remix-actions").get_by_role("button", name="Re-roll").click()
+    page.wait_for_url(lambda url: url.rstrip("/").rsplit("/", 1)[1] != parent)
+    record = jobs.get(redis_conn, page.url.rstrip("/").rsplit("/", 1)[1])
+    assert record is not None and (record.kind, record.spec.prompt) == ("grid", "a busy street at night")
+
+
 def test_dashboard_refused_to_a_member_and_shown_to_an_admin(page: Any, browser: Any, live: LiveSite,
                                                              redis_conn: redis.Redis) -> None:
     """A member without Manage Server is refused the dashboard; an admin sees lanes, workers and usage; /metrics

@@ -170,6 +170,47 @@ async def test_single_image_offers_discords_editing_buttons(site: Site, redis_co
     assert zoom is not None and (zoom.kind, zoom.source["op"], zoom.source["zoom"]) == ("edit", "zoom", 2.0)
 
 
+async def test_remix_and_custom_zoom_take_the_edited_prompt(site: Site, redis_conn: redis.Redis) -> None:
+    """The job page's Remix section offers the buttons that take an edited prompt (re-roll and V1-V4 under a grid;
+    Custom Zoom among a single image's), and they run as in Discord: a remixed re-roll takes the whole new prompt,
+    a remixed V2 its text at the grid's size, Custom Zoom its --zoom; a bad prompt and a U1 with a prompt are 400s
+    that queue nothing."""
+    ann = site.emu.add_user("ann")
+    quotas.set_grant(redis_conn, f"{site.emu.state.guild_id}:{ann.id}", load_config(), "pro", days=None, now=0)
+    grid = seed_job(redis_conn, ann, "a paper boat")
+    single = seed_job(redis_conn, ann, "a paper boat", kind="upscale")
+    async with await sign_in(site, ann) as client:
+        async with client.get(f"{site.url}/jobs/{grid}") as response:
+            page = await response.text()
+        assert 'id="remix-prompt"' in page and 'data-action="zoomc"' not in page
+        headers = {"X-CSRF-Token": csrf_of(page), "Accept": "application/json"}
+
+        async def press(job_id: str, action: str, index: int, text: str) -> tuple[int, dict]:
+            async with client.post(f"{site.url}/jobs/{job_id}/action", headers=headers,
+                                   data={"action": action, "index": index, "prompt": text}) as response:
+                return response.status, await response.json()
+
+        status, rerolled = await press(grid, "reroll", 0, "a paper plane --ar 16:9")
+        assert status == 201, rerolled
+        status, varied = await press(grid, "v", 2, "a red paper boat --ar 16:9")
+        assert status == 201, varied
+        status, zoomed = await press(single, "zoomc", 1, "a boat at sea --zoom 1.5")
+        assert status == 201, zoomed
+        before = redis_conn.dbsize()
+        assert (await press(grid, "reroll", 0, "a cat --ar 99:1"))[0] == 400
+        assert (await press(grid, "u", 1, "a cat"))[0] == 400
+        assert redis_conn.dbsize() == before
+        async with client.get(f"{site.url}/jobs/{single}") as response:
+            assert 'data-action="zoomc"' in await response.text()
+    records = {name: jobs.get(redis_conn, answer["job_id"]) for name, answer in
+               (("reroll", rerolled), ("v", varied), ("zoomc", zoomed))}
+    reroll, vary, zoom = records["reroll"], records["v"], records["zoomc"]
+    assert reroll is not None and (reroll.spec.prompt, reroll.spec.aspect) == ("a paper plane", "16:9")
+    assert vary is not None and vary.kind == "vary" and vary.spec.prompt == "a red paper boat"
+    assert vary.spec.aspect == "1:1"  # a variation keeps its image's size: only the text is remixed
+    assert zoom is not None and (zoom.kind, zoom.source["zoom"], zoom.spec.prompt) == ("edit", 1.5, "a boat at sea")
+
+
 async def test_a_describe_job_shows_its_image_and_its_four_prompts(site: Site, redis_conn: redis.Redis) -> None:
     """A /describe job's page: the image described (one, not four), the four prompts found, and no buttons (its
     answer is its prompts); a second image is not there."""

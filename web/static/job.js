@@ -1,4 +1,5 @@
-// The job page: copy the prompt, press a button (re-roll, U, V), and follow a running job's progress (SSE).
+// The job page: copy the prompt, press a button (re-roll, U, V; Remix ones with the edited prompt), and follow a
+// running job's progress (SSE).
 (function () {
   "use strict";
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -16,22 +17,28 @@
     }
   });
 
-  const actions = document.getElementById("actions");
-  if (actions) {
-    actions.addEventListener("click", async function (event) {
-      const button = event.target.closest("button[data-action]");
-      if (!button) return;
-      button.disabled = true;
-      const body = new URLSearchParams({ action: button.dataset.action, index: button.dataset.index });
-      const response = await fetch("/jobs/" + jobId + "/action", {
-        method: "POST", body: body, credentials: "same-origin",
-        headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
-      });
-      const answer = await response.json();
-      button.disabled = false;
-      if (response.ok) window.location.assign(answer.url);
-      else message.textContent = answer.error;
+  async function press(event, prompt) {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    button.disabled = true;
+    const body = new URLSearchParams({ action: button.dataset.action, index: button.dataset.index });
+    if (prompt !== null) body.set("prompt", prompt);
+    const response = await fetch("/jobs/" + jobId + "/action", {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
     });
+    const answer = await response.json();
+    button.disabled = false;
+    if (response.ok) window.location.assign(answer.url);
+    else message.textContent = answer.error;
+  }
+
+  const actions = document.getElementById("actions");
+  if (actions) actions.addEventListener("click", function (event) { press(event, null); });
+  const remix = document.getElementById("remix-actions");
+  if (remix) {
+    const prompt = document.getElementById("remix-prompt");
+    remix.addEventListener("click", function (event) { press(event, prompt.value); });
   }
 
   if (article.dataset.state === "queued" || article.dataset.state === "running") {
