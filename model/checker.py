@@ -34,6 +34,30 @@ MIN_BLOB_FRACTION = 0.004
 CENTRE_BOX = 0.125
 """A centroid within this fraction of the side from the middle on both axes is in the centre."""
 
+CORNER_SIDE = 0.2
+"""Side of each corner patch of a blob's bounding box, as a fraction of the box's side (`outline_features`)."""
+
+UNCLEAR = "unclear"
+"""The strict reading of a blob that does not look like the shape the checker named (`strict_shape`)."""
+
+# The strict reading's bounds (`strict_shape`), from the shapes' geometry and set on ground truth, clean and blurred
+# (`python -m model.checker`; figures below are ground truth's, blur 0.8 px and noise 8 included): a shape of 9-17
+# pixels has corner patches of 2-3 pixels a side, so one soft pixel moves one corner a lot and the mean of four little.
+SQUARE_FILL = 0.85
+"""A square fills nearly all of its box (0.87-1)..."""
+SQUARE_CORNERS = (0.55, 0.2)
+"""...its corner patches are mostly full on average (medians 0.78-0.89 each), and none is empty (0.25 at least)."""
+ROUND_FILL = (0.68, 0.88)
+"""A disc fills pi/4 = 0.785 of its box (0.72-0.88); less is pinched, more has corners."""
+ROUND_CORNERS = (0.4, 0.45)
+"""A disc's or ring's corner patches are at most 0.38 full each (their mean at most this, each at most that)."""
+HALF_FILL = (0.4, 0.7)
+"""Triangle, diamond, cross and star fill about half their box (0.44-0.67)."""
+EMPTY_CORNER = 0.2
+"""An empty corner patch (a triangle's and a star's top ones, all of a diamond's and a cross's; 0.12 at most)."""
+TRIANGLE_BASE = 0.45
+"""A triangle's base corners are at least this full (0.5 at least); a star's lower points fill 0.33 at most."""
+
 
 @dataclass(frozen=True)
 class Seen:
@@ -44,6 +68,7 @@ class Seen:
     position: str
     centroid: tuple[float, float]  # (x, y) as fractions of the side, y downwards
     area: float  # fraction of the image covered
+    strict: str = UNCLEAR  # `shape` when its corners and fill agree (`strict_shape`), else UNCLEAR
 
 
 @dataclass(frozen=True)
@@ -162,6 +187,39 @@ def classify_shape(f: dict[str, float]) -> str:
     return "circle"
 
 
+def outline_features(crop: np.ndarray) -> dict[str, float]:
+    """What a person looks at to name a small shape, from its mask cropped to its bounding box: how much of the box
+    it fills (square 1, circle pi/4, triangle and diamond 1/2), how full each corner patch of the box is (a square's
+    four are full, a circle's and a diamond's empty, a triangle's bottom two full), and the box's aspect."""
+    h, w = crop.shape
+    ky, kx = max(1, round(CORNER_SIDE * h)), max(1, round(CORNER_SIDE * w))
+    corners = {"top_left": crop[:ky, :kx], "top_right": crop[:ky, -kx:], "bottom_left": crop[-ky:, :kx],
+               "bottom_right": crop[-ky:, -kx:]}
+    return {"fill": float(crop.mean()), "aspect": w / h, **{k: float(v.mean()) for k, v in corners.items()}}
+
+
+def strict_shape(crop: np.ndarray, named: str) -> str:
+    """`named` (the checker's reading of this blob) when its outline has that shape's corners and fill as a person
+    would see them, else UNCLEAR: a square with rounded corners, a pinched blob read as a circle, a triangle without
+    its base corners."""
+    f = outline_features(crop)
+    every = (f["top_left"], f["top_right"], f["bottom_left"], f["bottom_right"])
+    mean, top, base = sum(every) / 4, max(every[:2]), every[2:]
+    square_box, half = 0.75 <= f["aspect"] <= 1.33, HALF_FILL[0] <= f["fill"] <= HALF_FILL[1]
+    round_shape = square_box and mean <= ROUND_CORNERS[0] and max(every) <= ROUND_CORNERS[1]
+    rules = {
+        "square": (square_box and f["fill"] >= SQUARE_FILL and mean >= SQUARE_CORNERS[0]
+                   and min(every) >= SQUARE_CORNERS[1]),
+        "circle": round_shape and ROUND_FILL[0] <= f["fill"] <= ROUND_FILL[1],
+        "ring": round_shape and f["fill"] <= ROUND_FILL[1],  # the hole was found by the checker
+        "triangle": half and top <= EMPTY_CORNER and min(base) >= TRIANGLE_BASE,
+        "diamond": half and square_box and max(every) <= EMPTY_CORNER,
+        "cross": half and square_box and max(every) <= EMPTY_CORNER,
+        "star": half and top <= EMPTY_CORNER and max(base) < TRIANGLE_BASE,
+    }
+    return named if rules.get(named, False) else UNCLEAR
+
+
 def _position(cx: float, cy: float) -> str:
     dx, dy = cx - 0.5, cy - 0.5
     if max(abs(dx), abs(dy)) < CENTRE_BOX:
@@ -224,8 +282,9 @@ def check(image: np.ndarray | Image.Image) -> Reading:
         crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]  # keeps the hole search and hull small
         # 4. position from the centroid
         cx, cy = (xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h
-        seen.append(Seen(colour=colour, shape=classify_shape(shape_features(crop)), position=_position(cx, cy),
-                         centroid=(float(cx), float(cy)), area=float(mask.sum()) / (h * w)))
+        shape = classify_shape(shape_features(crop))
+        seen.append(Seen(colour=colour, shape=shape, position=_position(cx, cy), centroid=(float(cx), float(cy)),
+                         area=float(mask.sum()) / (h * w), strict=strict_shape(crop, shape)))
     seen.sort(key=lambda s: -s.area)
     return Reading(background=background, objects=tuple(seen))
 
@@ -234,18 +293,20 @@ def score(reading: Reading, scene: Scene) -> dict[str, bool]:
     """Which attributes of a `model.data.Scene` (e.g. a parsed prompt) the reading agrees with.
 
     Objects are paired with the assignment that agrees on most attributes; an attribute the scene leaves as None is
-    not checked. Keys: background, count, colour, shape, position (the last three true only if every object's is).
+    not checked. Keys: background, count, colour, shape, position, strict_shape (the last four true only if every
+    object's is; strict_shape: the shape also has the corners and fill a person would name it by, `strict_shape`).
     """
     wanted = list(scene.objects)
     read = list(reading.objects)
-    best: list[tuple[bool, bool, bool]] = [(False, False, False)] * len(wanted)
+    best: list[tuple[bool, bool, bool, bool]] = [(False, False, False, False)] * len(wanted)
     for chosen in itertools.permutations(range(len(read)), min(len(wanted), len(read))):
         agree = [
-            (read[j].colour == o.colour, read[j].shape == o.shape, o.position is None or read[j].position == o.position)
+            (read[j].colour == o.colour, read[j].shape == o.shape, o.position is None or read[j].position == o.position,
+             read[j].strict == o.shape)
             for o, j in zip(wanted, chosen, strict=False)
         ]
-        agree += [(False, False, False)] * (len(wanted) - len(agree))
-        if sum(map(sum, agree)) > sum(map(sum, best)):
+        agree += [(False, False, False, False)] * (len(wanted) - len(agree))
+        if sum(sum(a[:3]) for a in agree) > sum(sum(a[:3]) for a in best):  # paired on the checker's reading
             best = agree
     background = scene.background
     return {
@@ -254,6 +315,7 @@ def score(reading: Reading, scene: Scene) -> dict[str, bool]:
         "colour": all(a[0] for a in best),
         "shape": all(a[1] for a in best),
         "position": all(a[2] for a in best),
+        "strict_shape": all(a[3] for a in best),
     }
 
 

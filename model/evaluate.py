@@ -3,7 +3,8 @@
 Prompts are captions of the generator's "heldout" split: every one has a colour/shape or shape/background pairing the
 model never saw in training (`model.data.HELD_OUT`). Each image is read back by the independent pixel checker
 (`model.checker`) and scored against the scene the prompt describes (`model.data.parse_caption`, so a position the
-prompt does not say is not checked). Samplers: DPM-Solver++ (the default, as the worker loads every model) at the
+prompt does not say is not checked); `strict_shape` also asks for the corners and fill a person would name the shape
+by (`model.checker.strict_shape`). Samplers: DPM-Solver++ (the default, as the worker loads every model) at the
 default and at 4, 8 and 20 steps, and plain ancestral DDPM at 1000 steps, each with its time per image. The checker's
 own accuracy on ground-truth images is reported alongside, as the ceiling of these figures, and so is the autoencoder's
 alone: held-out PSNR and the checker's accuracy on its reconstructions (colours and thin shapes kept or not).
@@ -29,7 +30,7 @@ DEFAULT_STEPS = 20
 """Sampling steps the worker uses for the embedded model unless a prompt says otherwise."""
 DEFAULT_GUIDANCE = 5.0
 """Classifier-free guidance scale w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6)."""
-ATTRIBUTES = ("background", "colour", "shape", "position", "count")
+ATTRIBUTES = ("background", "colour", "shape", "strict_shape", "position", "count")
 
 
 def load(folder: Path, device: str = "cpu") -> DiffusionPipeline:
