@@ -64,21 +64,32 @@ class Plan:
 
 def apply(pipe: DiffusionPipeline, plan: Plan, *, backend: str = "inductor") -> DiffusionPipeline:
     """Apply `plan` to `pipe` in place (and return it). `backend`: torch.compile's backend ("eager" in tests)."""
-    unet, vae = pipe.unet, pipe.vae
+    vae = pipe.vae
     if plan.sdpa:
-        if getattr(unet.config, "encoder_hid_dim_type", None) != "ip_image_proj":  # an IP-Adapter's use SDPA already
-            unet.set_attn_processor(AttnProcessor2_0())
         vae.set_attn_processor(AttnProcessor2_0())
     if plan.channels_last:
-        unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
     if plan.vae_slicing:
         vae.enable_slicing()
     if plan.compile:
-        # Shapes change with the batch and the image size: dynamic shapes avoid a recompilation per size.
-        pipe.unet = torch.compile(unet, backend=backend, dynamic=True)
+        pipe.unet = fast_unet(pipe.unet, plan, backend=backend)
+    else:
+        fast_unet(pipe.unet, plan)
     log.info("pipeline on %s: %s", pipe.device, plan)
     return pipe
+
+
+def fast_unet(unet: Any, plan: Plan, *, backend: str = "inductor") -> Any:
+    """`unet` with the plan's UNet choices, in place, or compiled (a new module) when the plan compiles: the
+    pipeline's own UNet, and a dedicated inpainting UNet (WORKER_INPAINT_UNET) likewise."""
+    if plan.sdpa and getattr(unet.config, "encoder_hid_dim_type", None) != "ip_image_proj":
+        unet.set_attn_processor(AttnProcessor2_0())  # an IP-Adapter's processors use SDPA already
+    if plan.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if plan.compile:
+        # Shapes change with the batch and the image size: dynamic shapes avoid a recompilation per size.
+        return torch.compile(unet, backend=backend, dynamic=True)
+    return unet
 
 
 @contextmanager

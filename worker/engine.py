@@ -92,9 +92,10 @@ class Engine:
         pipe = load_pipeline(info, device, dtype=dtype)
         if ip_adapter:
             load_ip_adapter(ip_adapter, pipe)
-        accel.apply(pipe, accel.Plan.for_device(str(pipe.device), compile=compile))
-        return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None,
-                   load_inpaint_unet(inpaint_unet, pipe, device) if inpaint_unet else None)
+        plan = accel.Plan.for_device(str(pipe.device), compile=compile)
+        accel.apply(pipe, plan)
+        inpainter = accel.fast_unet(load_inpaint_unet(inpaint_unet, pipe, device), plan) if inpaint_unet else None
+        return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None, inpainter)
 
     def warm_up(self, spec: JobSpec, batch_size: int) -> float:
         """Render one grid and one batch of `batch_size` grids of `spec`, so that a compiled UNet is compiled (and

@@ -7,8 +7,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from core.models import tiny_model
 from core.spec import JobSpec
 from model import accel
+from model.loading import BUILTIN_TINY_INPAINT, load_inpaint_unet
 from model.tiny import build_tiny_pipeline
 from worker.engine import Engine
 
@@ -52,6 +54,18 @@ def test_compile_setting_wraps_the_unet_and_warm_up_renders_single_and_batched(t
     pipe = accel.apply(build_tiny_pipeline(), accel.Plan.for_device("cpu", compile=True), backend="eager")
     assert isinstance(pipe.unet, torch._dynamo.eval_frame.OptimizedModule)
     assert tiny_engine.warm_up(tiny_spec, batch_size=2) > 0
+
+
+def test_a_dedicated_inpainting_unet_gets_the_plan_too() -> None:
+    """WORKER_INPAINT_UNET's 9-channel UNet is made fast like the model's own: the CUDA plan's SDPA and channels_last
+    (run here on a CPU), and with WORKER_COMPILE both UNets are compiled."""
+    base = build_tiny_pipeline()
+    unet = accel.fast_unet(load_inpaint_unet(BUILTIN_TINY_INPAINT, base, "cpu"), accel.Plan.for_device("cuda"))
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values())
+    engine = Engine.load(tiny_model(), device="cpu", inpaint_unet=BUILTIN_TINY_INPAINT, compile=True)
+    compiled = torch._dynamo.eval_frame.OptimizedModule
+    assert isinstance(engine.pipe.unet, compiled) and isinstance(engine.inpainter.unet, compiled)
 
 
 def test_vae_tiles_only_images_larger_than_the_limit() -> None:
