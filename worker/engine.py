@@ -190,8 +190,9 @@ class Engine:
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.LANCZOS)
         with self._guarded(spec, count, (width, height), should_cancel):
-            return self._sample_from_image(spec, image.convert("RGB"), strength, count, on_progress, should_cancel,
-                                           preview_interval_s)
+            inputs = {"image": [image.convert("RGB")] * count, "strength": strength}
+            return self._from_image(self.img2img, spec, count, inputs, on_progress, should_cancel,
+                                    preview_interval_s)
 
     def inpaint(
         self,
@@ -221,33 +222,11 @@ class Engine:
             JobCancelled, TransientGenerationError, GenerationFailed: as for `render`.
         """
         with self._guarded(spec, count, image.size, should_cancel):
-            pipe = self.inpainter
-            # 1. the prompt, as for text-to-image
-            embeds = encode_weighted_prompt(pipe, spec.parts, rendered_negative(spec), spec.guidance_scale)
-            batch = {name: torch.cat([e] * count) for name, e in embeds.items()}
-            # 2. one CPU generator per output, seeded like the images of a grid
-            generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.seeds()[:count]]
-            # 3. strength 1: the masked part starts from pure noise
-            output = pipe(
-                **batch,
-                image=[image.convert("RGB")] * count,
-                mask_image=[mask] * count,
-                strength=1.0,
-                **self._adapter_kwargs(spec),
-                width=image.width,
-                height=image.height,
-                generator=generators,
-                num_inference_steps=spec.steps,
-                guidance_scale=spec.guidance_scale,
-                output_type="pt",
-                callback_on_step_end=StepEnd(spec.stop, on_progress, should_cancel, preview_interval_s),
-                callback_on_step_end_tensor_inputs=["latents"],
-            )
-            # 4. reject NaN/inf
-            images = output.images
-            if not torch.isfinite(images).all():
-                raise GenerationFailed(INVALID_IMAGE)
-            return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
+            # strength 1: the masked part starts from pure noise
+            inputs = {"image": [image.convert("RGB")] * count, "mask_image": [mask] * count, "strength": 1.0,
+                      "width": image.width, "height": image.height}
+            return self._from_image(self.inpainter, spec, count, inputs, on_progress, should_cancel,
+                                    preview_interval_s)
 
     def upscale(
         self,
@@ -311,27 +290,27 @@ class Engine:
         log.info("rendered %d images of %dx%d in %d steps in %.2f s", count, size[0], size[1], spec.steps,
                  time.monotonic() - started)
 
-    def _sample_from_image(
+    def _from_image(
         self,
+        pipe: DiffusionPipeline,
         spec: JobSpec,
-        image: Image.Image,
-        strength: float,
         count: int,
+        inputs: dict[str, Any],
         on_progress: ProgressCallback | None,
         should_cancel: Callable[[], bool] | None,
         preview_interval_s: float,
     ) -> list[Image.Image]:
-        pipe = self.img2img
+        """One call of the img2img or inpainting pipeline making `count` images of `spec` from `inputs` (its image
+        arguments: the image and strength, and for inpainting the mask and size)."""
         # 1. the prompt, as for text-to-image
         embeds = encode_weighted_prompt(pipe, spec.parts, rendered_negative(spec), spec.guidance_scale)
         batch = {name: torch.cat([e] * count) for name, e in embeds.items()}
         # 2. one CPU generator per output, seeded like the images of a grid: they noise the image's latents
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in spec.seeds()[:count]]
-        # 3. noise the image to `strength` and denoise the rest of the schedule
+        # 3. noise the image to `strength` (img2img) or the masked part from pure noise (inpainting), and denoise
         output = pipe(
             **batch,
-            image=[image] * count,
-            strength=strength,
+            **inputs,
             **self._adapter_kwargs(spec),
             generator=generators,
             num_inference_steps=spec.steps,
