@@ -19,6 +19,7 @@ from bot import errors, myjobs, screening
 from bot.buttons import view_for
 from bot.client import ImagineBot
 from bot.members import owner_of, place, who
+from bot.tree import mend_select
 from core import prompt, usersettings
 from core.errors import ImagineError
 from core.models import ModelRegistry
@@ -96,6 +97,7 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTINGS
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> SettingSelect:
         assert isinstance(interaction.client, ImagineBot)
+        mend_select(interaction)
         return cls(match["name"], interaction.client.registry)
 
     async def callback(self, interaction: discord.Interaction) -> None:

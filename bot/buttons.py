@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import errors, submit
 from bot.client import ImagineBot
+from bot.tree import mend_select
 from core import buttons
 from core.buttons import ButtonRef
 from core.canvas import REGIONS
@@ -111,6 +112,7 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select], template=buttons.R
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> RegionSelect:
+        mend_select(interaction)
         return cls(match["job"], int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:

@@ -270,3 +270,18 @@ async def test_component_payloads_get_an_answer_where_the_id_is_ours(
     else:
         await asyncio.sleep(UNANSWERED_WAIT_S)
     await still_serves(scene, caplog)
+
+
+@pytest.mark.parametrize("values", [None, 3, "mode", {"a": 1}, [None], [7, "fast"]])
+async def test_a_select_with_values_of_the_wrong_kind_is_answered(
+    scene: Scene, caplog: pytest.LogCaptureFixture, values: Any
+) -> None:
+    """A /settings select whose `values` is not a list of strings (null, a number, a string, an object, a list of
+    anything): discord.py would raise reading it, in a task of its own, and leave the member unanswered; the bot
+    answers it like any select, its non-string values dropped."""
+    caplog.set_level(logging.WARNING)
+    custom_id = next(c for c in scene.settings.custom_ids() if c.endswith(":mode"))
+    pending = await scene.emu.send_component(user=scene.alice, message=scene.settings,
+                                             data={"custom_id": custom_id, "component_type": 3, "values": values})
+    await answered(pending)
+    await still_serves(scene, caplog)
