@@ -41,7 +41,9 @@ def info_text(conn: redis.Redis, owner: str, recent_count: int = 10) -> str:
     records = userjobs.recent(conn, owner)
     active = [r for r in records if r.state in jobs.ACTIVE_STATES]
     defaults = " ".join(f"--{k} {v}" for k, v in sorted(saved.defaults.items())) or "none"
-    lines = [f"**Mode:** {saved.mode}", f"**Saved defaults:** {defaults}", "", "**Queued and running**"]
+    visibility = "stealth (new images private on the web gallery)" if saved.stealth else "public"
+    lines = [f"**Mode:** {saved.mode}", f"**Visibility:** {visibility}", f"**Saved defaults:** {defaults}", "",
+             "**Queued and running**"]
     lines += [describe(conn, r) for r in active] or ["none"]
     lines += ["", "**Recent jobs**"]
     lines += [describe(conn, r) for r in records[:recent_count]] or ["none"]

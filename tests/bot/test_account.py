@@ -108,6 +108,7 @@ async def test_stealth_makes_new_jobs_private_where_the_tier_allows_it(
     member = quotas.member_id(discord_emulator.state.guild_id, alice.id)
     quotas.set_grant(redis_conn, member, OPEN_TIERS, "pro", days=None, now=time.time())
     assert "Stealth mode is **on**" in await reply(discord_emulator, alice, "stealth")
+    assert "**Visibility:** stealth" in await reply(discord_emulator, alice, "info")
 
     async def imagine(text: str) -> jobs.JobRecord:
         pending = await discord_emulator.send_slash_command(user=alice, name="imagine", options={"prompt": text})
@@ -130,7 +131,7 @@ async def test_info_lists_mode_and_jobs(
     owner = f"discord:{alice.id}"
     first, second = queued(redis_conn, owner, "a red cat"), queued(redis_conn, owner, "a blue dog")
     text = await reply(discord_emulator, alice, "info")
-    assert "**Mode:** fast" in text
+    assert "**Mode:** fast" in text and "**Visibility:** public" in text
     assert (
         f"`{first}` **a red cat** - queued, 0 ahead" in text and f"`{second}` **a blue dog** - queued, 1 ahead" in text
     )
