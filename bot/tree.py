@@ -41,18 +41,16 @@ log = logging.getLogger(__name__)
 RETRY = "Run it again from Discord's command list."
 
 
-def mend_select(interaction: discord.Interaction) -> list[str]:
-    """A select interaction's chosen values, and its payload mended so that discord.py can read it. Discord sends a
-    list of strings; with a forged `values` (null, a number, an object) discord.py raises in the task that runs the
+def mend_select(interaction: discord.Interaction) -> None:
+    """Mend a select interaction's payload so that discord.py can read it. Discord sends `values` as a list of
+    strings; with a forged `values` (null, a number, an object) discord.py raises in the task that runs the
     select's item, so the member is never answered. Call it from the item's `from_custom_id`, which discord.py runs
     first: anything but a list keeps no value, and a list keeps its strings."""
     data = interaction.data
-    if not isinstance(data, dict):
-        return []
-    raw = data.get("values")
-    values = [v for v in raw if isinstance(v, str)] if isinstance(raw, list) else []
-    data["values"] = values  # type: ignore[typeddict-unknown-key]
-    return values
+    if isinstance(data, dict):
+        raw = data.get("values")
+        values = [v for v in raw if isinstance(v, str)] if isinstance(raw, list) else []
+        data["values"] = values  # type: ignore[typeddict-unknown-key]
 
 
 class CheckedTree(app_commands.CommandTree):

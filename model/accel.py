@@ -71,10 +71,7 @@ def apply(pipe: DiffusionPipeline, plan: Plan, *, backend: str = "inductor") -> 
         vae.to(memory_format=torch.channels_last)
     if plan.vae_slicing:
         vae.enable_slicing()
-    if plan.compile:
-        pipe.unet = fast_unet(pipe.unet, plan, backend=backend)
-    else:
-        fast_unet(pipe.unet, plan)
+    pipe.unet = fast_unet(pipe.unet, plan, backend=backend)
     log.info("pipeline on %s: %s", pipe.device, plan)
     return pipe
 

@@ -128,8 +128,8 @@ def press(deps: Deps, session: Session, admin: bool, job_id: str, action: str, i
         check_origin(parent.spec, read.origin, place(session, admin))
     strength = VARY_STRENGTH.get(str(job.source.get("strength") or "strong"), 1.0) if job.kind == "vary" else 1.0
     spec = screened(conn, session, job.spec, now=now)  # every click, U1-U4 too, as in Discord
-    return admit_and_enqueue(deps, session, spec, kind=job.kind, source=job.source, strength=strength,
-                             stored=read.stored)
+    return admit_and_enqueue(deps, session, spec, kind=job.kind, source=job.source, stealth=saved.stealth,
+                             strength=strength, stored=read.stored)
 
 
 def one_prompt(deps: Deps, saved: usersettings.UserSettings, text: str) -> JobSpec:
@@ -169,13 +169,12 @@ def screened(conn: redis.Redis, session: Session, spec: JobSpec, *, now: float) 
 
 
 def admit_and_enqueue(
-    deps: Deps, session: Session, spec: JobSpec, *, kind: str, source: dict[str, Any], strength: float = 1.0,
-    stored: bool = True, writes_for: Callable[[str], list[tuple[Any, ...]]] | None = None,
+    deps: Deps, session: Session, spec: JobSpec, *, kind: str, source: dict[str, Any], stealth: bool,
+    strength: float = 1.0, stored: bool = True, writes_for: Callable[[str], list[tuple[Any, ...]]] | None = None,
 ) -> str:
     """Admit one job for the member and enqueue it in the admitted lane; refund it when it could not be queued.
-    `writes_for(job_id)`: more commands for the enqueue's atomic step (a Vary (Region) job's mask). The member's
-    /stealth applies as in Discord."""
-    stealth = usersettings.get(deps.conn, session.owner).stealth
+    `stealth`: the member's /stealth, as in Discord. `writes_for(job_id)`: more commands for the enqueue's atomic
+    step (a Vary (Region) job's mask)."""
     admitted = quotas.reserve(deps.conn, deps.tiers, who(session), [spec], kind=kind, strength=strength,
                               stored=stored, stealth=stealth)
     job_id = admitted.job_ids[0]

@@ -18,7 +18,7 @@ import time
 
 from PIL import Image, UnidentifiedImageError
 
-from core import jobs, keys
+from core import jobs, keys, usersettings
 from core.buttonjobs import at_base_size
 from core.errors import ImagineError, JobExpired
 from core.spec import MAX_SEED
@@ -101,5 +101,6 @@ def submit(deps: Deps, session: Session, parent: jobs.JobRecord, index: int, pro
     spec = screened(deps.conn, session, spec, now=time.time())
     source = {"job_id": parent.job_id, "index": index}
     # The mask is written in the enqueue's atomic step, under the id admission gives the job.
-    return admit_and_enqueue(deps, session, spec, kind=REGION_KIND, source=source,
+    stealth = usersettings.get(deps.conn, session.owner).stealth
+    return admit_and_enqueue(deps, session, spec, kind=REGION_KIND, source=source, stealth=stealth,
                              writes_for=lambda job_id: [("SET", keys.job_mask(job_id), mask, "EX", MASK_TTL_S)])

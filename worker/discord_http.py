@@ -38,9 +38,6 @@ REQUEST_TIMEOUT_S = 30.0
 USER_AGENT = "DiscordBot (https://github.com/discord-imagine, 0.1) discord-imagine-worker"
 """Discord asks clients to send a `DiscordBot (url, version)` user agent."""
 
-RETRY_REASONS = ("rate_limited", "server_error", "unreachable")
-"""Why a request was sent again: a 429, a 5xx, or no answer at all."""
-
 # Discord error codes the worker reacts to (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_MESSAGE = 10008
@@ -103,7 +100,8 @@ class DiscordHTTP:
         self.backoff_base_s = backoff_base_s
         self.sleep = sleep
         self.on_retry = on_retry
-        """Called before each retry with its reason (`RETRY_REASONS`): the worker counts them for /metrics."""
+        """Called before each retry with its reason, "rate_limited" (a 429), "server_error" (a 5xx) or "unreachable"
+        (no answer): the worker counts them for /metrics."""
 
     @property
     def has_bot_token(self) -> bool:

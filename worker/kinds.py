@@ -104,8 +104,11 @@ def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str,
     if kind == "grid":
         # image prompts and blends: fetched and checked, then they steer the render through the IP-Adapter, or
         # without one they are blended into the image it starts from
-        image_prompt = inputs.image_prompt(ctx, job_id, spec) if ctx.engine.adapter is not None else None
-        start_from = inputs.starting_image(ctx, job_id, spec) if ctx.engine.adapter is None else None
+        image_prompt, start_from = None, None
+        if ctx.engine.adapter is not None:
+            image_prompt = inputs.image_prompt(ctx, job_id, spec)
+        else:
+            start_from = inputs.starting_image(ctx, job_id, spec)
         if start_from is not None:
             strength = start_from.strength
             drawn = _gpu(meter, lambda: ctx.engine.image_to_image(
