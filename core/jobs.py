@@ -50,9 +50,10 @@ CANCEL_FLAG_TTL_S = 24 * 3600
 WAIT_RECHECK_S = 2.0
 """While waiting on events, re-read the record this often: pub/sub drops messages when nobody is subscribed."""
 
-# KEYS: job hash, events channel, cancel flag.
+# KEYS: job hash, events channel, cancel flag, open jobs index.
 # ARGV: allowed previous states (JSON list), fields to set (JSON object), new state, "1" to count an attempt,
-#       event JSON to publish ("" for none), seconds to expire the record after (0: keep; also drops the cancel flag).
+#       event JSON to publish ("" for none), seconds to expire the record after (0: keep; else the move is final: it
+#       also drops the cancel flag and takes the job out of the open jobs), the job id.
 # Returns {1, previous state} when the move happened, {0, current state} when not ("" for a missing job).
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -69,6 +70,7 @@ if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'attempt', 1) end
 if tonumber(ARGV[6]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[7])
 end
 if ARGV[5] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[5]) end
 return {1, state}
@@ -351,16 +353,18 @@ def _transition(
 ) -> tuple[bool, str]:
     args = (
         _TRANSITION,
-        3,
+        4,
         keys.job(job_id),
         keys.job_events(job_id),
         keys.job_cancel(job_id),
+        keys.open_jobs(),
         json.dumps(sorted(allowed)),
         json.dumps({k: str(v) for k, v in fields.items()}),
         state,
         "1" if count_attempt else "0",
         event,
         expire_s,
+        job_id,
     )
     if stage is None:
         moved, previous = conn.eval(*args)

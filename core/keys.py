@@ -63,6 +63,22 @@ def user_jobs(user: str) -> str:
     return f"{PREFIX}:user:{user}:jobs"
 
 
+def open_jobs() -> str:
+    """Sorted set: id of a job that was put on a lane and is not final yet -> its created_at; the final transition
+    takes it out (`core.jobs.finish`). `worker.lost` walks it for jobs RQ lost track of."""
+    return f"{PREFIX}:jobs:open"
+
+
+def lost_seen() -> str:
+    """Hash: id of an open job that RQ had in no queue or registry -> Unix time `worker.lost` first saw it so."""
+    return f"{PREFIX}:jobs:lost-seen"
+
+
+def lost_sweep_lock() -> str:
+    """String, with a TTL: held by the worker sweeping for lost jobs, so that only one sweeps at a time."""
+    return f"{PREFIX}:jobs:lost-sweep"
+
+
 def job_final_delivered(job_id: str) -> str:
     """String: set once Discord confirmed the message with the job's outcome; nothing is sent for the job after it."""
     return f"{PREFIX}:job:{job_id}:delivered"

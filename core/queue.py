@@ -191,12 +191,13 @@ def enqueue_call(
     private: bool = False,
 ) -> EnqueueCall:
     """The `ENQUEUE_SCRIPT` call that records the job, applies `writes` (its delivery, the owner's job list), and
-    puts it on its lane, in one atomic step. Arguments as for `enqueue`."""
+    puts it on its lane and among the open jobs (`keys.open_jobs`), in one atomic step. Arguments as for `enqueue`."""
     job_id = job_id or jobs.new_job_id()
     record = jobs.new_record(spec, owner, kind=kind, source=source, private=private)
     fields = [item for pair in record.items() for item in pair]
     args: list[Any] = [record["created_at"], len(fields), *fields]
-    for command in [*writes, *rq_writes(spec, owner, job_id=job_id, kind=kind, source=source)]:
+    opened = ("ZADD", keys.open_jobs(), record["created_at"], job_id)  # out again at its final move (core.jobs)
+    for command in [*writes, opened, *rq_writes(spec, owner, job_id=job_id, kind=kind, source=source)]:
         args += [len(command), *command]
     return EnqueueCall(job_id, (keys.job(job_id),), tuple(args))
 

@@ -5,7 +5,8 @@ bound to `ctx` (only the project's job functions, each called as `func(ctx, payl
 `worker.jobs`), orders the relax lanes and applies missed outcomes before each dequeue (`worker.relax`), and keeps a
 running job's heartbeat short so that a killed worker's job is re-run soon. A grid job it dequeues takes the waiting
 grid jobs that can share its sampler call along (`worker.claim`, `worker.batch`; WORKER_BATCH_SIZE in all): they are
-rendered together, then RQ performs and records each as its own.
+rendered together, then RQ performs and records each as its own. Its maintenance also redelivers outcomes Discord
+did not take (`worker.redelivery`) and puts back jobs RQ lost track of (`worker.lost`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rq.worker import WorkerStatus
 
 from core import keys, queue
 from core.errors import TransientGenerationError
-from worker import batch, claim, redelivery
+from worker import batch, claim, lost, redelivery
 from worker.context import STATS_TTL_S, Context, count_batch
 from worker.jobs import ImagineJob
 from worker.relax import BeforeDequeue
@@ -116,6 +117,11 @@ class ImagineWorker(SimpleWorker):
             redelivery.redeliver_due(self.context.conn, self.context.poster, now=time.time())
         except redis.RedisError as exc:
             log.warning("redelivery of undelivered outcomes skipped: %s", exc)
+        try:  # jobs RQ lost track of (a worker killed between taking a job and starting it): put back (worker.lost)
+            if lost.take_turn(self.connection, self.name, self.maintenance_interval):
+                lost.sweep(self.context, now=time.time())
+        except redis.RedisError as exc:
+            log.warning("sweep for lost jobs skipped: %s", exc)
 
     def register_birth(self) -> None:
         super().register_birth()

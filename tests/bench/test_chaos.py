@@ -36,7 +36,7 @@ def test_short_chaos_loses_nothing_duplicates_nothing_and_balances_every_ledger(
     assert bench.returncode == 0, stderr[-3000:]
     figures = json.loads(stdout)
     assert figures["jobs_submitted"] == 20 == sum(figures["answers"].values()), figures
-    assert (figures["lost"], figures["duplicates"]) == (0, 0), figures["problems"]
+    assert (figures["lost"], figures["duplicates"]) == (0, 0), _story(figures["problems"], stderr, tmp_path)
     assert figures["exactly_one_outcome"] == figures["jobs"] > 0
     assert figures["grids_posted_exactly_once"] == figures["grids_done"]
     assert figures["ledgers_balanced"], figures["ledgers"]
@@ -44,3 +44,13 @@ def test_short_chaos_loses_nothing_duplicates_nothing_and_balances_every_ledger(
                                                       "discord_errors"}
     assert figures["all_recovered_within_2_min"], figures["faults"]
     assert figures["discord_calls_faulted"] > 0
+
+
+def _story(problems: list[str], progress: str, logs: Path) -> str:
+    """The problems, then what the bench and every process logged about each job in them: the story of a failure
+    that CI shows only once."""
+    ids = {p.split(":")[0] for p in problems}
+    lines = [f"{log.name}: {line}" for log in sorted(logs.glob("*.log"))
+             for line in log.read_text(errors="replace").splitlines() if any(i in line for i in ids)]
+    lines += [f"bench: {line}" for line in progress.splitlines() if any(i in line for i in ids)]
+    return "\n".join([*problems, *lines[-60:]])

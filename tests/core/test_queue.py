@@ -11,7 +11,7 @@ import redis
 from rq import Retry
 from rq.job import Job, JobStatus
 
-from core import jobs, queue
+from core import jobs, keys, queue
 from tests.core.test_jobs import make_spec
 
 
@@ -105,6 +105,23 @@ def test_enqueue_sent_twice_counts_once(redis_conn: redis.Redis):
     again = redis_conn.eval(queue.ENQUEUE_SCRIPT, len(call.keys), *call.keys, *call.args)
     assert call.result(first) == call.result(again) == call.job_id
     assert redis_conn.llen("rq:queue:fast:tiny") == 1
+
+
+def test_a_job_is_open_from_its_enqueue_to_its_final_move(redis_conn: redis.Redis):
+    """The open jobs (`keys.open_jobs`, walked for jobs RQ lost) hold each enqueued job, scored by its created_at,
+    through a retry, until its final move: done, failed, or cancelled while queued; and a failed enqueue's too."""
+    done, failed, cancelled = (queue.enqueue(redis_conn, make_spec(), "o") for _ in range(3))
+    created = jobs.get(redis_conn, done).created_at  # type: ignore[union-attr]
+    assert redis_conn.zscore(keys.open_jobs(), done) == created
+    assert jobs.mark_running(redis_conn, done, "w") and jobs.mark_retrying(redis_conn, done, "oom")
+    assert jobs.mark_running(redis_conn, done, "w")
+    assert redis_conn.zcard(keys.open_jobs()) == 3
+    assert jobs.finish(redis_conn, done, jobs.DONE) and jobs.finish(redis_conn, failed, jobs.FAILED, reason="x")
+    assert queue.cancel(redis_conn, cancelled) == queue.CancelResult.CANCELLED
+    redis_conn.set("rq:queue:fast:tiny", "not a list")
+    with pytest.raises(redis.ResponseError):
+        queue.enqueue(redis_conn, make_spec(), "o")
+    assert redis_conn.zcard(keys.open_jobs()) == 0
 
 
 def test_relax_mode_uses_the_relax_lane(redis_conn):

@@ -40,8 +40,9 @@ WORKER_KEYS = frozenset({
 """What the worker writes to Redis at start-up (its stats hash and RQ's registration of it and its lanes): all that
 a test's Redis holds when it starts."""
 
-MAINTENANCE_KEYS = frozenset({"rq:clean_groups"})
-"""RQ's maintenance lock, which an idle worker sets (with a TTL) every maintenance interval whatever else happens."""
+MAINTENANCE_KEYS = frozenset({"rq:clean_groups", "imagine:jobs:lost-sweep"})
+"""RQ's maintenance lock and the sweep for lost jobs' (`worker.lost`), which an idle worker sets (with a TTL) every
+maintenance interval whatever else happens."""
 
 
 @dataclass
