@@ -74,6 +74,11 @@ def lost_seen() -> str:
     return f"{PREFIX}:jobs:lost-seen"
 
 
+def lost_sweep_cursor() -> str:
+    """String: the created_at of the last open job the sweep for lost jobs read; the next sweep reads on from there."""
+    return f"{PREFIX}:jobs:lost-sweep:cursor"
+
+
 def lost_sweep_lock() -> str:
     """String, with a TTL: held by the worker sweeping for lost jobs, so that only one sweeps at a time."""
     return f"{PREFIX}:jobs:lost-sweep"

@@ -36,7 +36,8 @@ LOST_GRACE_S = 30.0
 """How long a job must be open before it is looked at, and how long it must stay nowhere before it is lost."""
 
 SWEEP_LIMIT = 2000
-"""Most open jobs one sweep reads (the oldest first); a bigger backlog is read in later sweeps' share."""
+"""Most open jobs one sweep reads: the next ones after where the last sweep stopped (`keys.lost_sweep_cursor`), so
+that a backlog bigger than this is read whole over a few sweeps, its newest jobs too."""
 
 WAITING_FOR_A_TIME = frozenset({JobStatus.SCHEDULED, JobStatus.DEFERRED})
 RQ_MEANS_TO_RUN = frozenset({JobStatus.QUEUED, JobStatus.STARTED, JobStatus.CREATED})
@@ -61,7 +62,7 @@ def sweep(ctx: Context, *, now: float, grace_s: float = LOST_GRACE_S) -> Swept:
     """Find the open jobs RQ has nowhere, and put back or fail those that stayed so for `grace_s` (see the module)."""
     conn = ctx.conn
     swept = Swept()
-    ids = [_text(i) for i in conn.zrangebyscore(keys.open_jobs(), "-inf", now - grace_s, start=0, num=SWEEP_LIMIT)]
+    ids = _next_open(conn, now - grace_s)
     nowhere = whereabouts(conn, ids)
     seen = dict(zip(ids, conn.hmget(keys.lost_seen(), ids), strict=True)) if ids else {}
     lost: dict[str, str] = {}
@@ -90,6 +91,19 @@ def sweep(ctx: Context, *, now: float, grace_s: float = LOST_GRACE_S) -> Swept:
         log.warning("lost jobs: %d put back on their lane %s, %d failed %s",
                     len(swept.requeued), swept.requeued, len(swept.failed), swept.failed)  # fmt: skip
     return swept
+
+
+def _next_open(conn: redis.Redis, created_before: float) -> list[str]:
+    """The next SWEEP_LIMIT open jobs created before `created_before`, after the cursor; from the oldest again once
+    the cursor reached the newest."""
+    cursor = _text(conn.get(keys.lost_sweep_cursor()))
+    rows = conn.zrangebyscore(keys.open_jobs(), f"({cursor}" if cursor else "-inf", created_before, start=0,
+                              num=SWEEP_LIMIT, withscores=True)
+    if len(rows) < SWEEP_LIMIT:
+        conn.delete(keys.lost_sweep_cursor())
+    else:
+        conn.set(keys.lost_sweep_cursor(), repr(float(rows[-1][1])))
+    return [_text(job_id) for job_id, _ in rows]
 
 
 def whereabouts(conn: redis.Redis, ids: list[str]) -> dict[str, str]:

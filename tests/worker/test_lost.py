@@ -171,3 +171,19 @@ def test_the_workers_maintenance_sweeps(redis_conn, tiny_spec):
     redis_conn.delete(keys.lost_sweep_lock())  # the dying worker's own maintenance swept (and found nothing)
     worker(redis_conn).run_maintenance_tasks()
     assert lane(redis_conn, job_id) == [job_id]
+
+
+def test_a_backlog_bigger_than_one_sweep_is_read_whole_over_several(redis_conn, tiny_spec, monkeypatch):
+    """With room for 2 jobs a sweep and 4 older jobs waiting in the lane, the newest job, lost, is still found: each
+    sweep reads on from where the last stopped, then starts again from the oldest."""
+    monkeypatch.setattr(lost, "SWEEP_LIMIT", 2)
+    job_id = admit(redis_conn, tiny_spec)
+    taken_by_a_worker_that_dies(redis_conn)
+    waiting = [queue.enqueue(redis_conn, tiny_spec, "discord:3") for _ in range(4)]
+    now = time.time()
+    for k, job in enumerate(waiting):  # older than the lost job
+        redis_conn.zadd(keys.open_jobs(), {job: now - 100 + k})
+    ctx = context(redis_conn)
+    requeued = [j for k in range(1, 7) for j in lost.sweep(ctx, now=now + k * GRACE).requeued]
+    assert requeued == [job_id]
+    assert lane(redis_conn, job_id) == [job_id, *waiting]
