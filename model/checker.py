@@ -113,7 +113,7 @@ def label(mask: np.ndarray, eight: bool = False) -> tuple[np.ndarray, int]:
     return (dense + 1).astype(np.int32), len(roots)
 
 
-def _nearest_colour(rgb: np.ndarray, exclude: str | None = None) -> str:
+def nearest_colour(rgb: np.ndarray, exclude: str | None = None) -> str:
     dist = np.linalg.norm(_PALETTE_RGB - np.asarray(rgb, dtype=np.float32), axis=-1)
     if exclude is not None:
         dist[COLOURS.index(exclude)] = np.inf
@@ -270,7 +270,7 @@ def check(image: np.ndarray | Image.Image) -> Reading:
         d = dist[blob]
         core = img[blob][d >= 0.8 * np.percentile(d, 95)]
         obj_rgb = np.median(core, axis=0)
-        colour = _nearest_colour(obj_rgb, exclude=background)
+        colour = nearest_colour(obj_rgb, exclude=background)
         # 3. the mask at the midpoint between background and object colour, within reach of the blob
         axis = obj_rgb - bg_rgb
         t = (img - bg_rgb) @ axis / max(float(axis @ axis), 1e-6)

@@ -7,7 +7,9 @@ prompt does not say is not checked); `strict_shape` also asks for the corners an
 by (`model.checker.strict_shape`). Samplers: DPM-Solver++ (the default, as the worker loads every model) at the
 default and at 4, 8 and 20 steps, and plain ancestral DDPM at 1000 steps, each with its time per image. The checker's
 own accuracy on ground-truth images is reported alongside, as the ceiling of these figures, and so is the autoencoder's
-alone: held-out PSNR and the checker's accuracy on its reconstructions (colours and thin shapes kept or not).
+alone: held-out PSNR and the checker's accuracy on its reconstructions (colours and thin shapes kept or not). Last,
+how well it fills in around a kept image for Zoom Out 2x and Pan (`model.outpaint`: the new part's background and
+cleanness, the kept part's fidelity, the seam).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 
-from model import checker
+from model import checker, outpaint
 from model.data import make_dataset, parse_caption
 from model.vae import psnr, reconstruct, to_tensor
 
@@ -75,7 +77,7 @@ def vae_fidelity(pipe: DiffusionPipeline, n: int, seed: int) -> dict[str, float]
 
 
 def evaluate(folder: Path, n: int = 64, n_ddpm: int = 16, seed: int = 0, guidance: float = DEFAULT_GUIDANCE,
-             device: str = "cpu", validate_n: int = 500) -> dict:
+             device: str = "cpu", validate_n: int = 500, n_outpaint: int = 32) -> dict:
     """The figures `python -m model.evaluate` prints."""
     pipe = load(folder, device)
     _, prompts, _ = make_dataset(n, seed=seed + 10_000, split="heldout")
@@ -90,6 +92,10 @@ def evaluate(folder: Path, n: int = 64, n_ddpm: int = 16, seed: int = 0, guidanc
         images, per_image = render(pipe, prompts[:n_ddpm], 1000, guidance, seed)
         result["ddpm 1000 steps"] = {**accuracy(images, prompts[:n_ddpm]), "s_per_image": round(per_image, 4),
                                      "prompts": n_ddpm}
+    if n_outpaint:
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+        result["outpainting"] = {"prompts": n_outpaint, "steps": DEFAULT_STEPS,
+                                 **outpaint.evaluate(pipe, n_outpaint, seed, DEFAULT_STEPS, guidance)}
     if validate_n:
         result["checker on ground truth"] = checker.validate(validate_n, seed=seed)
     return result
@@ -104,9 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--validate-n", type=int, default=500, help="ground-truth images to validate the checker on")
+    p.add_argument("--n-outpaint", type=int, default=32, help="held-out scenes zoomed out and panned (0 skips it)")
     args = p.parse_args(argv)
     print(json.dumps(evaluate(args.model, args.n, args.n_ddpm, args.seed, args.guidance, args.device,
-                              args.validate_n), indent=1))
+                              args.validate_n, args.n_outpaint), indent=1))
 
 
 if __name__ == "__main__":

@@ -106,10 +106,15 @@ def test_loss_weights():
 
 
 def test_evaluate_reports_every_sampler(quick_model):
-    """model.evaluate scores the autoencoder and each DPM-Solver++ step count per attribute, with time per image."""
+    """model.evaluate scores the autoencoder and each DPM-Solver++ step count per attribute, with time per image,
+    and the fill-in of Zoom Out 2x and Pan."""
     from model.evaluate import evaluate
 
-    result = evaluate(quick_model, n=2, n_ddpm=0, validate_n=0)
+    result = evaluate(quick_model, n=2, n_ddpm=0, validate_n=0, n_outpaint=2)
     assert 0.0 <= result["vae"]["psnr_db"] < 100
     for name in ("dpm++ 4 steps", "dpm++ 8 steps", "dpm++ 20 steps", "default"):
         assert set(result[name]) >= {"background", "colour", "shape", "position", "s_per_image"}, name
+    for op in ("zoom", "pan"):
+        figures = result["outpainting"][op]
+        assert set(figures) == {"border_background", "border_clean", "kept_mae", "seam", "seam_canvas"}, op
+        assert 0 <= figures["border_background"] <= 1 and 0 <= figures["kept_mae"] <= 255, op
