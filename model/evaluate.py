@@ -9,7 +9,8 @@ default and at 4, 8 and 20 steps, and plain ancestral DDPM at 1000 steps, each w
 own accuracy on ground-truth images is reported alongside, as the ceiling of these figures, and so is the autoencoder's
 alone: held-out PSNR and the checker's accuracy on its reconstructions (colours and thin shapes kept or not). Last,
 how well it fills in around a kept image for Zoom Out 2x and Pan (`model.outpaint`: the new part's background and
-cleanness, the kept part's fidelity, the seam).
+cleanness, the kept part's fidelity, the seam), with the model's own UNet and, when the folder has one, its
+inpainting UNet (`inpaint/unet`, `model.inpaint`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
 
 from model import checker, outpaint
 from model.data import make_dataset, parse_caption
@@ -32,6 +33,8 @@ DEFAULT_STEPS = 20
 """Sampling steps the worker uses for the embedded model unless a prompt says otherwise."""
 DEFAULT_GUIDANCE = 5.0
 """Classifier-free guidance scale w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6)."""
+INPAINT_UNET = "inpaint/unet"
+"""Where a model folder keeps its inpainting UNet, when it has one (`python -m model.inpaint`)."""
 ATTRIBUTES = ("background", "colour", "shape", "strict_shape", "position", "count")
 
 
@@ -96,6 +99,11 @@ def evaluate(folder: Path, n: int = 64, n_ddpm: int = 16, seed: int = 0, guidanc
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
         result["outpainting"] = {"prompts": n_outpaint, "steps": DEFAULT_STEPS,
                                  **outpaint.evaluate(pipe, n_outpaint, seed, DEFAULT_STEPS, guidance)}
+        if (folder / INPAINT_UNET).is_dir():  # the model's own inpainting UNet (`model.inpaint`), as the worker uses
+            unet = UNet2DConditionModel.from_pretrained(folder / INPAINT_UNET, dtype=torch.float32).to(device)
+            result["outpainting, inpainting UNet"] = {
+                "prompts": n_outpaint, "steps": DEFAULT_STEPS,
+                **outpaint.evaluate(pipe, n_outpaint, seed, DEFAULT_STEPS, guidance, unet=unet)}
     if validate_n:
         result["checker on ground truth"] = checker.validate(validate_n, seed=seed)
     return result

@@ -3,8 +3,9 @@
 For each held-out scene the ground-truth image is the part to keep (so the figures are the fill-in's alone, not the
 text-to-image render's): for a zoom it is shrunk to half size in the centre of a 64x64 canvas, for a pan it stays
 whole at the left of a 96x64 one. The rest starts as the kept image's colours blurred outwards and is redrawn from
-noise by diffusers' inpainting pipeline on the model's own modules (strength 1), under the scene's caption: what the
-worker does for Zoom Out and Pan (`worker.editing`, `worker.engine.inpaint`), without its paste-back. Reported:
+noise by diffusers' inpainting pipeline on the model's own modules (strength 1) or with an inpainting UNet, under the
+scene's caption: what the worker does for Zoom Out and Pan (`worker.editing`, `worker.engine.inpaint`), without its
+paste-back. Reported:
 
 - `border_background`: the new part's colour (the palette colour its median is nearest to) is the scene's background.
 - `border_clean`: nothing in the new part is far from that background (no object drawn into it, no smear), outside
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import AutoPipelineForInpainting, DiffusionPipeline
+from diffusers import AutoPipelineForInpainting, DiffusionPipeline, UNet2DConditionModel
 from PIL import Image, ImageFilter
 
 from model.checker import FOREGROUND_DISTANCE, nearest_colour
@@ -78,10 +79,11 @@ def read(op: str, out: np.ndarray, canvas: np.ndarray, kept: np.ndarray, scene: 
 
 
 @torch.no_grad()
-def evaluate(pipe: DiffusionPipeline, n: int, seed: int, steps: int, guidance: float, batch: int = 16
-             ) -> dict[str, dict[str, float]]:
-    """Mean figures of Zoom Out 2x and Pan right over `n` held-out scenes (module docstring)."""
-    inpainter = AutoPipelineForInpainting.from_pipe(pipe)
+def evaluate(pipe: DiffusionPipeline, n: int, seed: int, steps: int, guidance: float, batch: int = 16,
+             unet: UNet2DConditionModel | None = None) -> dict[str, dict[str, float]]:
+    """Mean figures of Zoom Out 2x and Pan right over `n` held-out scenes (module docstring), by the model's own UNet
+    or by the inpainting `unet` given (9 channels: the mask and the masked image are its inputs, `model.inpaint`)."""
+    inpainter = AutoPipelineForInpainting.from_pipe(pipe, **({"unet": unet} if unet is not None else {}))
     inpainter.set_progress_bar_config(disable=True)
     images, prompts, scenes = make_dataset(n, seed=seed + 30_000, split="heldout")
     result: dict[str, dict[str, float]] = {}

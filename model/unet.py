@@ -104,8 +104,10 @@ def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> 
 
 
 def diffusion_loss(unet: UNet2DConditionModel, scheduler: DDPMScheduler, z0: torch.Tensor, text: torch.Tensor,
-                   gamma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The weighted v- (or eps-) prediction loss of a batch of scaled latents z0 and text hidden states."""
+                   gamma: float, generator: torch.Generator | None = None, extra: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """The weighted v- (or eps-) prediction loss of a batch of scaled latents z0 and text hidden states; `extra`:
+    channels the UNet also reads beside z_t (an inpainting UNet's mask and masked-image latents, `model.inpaint`)."""
     n = z0.shape[0]
     # 1. t ~ U{0..T-1}, eps ~ N(0, I)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=z0.device)
@@ -115,6 +117,7 @@ def diffusion_loss(unet: UNet2DConditionModel, scheduler: DDPMScheduler, z0: tor
     # 3. the target: v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0, or eps itself
     target = scheduler.get_velocity(z0, eps, t) if scheduler.config.prediction_type == "v_prediction" else eps
     # 4. || target - f_theta(z_t, t, tau(y)) ||^2 per sample, weighted by `min_snr_weights`
-    predicted = unet(zt, t, encoder_hidden_states=text).sample
+    inputs = zt if extra is None else torch.cat([zt, extra], dim=1)
+    predicted = unet(inputs, t, encoder_hidden_states=text).sample
     per_sample = (predicted - target).pow(2).mean(dim=(1, 2, 3))
     return (min_snr_weights(scheduler, t, gamma) * per_sample).mean()

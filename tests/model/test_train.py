@@ -118,3 +118,18 @@ def test_evaluate_reports_every_sampler(quick_model):
         figures = result["outpainting"][op]
         assert set(figures) == {"border_background", "border_clean", "kept_mae", "seam", "seam_canvas"}, op
         assert 0 <= figures["border_background"] <= 1 and 0 <= figures["kept_mae"] <= 255, op
+
+
+def test_the_inpainting_fine_tune_saves_a_unet_the_worker_loads(quick_model, pipe, tmp_path):
+    """`python -m model.inpaint` on a saved model: a few steps, a 9-channel fp16 UNet in `<out>/unet` that
+    `load_inpaint_unet` (WORKER_INPAINT_UNET) takes for that model."""
+    from model import inpaint
+    from model.loading import load_inpaint_unet
+
+    out = inpaint.main(["--base", str(quick_model), "--out", str(tmp_path / "inpaint"), "--steps", "2", "--pool",
+                        "16", "--batch", "4", "--threads", "1"])
+    unet = load_inpaint_unet(str(out), pipe, "cpu")
+    assert unet.config.in_channels == 9
+    with safe_open(out / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+

@@ -1,0 +1,185 @@
+"""`python -m model.inpaint`: the embedded model's inpainting UNet, fine-tuned from its denoiser to fill in.
+
+A plain UNet repaints by latent blending and cannot tell the given part from the part to draw: it draws the caption's
+objects again in a zoom's or pan's new border (`model/README.md`, "Filling in"). Stable Diffusion's inpainting models
+are the answer diffusers supports natively: the UNet takes 9 input channels, the noised latents z_t, the mask m
+(1 = redraw) at latent size and the latents of the masked image E(x * (1 - m)), and learns
+
+    L = E [ w(t) || v - v_theta([z_t, m, E(x (1 - m))], t, tau(y)) ||^2 ]
+
+(the loss of `model.unet.diffusion_loss`, conditioned on the extra channels). As Stable Diffusion 2's inpainting
+model was made from its base, the new UNet starts as the shipped denoiser with the 5 extra input channels' weights
+at zero (so it starts out doing exactly what the base does), then trains on random masks: a kept box with the rest to
+fill (Zoom Out, Make Square), a kept side (Pan), a box to fill (Vary (Region)), or the whole image (plain text to
+image). The text encoder and the autoencoder are the base model's, frozen: the inpainting pipeline shares them.
+
+It is saved as `<out>/unet` (fp16), the layout `WORKER_INPAINT_UNET` reads (`model.loading.load_inpaint_unet`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+
+from model.data import caption, make_dataset
+from model.train import Budget, _save, learning_rate
+from model.unet import UNetConfig, diffusion_loss, noise_scheduler
+from model.vae import encode_latents, to_tensor
+
+log = logging.getLogger("model.inpaint")
+
+EXTRA_CHANNELS = 5
+"""The mask (1) and the masked image's latents (4), after the noised latents, in diffusers' order."""
+MASKS = (("keep_box", 0.3), ("keep_side", 0.3), ("fill_box", 0.25), ("fill_all", 0.15))
+"""Kinds of training mask and how often each is drawn."""
+GRID = 4
+"""Mask edges fall on multiples of this many pixels: one latent pixel at factor 4, as the worker's layouts do."""
+
+
+def inpaint_unet(base: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A 9-channel copy of `base`: the same weights, the extra input channels' at zero."""
+    unet = UNet2DConditionModel.from_config({**base.config, "in_channels": base.config.in_channels + EXTRA_CHANNELS})
+    state = base.state_dict()
+    weight = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], EXTRA_CHANNELS,
+                                                                  *weight.shape[2:])], dim=1)
+    unet.load_state_dict(state)
+    return unet
+
+
+def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """n masks (n, 1, size, size), 1 where the model draws, of the kinds in MASKS."""
+    cells = size // GRID
+    masks = torch.zeros(n, 1, size, size)
+    kinds = torch.multinomial(torch.tensor([p for _, p in MASKS]), n, replacement=True, generator=generator)
+
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (), generator=generator)) * GRID
+
+    for i, k in enumerate(kinds.tolist()):
+        kind = MASKS[k][0]
+        if kind == "fill_all":
+            masks[i] = 1
+            continue
+        w, h = draw(cells // 4, cells * 3 // 4), draw(cells // 4, cells * 3 // 4)
+        left, top = draw(0, cells - w // GRID), draw(0, cells - h // GRID)
+        if kind == "keep_side":  # a pan: one whole side kept, the strip beyond it drawn
+            side = int(torch.randint(4, (), generator=generator))
+            left, top, w, h = ((0, 0, w, size), (size - w, 0, w, size), (0, 0, size, h), (0, size - h, size, h))[side]
+        box = torch.zeros(size, size)
+        box[top:top + h, left:left + w] = 1
+        masks[i, 0] = box if kind == "fill_box" else 1 - box
+    return masks
+
+
+def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool: int, batch: int, lr: float,
+          device: str) -> Path:
+    """Fine-tune the inpainting UNet (module docstring); resumable from `out/checkpoint.pt`. Returns `out`."""
+    base = StableDiffusionPipeline.from_pretrained(base_dir, dtype=torch.float32).to(device)
+    vae, text_encoder, tokenizer = base.vae.eval(), base.text_encoder.eval(), base.tokenizer
+    scale = vae.config.scaling_factor
+    torch.manual_seed(seed)
+    unet = inpaint_unet(base.unet).to(device).train()
+    opt = torch.optim.AdamW(unet.parameters(), lr, weight_decay=0.01)
+    ema = EMAModel(unet.parameters(), decay=UNetConfig().ema_decay, use_ema_warmup=True)
+    scheduler = noise_scheduler(base.scheduler.config.prediction_type)
+    gen = torch.Generator().manual_seed(seed)
+    ckpt = out / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    if state:
+        unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        ema.load_state_dict(state["ema"])
+        gen.set_state(state["gen"])
+    budget = Budget(minutes, steps, *((state["spent_s"], state["step"]) if state else (0.0, 0)))
+    started = time.monotonic()
+    images, first, scenes = make_dataset(pool, seed + 7, split="train")
+    rng = np.random.default_rng(seed + 8)
+    texts = [[a, caption(s, rng)] for a, s in zip(first, scenes, strict=True)]
+    pixels = to_tensor(images)
+    latents = encode_latents(vae, pixels.to(device)).cpu() * scale
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+    log.info("inpaint: %d images encoded in %.0fs", pool, time.monotonic() - started)
+    last_ckpt = time.monotonic()
+
+    def checkpoint() -> None:
+        _save(ckpt, {"unet": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+                     "gen": gen.get_state(), "step": budget.step, "spent_s": budget.spent_s})
+
+    while not budget.done():
+        idx = torch.randint(pool, (batch,), generator=gen)
+        phrasing = torch.randint(2, (batch,), generator=gen).tolist()
+        chosen = [texts[i][p] for i, p in zip(idx.tolist(), phrasing, strict=True)]
+        tokens = tokenizer(chosen, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                           return_tensors="pt").input_ids
+        drop = torch.rand(batch, generator=gen) < UNetConfig().caption_dropout
+        tokens[drop] = empty.input_ids[0]
+        mask = random_masks(batch, pixels.shape[-1], gen)
+        with torch.no_grad():
+            text = text_encoder(tokens.to(device))[0]
+            # the pipeline's conditioning: the masked image's latents and the mask at latent size (nearest)
+            masked = encode_latents(vae, (pixels[idx] * (mask < 0.5)).to(device)) * scale
+            small = F.interpolate(mask, size=latents.shape[-2:]).to(device)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(lr, budget.step, budget.progress, 100)
+        loss = diffusion_loss(unet, scheduler, latents[idx].to(device), text, UNetConfig().min_snr_gamma,
+                              generator=gen if device == "cpu" else None, extra=torch.cat([small, masked], dim=1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.step(unet.parameters())
+        budget.tick(loss=loss.item())
+        if budget.step % 100 == 0:
+            log.info("inpaint step %d %.0fs loss %.4f", budget.step, budget.spent_s, loss.item())
+        if time.monotonic() - last_ckpt > 300:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    budget.bar.close()
+    checkpoint()
+    ema.copy_to(unet.parameters())
+    unet.eval().to("cpu", torch.float16).save_pretrained(out / "unet", safe_serialization=True)
+    log.info("inpaint: %d steps in %.1f min, saved to %s", budget.step, budget.spent_s / 60, out / "unet")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(prog="python -m model.inpaint", description=__doc__.splitlines()[0])
+    p.add_argument("--base", type=Path, default=Path(__file__).parent / "embedded", help="the base pipeline folder")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "embedded" / "inpaint",
+                   help="where <out>/unet goes (default: model/embedded/inpaint)")
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget")
+    p.add_argument("--steps", type=int, default=0, help="a fixed number of steps instead of minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=8000, help="training images (encoded once)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(args.out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        train(args.base, args.out, args.minutes, args.steps, args.seed, args.pool, args.batch, args.lr, args.device)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    print(f"saved the inpainting UNet to {args.out / 'unet'}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
