@@ -9,9 +9,11 @@ are the answer diffusers supports natively: the UNet takes 9 input channels, the
 
 (the loss of `model.unet.diffusion_loss`, conditioned on the extra channels). As Stable Diffusion 2's inpainting
 model was made from its base, the new UNet starts as the shipped denoiser with the 5 extra input channels' weights
-at zero (so it starts out doing exactly what the base does), then trains on random masks: a kept box with the rest to
-fill (Zoom Out, Make Square), a kept side (Pan), a box to fill (Vary (Region)), or the whole image (plain text to
-image). The text encoder and the autoencoder are the base model's, frozen: the inpainting pipeline shares them.
+at zero (so it starts out doing exactly what the base does), then trains on the edits the worker makes: a zoomed-out
+image with its border to fill (Zoom Out, Make Square), a kept side (Pan), a box to fill (Vary (Region)), or the whole
+image (plain text to
+image), each with its true answer (`example`). The text encoder and the autoencoder are the base model's, frozen: the
+inpainting pipeline shares them.
 
 It is saved as `<out>/unet` (fp16), the layout `WORKER_INPAINT_UNET` reads (`model.loading.load_inpaint_unet`).
 """
@@ -28,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
+from PIL import Image
 
-from model.data import caption, make_dataset
+from model.data import PALETTE, caption, make_dataset
 from model.train import Budget, _save, learning_rate
 from model.unet import UNetConfig, diffusion_loss, noise_scheduler
 from model.vae import encode_latents, to_tensor
@@ -38,8 +41,8 @@ log = logging.getLogger("model.inpaint")
 
 EXTRA_CHANNELS = 5
 """The mask (1) and the masked image's latents (4), after the noised latents, in diffusers' order."""
-MASKS = (("keep_box", 0.3), ("keep_side", 0.3), ("fill_box", 0.25), ("fill_all", 0.15))
-"""Kinds of training mask and how often each is drawn."""
+EXAMPLES = (("zoom", 0.3), ("pan", 0.3), ("region", 0.25), ("whole", 0.15))
+"""Kinds of training example and how often each is drawn (`example`)."""
 GRID = 4
 """Mask edges fall on multiples of this many pixels: one latent pixel at factor 4, as the worker's layouts do."""
 
@@ -55,29 +58,45 @@ def inpaint_unet(base: UNet2DConditionModel) -> UNet2DConditionModel:
     return unet
 
 
-def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """n masks (n, 1, size, size), 1 where the model draws, of the kinds in MASKS."""
-    cells = size // GRID
-    masks = torch.zeros(n, 1, size, size)
-    kinds = torch.multinomial(torch.tensor([p for _, p in MASKS]), n, replacement=True, generator=generator)
+def example(kind: str, image: np.ndarray, background: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair in pixels: the target image and its mask (1 = draw), of a 64x64 scene `image`.
 
-    def draw(lo: int, hi: int) -> int:
-        return int(torch.randint(lo, hi + 1, (), generator=generator)) * GRID
-
-    for i, k in enumerate(kinds.tolist()):
-        kind = MASKS[k][0]
-        if kind == "fill_all":
-            masks[i] = 1
-            continue
-        w, h = draw(cells // 4, cells * 3 // 4), draw(cells // 4, cells * 3 // 4)
-        left, top = draw(0, cells - w // GRID), draw(0, cells - h // GRID)
-        if kind == "keep_side":  # a pan: one whole side kept, the strip beyond it drawn
-            side = int(torch.randint(4, (), generator=generator))
-            left, top, w, h = ((0, 0, w, size), (size - w, 0, w, size), (0, 0, size, h), (0, size - h, size, h))[side]
-        box = torch.zeros(size, size)
-        box[top:top + h, left:left + w] = 1
-        masks[i, 0] = box if kind == "fill_box" else 1 - box
-    return masks
+    In this world of flat shapes on one colour a zoomed-out or panned scene is known exactly: everything beyond the
+    image is its background colour. So the examples are the edits the worker makes, with their true answers:
+    - zoom: the image shrunk to 32 or 48 pixels (Zoom Out 2x, 1.33x) in the centre of a canvas of its background
+      colour; the border is drawn;
+    - pan: the last 32 or 48 pixels of the image towards one side, moved to the opposite edge; the strip beyond
+      them, background, is drawn;
+    - region: the image, a box in it drawn (Vary (Region));
+    - whole: the image, all of it drawn (plain text to image, so the UNet keeps that too).
+    """
+    size = image.shape[0]
+    target, mask = image.copy(), np.zeros((size, size), dtype=np.float32)
+    if kind in ("zoom", "pan"):
+        target[:] = PALETTE[background]
+        side = int(rng.choice([32, 48]))
+        mask[:] = 1
+        if kind == "zoom":
+            at = (size - side) // 2
+            small = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.LANCZOS))
+            target[at:at + side, at:at + side] = small
+            mask[at:at + side, at:at + side] = 0
+        else:  # the kept side is the image's own edge on the side panned towards; the new strip lies beyond it
+            quarter = int(rng.integers(4))
+            turned = np.rot90(image, quarter)  # pan towards the right of the turned image
+            canvas, kept = np.rot90(target, quarter).copy(), np.rot90(mask, quarter).copy()
+            canvas[:, :side] = turned[:, size - side:]
+            kept[:, :side] = 0
+            target, mask = np.rot90(canvas, -quarter).copy(), np.rot90(kept, -quarter).copy()
+    elif kind == "region":
+        w, h = (int(rng.integers(4, 13)) * GRID for _ in range(2))
+        left, top = (int(rng.integers(0, (size - side) // GRID + 1)) * GRID for side in (w, h))
+        mask[top:top + h, left:left + w] = 1
+    elif kind == "whole":
+        mask[:] = 1
+    else:
+        raise ValueError(f"unknown example kind {kind!r}")
+    return target, mask
 
 
 def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool: int, batch: int, lr: float,
@@ -103,11 +122,18 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
     started = time.monotonic()
     images, first, scenes = make_dataset(pool, seed + 7, split="train")
     rng = np.random.default_rng(seed + 8)
-    texts = [[a, caption(s, rng)] for a, s in zip(first, scenes, strict=True)]
-    pixels = to_tensor(images)
-    latents = encode_latents(vae, pixels.to(device)).cpu() * scale
+    texts = [[a, caption(sc, rng)] for a, sc in zip(first, scenes, strict=True)]
+    kinds = rng.choice(len(EXAMPLES), size=pool, p=[p for _, p in EXAMPLES])
+    pairs = [example(EXAMPLES[k][0], im, sc.background or "gray", rng)
+             for k, im, sc in zip(kinds, images, scenes, strict=True)]
+    targets = to_tensor(np.stack([t for t, _ in pairs]))
+    masks = torch.from_numpy(np.stack([m for _, m in pairs]))[:, None]
+    # the pipeline's conditioning, fixed per example: the masked image's latents and the mask at latent size (nearest)
+    latents = encode_latents(vae, targets.to(device)).cpu() * scale
+    masked = encode_latents(vae, (targets * (masks < 0.5)).to(device)).cpu() * scale
+    small = F.interpolate(masks, size=latents.shape[-2:])
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
-    log.info("inpaint: %d images encoded in %.0fs", pool, time.monotonic() - started)
+    log.info("inpaint: %d examples encoded in %.0fs", pool, time.monotonic() - started)
     last_ckpt = time.monotonic()
 
     def checkpoint() -> None:
@@ -122,16 +148,13 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
                            return_tensors="pt").input_ids
         drop = torch.rand(batch, generator=gen) < UNetConfig().caption_dropout
         tokens[drop] = empty.input_ids[0]
-        mask = random_masks(batch, pixels.shape[-1], gen)
         with torch.no_grad():
             text = text_encoder(tokens.to(device))[0]
-            # the pipeline's conditioning: the masked image's latents and the mask at latent size (nearest)
-            masked = encode_latents(vae, (pixels[idx] * (mask < 0.5)).to(device)) * scale
-            small = F.interpolate(mask, size=latents.shape[-2:]).to(device)
         for group in opt.param_groups:
             group["lr"] = learning_rate(lr, budget.step, budget.progress, 100)
         loss = diffusion_loss(unet, scheduler, latents[idx].to(device), text, UNetConfig().min_snr_gamma,
-                              generator=gen if device == "cpu" else None, extra=torch.cat([small, masked], dim=1))
+                              generator=gen if device == "cpu" else None,
+                              extra=torch.cat([small[idx], masked[idx]], dim=1).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

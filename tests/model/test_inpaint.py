@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from model import inpaint
+from model.data import PALETTE, make_dataset
 from model.loading import INPAINT_UNET_CHANNELS
 from model.unet import QUICK_UNET, build_unet
 
@@ -24,20 +27,29 @@ def test_the_inpainting_unet_starts_as_the_base_whatever_its_extra_inputs():
             torch.testing.assert_close(got, expected)
 
 
-def test_training_masks_are_each_kind_on_the_latent_grid():
-    """Masks are 0/1 with edges on whole latent pixels, never empty; among 400 every kind shows: whole, a kept box
-    (a zoom: the redrawn part surrounds it), a kept side (a pan: a full-height or full-width strip redrawn at one
-    edge) and a box to redraw (a region)."""
-    masks = inpaint.random_masks(400, 64, torch.Generator().manual_seed(0))
-    assert masks.shape == (400, 1, 64, 64) and set(masks.unique().tolist()) <= {0.0, 1.0}
-    cells = masks[:, 0].reshape(400, 16, 4, 16, 4)
-    assert (cells == cells[:, :, :1, :, :1]).all()  # constant on every 4x4 cell: edges on the grid
-    assert (masks.sum(dim=(1, 2, 3)) > 0).all()
-    whole = masks.mean(dim=(1, 2, 3)) == 1
-    edge_rows = masks[:, 0, [0, -1], :].amin(dim=2)  # top and bottom rows all redrawn
-    edge_cols = masks[:, 0, :, [0, -1]].amin(dim=1)
-    surrounded = (edge_rows.amin(dim=1) == 1) & (edge_cols.amin(dim=1) == 1) & ~whole
-    strip = ((edge_rows.amax(dim=1) == 1) | (edge_cols.amax(dim=1) == 1)) & ~surrounded & ~whole
-    inside = masks[:, 0, [0, -1], :].amax(dim=(1, 2)) + masks[:, 0, :, [0, -1]].amax(dim=(1, 2)) == 0
-    for kind, found in (("whole", whole), ("kept box", surrounded), ("kept side", strip), ("region", inside)):
-        assert found.sum() > 20, kind
+@pytest.mark.parametrize("kind", [k for k, _ in inpaint.EXAMPLES])
+def test_training_examples_are_the_edits_with_their_true_answers(kind):
+    """Each kind of example, for 20 scenes: masks 0/1 with edges on whole latent pixels; the kept pixels are the
+    scene's own (shrunk into the centre for a zoom, an edge moved across for a pan); what a zoom or pan draws is the
+    background colour; a region's and a whole image's answer is the scene itself."""
+    images, _, scenes = make_dataset(20, seed=1, split="train")
+    rng = np.random.default_rng(0)
+    for image, scene in zip(images, scenes, strict=True):
+        target, mask = inpaint.example(kind, image, scene.background, rng)
+        assert target.shape == image.shape and set(np.unique(mask)) <= {0.0, 1.0} and mask.any()
+        cells = mask.reshape(16, 4, 16, 4)
+        assert (cells == cells[:, :1, :, :1]).all()  # constant on every 4x4 cell
+        kept = mask == 0
+        if kind in ("zoom", "pan"):
+            assert (target[~kept] == PALETTE[scene.background]).all()
+            side = int(kept.any(axis=0).sum()) if kind == "zoom" else None
+            if kind == "zoom":
+                assert side in (32, 48) and kept[32, 32] and not kept[0, 0]
+            else:  # the kept part runs the whole length of one edge; what it shows is a strip of the scene
+                assert kept.all(axis=0).any() or kept.all(axis=1).any()
+                strips = [np.rot90(image, q)[:, -w:] for q in range(4) for w in (32, 48)]
+                shown = [np.rot90(target, q)[:, :w] for q in range(4) for w in (32, 48)]
+                assert any(np.array_equal(a, b) for a in strips for b in shown)
+        else:
+            assert np.array_equal(target, image)
+            assert kind == "whole" and mask.all() or kind == "region" and kept.any()
