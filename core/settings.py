@@ -59,8 +59,9 @@ class WorkerSettings(BaseSettings):
     inpaint_unet: str = Field(
         default="",
         description="Zoom Out, Pan and Vary (Region): a dedicated inpainting checkpoint of the model's family (a "
-        "diffusers folder or hub id; only its 9-channel UNet is loaded, once at start); empty = the model's own UNet "
-        "with masked latent blending",
+        "diffusers folder or hub id; only its 9-channel UNet is loaded, once at start); empty = the embedded model's "
+        "own (model/embedded/inpaint) for builtin:embedded; for others the model's own UNet, by masked latent "
+        "blending",
     )
     job_timeout_s: int = Field(default=600, ge=1, description="a job running longer than this fails")
     image_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long grids and images stay in Redis")

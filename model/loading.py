@@ -122,6 +122,17 @@ BUILTIN_TINY_INPAINT = "builtin:tiny-inpaint"
 """`WORKER_INPAINT_UNET` source of a random 9-channel UNet shaped like the base model's (tests)."""
 
 
+EMBEDDED_INPAINT = EMBEDDED_DIR / "inpaint"
+"""The embedded model's inpainting checkpoint (`python -m model.inpaint`; its UNet in `unet/`)."""
+
+
+def default_inpaint_unet(info: ModelInfo) -> str:
+    """The inpainting checkpoint a model brings along when WORKER_INPAINT_UNET names none: the embedded model's own
+    (EMBEDDED_INPAINT, when it is there); "" for any other model, whose own UNet then repaints by latent blending."""
+    shipped = info.source == BUILTIN_EMBEDDED and (EMBEDDED_INPAINT / "unet" / "config.json").is_file()
+    return str(EMBEDDED_INPAINT) if shipped else ""
+
+
 def load_inpaint_unet(source: str, base: DiffusionPipeline, device: str = "") -> UNet2DConditionModel:
     """The UNet of the dedicated inpainting checkpoint at `source` (a diffusers folder or hub id; its `unet`
     subfolder), for Zoom Out, Pan and Vary (Region) on `base`'s other components: only the UNet is loaded.

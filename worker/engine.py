@@ -29,7 +29,7 @@ from core.models import ModelInfo
 from core.safety import rendered_negative
 from core.spec import JobSpec
 from model import accel
-from model.loading import load_inpaint_unet, load_ip_adapter, load_pipeline, load_upscaler
+from model.loading import default_inpaint_unet, load_inpaint_unet, load_ip_adapter, load_pipeline, load_upscaler
 from worker.adapter import Adapter, ImagePrompt
 from worker.batch_render import Rows, RowsResult, sample_batch
 from worker.sampling import (
@@ -94,6 +94,7 @@ class Engine:
             load_ip_adapter(ip_adapter, pipe)
         plan = accel.Plan.for_device(str(pipe.device), compile=compile)
         accel.apply(pipe, plan)
+        inpaint_unet = inpaint_unet or default_inpaint_unet(info)  # the embedded model brings its own
         inpainter = accel.fast_unet(load_inpaint_unet(inpaint_unet, pipe, device), plan) if inpaint_unet else None
         return cls(pipe, load_upscaler(upscaler, pipe, device) if upscaler else None, inpainter)
 

@@ -137,3 +137,17 @@ def test_an_upscaler_that_cannot_be_used_is_a_one_line_error(tmp_path: Path) -> 
         message = str(caught.value)
         assert str(source) in message and "WORKER_UPSCALER" in message and "\n" not in message
     assert loading.UPSCALER_LOADS == before
+
+
+def test_the_embedded_model_brings_its_inpainting_unet_once_trained(tmp_path: Path, monkeypatch) -> None:
+    """With no WORKER_INPAINT_UNET the worker takes the embedded model's own inpainting checkpoint when
+    `python -m model.inpaint` has made one (model/embedded/inpaint/unet), and none for any other model."""
+    from core.models import embedded_model, tiny_model
+    from model import loading
+
+    monkeypatch.setattr(loading, "EMBEDDED_INPAINT", tmp_path / "inpaint")
+    assert loading.default_inpaint_unet(embedded_model()) == ""
+    (tmp_path / "inpaint" / "unet").mkdir(parents=True)
+    (tmp_path / "inpaint" / "unet" / "config.json").write_text("{}")
+    assert loading.default_inpaint_unet(embedded_model()) == str(tmp_path / "inpaint")
+    assert loading.default_inpaint_unet(tiny_model()) == ""
