@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH_TIMEOUT_S = 280.0
 """Redis, the emulator, a bot and two workers start, 20 jobs paced at the free tier's 6 a minute per member run
 through the faults, and everything settles: about a minute on a busy 2-core machine."""
 
 
+@pytest.mark.solo
 def test_short_chaos_loses_nothing_duplicates_nothing_and_balances_every_ledger(tmp_path: Path) -> None:
     """20 jobs from 5 members while a worker is SIGKILLed (every 25 s), Redis restarts once from its AOF, 10% of
     Discord calls get 429/5xx and the gateway drops once: 0 lost, 0 duplicates, every job's outcome shown exactly

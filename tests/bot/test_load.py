@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from bench.interactions import burst, summary
@@ -11,6 +12,7 @@ from discord_emulator import DiscordEmulator
 from tests.bot.conftest import eventually
 
 
+@pytest.mark.solo
 async def test_200_interactions_at_once_are_all_acknowledged_and_queued(
     discord_emulator: DiscordEmulator, bot: ImagineBot, redis_conn: redis.Redis
 ) -> None:
