@@ -33,7 +33,7 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from model.data import PALETTE, caption, make_dataset
-from model.train import Budget, _save, learning_rate
+from model.train import Budget, _save, learning_rate, logged_to
 from model.unet import UNetConfig, diffusion_loss, noise_scheduler
 from model.vae import encode_latents, to_tensor
 
@@ -108,7 +108,8 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
     torch.manual_seed(seed)
     unet = inpaint_unet(base.unet).to(device).train()
     opt = torch.optim.AdamW(unet.parameters(), lr, weight_decay=0.01)
-    ema = EMAModel(unet.parameters(), decay=UNetConfig().ema_decay, use_ema_warmup=True)
+    objective = UNetConfig()  # the base's EMA decay, caption dropout and loss weights
+    ema = EMAModel(unet.parameters(), decay=objective.ema_decay, use_ema_warmup=True)
     scheduler = noise_scheduler(base.scheduler.config.prediction_type)
     gen = torch.Generator().manual_seed(seed)
     ckpt = out / "checkpoint.pt"
@@ -146,13 +147,13 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
         chosen = [texts[i][p] for i, p in zip(idx.tolist(), phrasing, strict=True)]
         tokens = tokenizer(chosen, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                            return_tensors="pt").input_ids
-        drop = torch.rand(batch, generator=gen) < UNetConfig().caption_dropout
+        drop = torch.rand(batch, generator=gen) < objective.caption_dropout
         tokens[drop] = empty.input_ids[0]
         with torch.no_grad():
             text = text_encoder(tokens.to(device))[0]
         for group in opt.param_groups:
             group["lr"] = learning_rate(lr, budget.step, budget.progress, 100)
-        loss = diffusion_loss(unet, scheduler, latents[idx].to(device), text, UNetConfig().min_snr_gamma,
+        loss = diffusion_loss(unet, scheduler, latents[idx].to(device), text, objective.min_snr_gamma,
                               generator=gen if device == "cpu" else None,
                               extra=torch.cat([small[idx], masked[idx]], dim=1).to(device))
         opt.zero_grad(set_to_none=True)
@@ -191,15 +192,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(args.out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+    with logged_to(log, args.out / "train.log"):
         train(args.base, args.out, args.minutes, args.steps, args.seed, args.pool, args.batch, args.lr, args.device)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
     print(f"saved the inpainting UNet to {args.out / 'unet'}")
     return args.out
 

@@ -99,5 +99,5 @@ def evaluate(pipe: DiffusionPipeline, n: int, seed: int, steps: int, guidance: f
             pixels = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
             rows += [read(op, o, np.asarray(c), k, s) for o, (c, _, k), s in zip(pixels, starts, scenes[i:i + batch],
                                                                                   strict=True)]
-        result[f"{op}"] = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
+        result[op] = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
     return result

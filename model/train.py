@@ -18,6 +18,8 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,6 +111,20 @@ class Budget:
 
     def done(self) -> bool:
         return self.progress >= 1.0
+
+
+@contextmanager
+def logged_to(logger: logging.Logger, path: Path) -> Iterator[None]:
+    """`logger`'s INFO lines also appended to `path` (a run's `train.log`, kept across resumed runs) while inside."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def _save(path: Path, state: dict) -> None:
@@ -303,20 +319,13 @@ def main(argv: list[str] | None = None) -> Path:
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")
     ckpts.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(args.out / "train.log")  # appended to by every resumed run
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+    with logged_to(log, args.out / "train.log"):
         log.info("args %s plan %s", vars(args), asdict(plan))
         vae = train_vae(plan, args, ckpts / "vae.pt", frozen=(ckpts / "latents.pt").exists())
         latents, ids = cache_latents(plan, args, vae, ckpts / "latents.pt")
         unet, text_encoder = train_unet(plan, args, latents, ids, ckpts / "unet.pt")
         save_pipeline(vae, text_encoder, unet, plan, args.out)
         log.info("saved the pipeline to %s", args.out)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
     print(f"saved the pipeline to {args.out} (log: {args.out / 'train.log'})")
     return args.out
 
