@@ -31,8 +31,17 @@ from tqdm import tqdm
 
 from model.data import caption, make_dataset
 from model.text import QUICK_TEXT, TextConfig, build_text_encoder, build_tokenizer
-from model.unet import QUICK_UNET, UNetConfig, build_unet, diffusion_loss, noise_scheduler, sampling_scheduler
+from model.unet import (
+    LATENT_32_UNET,
+    QUICK_UNET,
+    UNetConfig,
+    build_unet,
+    diffusion_loss,
+    noise_scheduler,
+    sampling_scheduler,
+)
 from model.vae import (
+    FACTOR_2_VAE,
     QUICK_VAE,
     VAEConfig,
     build_vae,
@@ -71,13 +80,20 @@ class Plan:
     warmup_steps: int  # linear learning-rate warm-up of both stages
 
 
-def plan_for(quick: bool, device: str) -> Plan:
-    """The full model, or a throwaway one for tests; batches sized by device (a GPU takes far larger ones)."""
+VERSIONS = {1: (VAEConfig(), UNetConfig()), 2: (FACTOR_2_VAE, LATENT_32_UNET)}
+"""The model's shapes by version: 1 is the shipped one (16x16x4 latents); 2 keeps corners in 32x32x4 latents (issue
+19, being trained: see model/README.md)."""
+
+
+def plan_for(quick: bool, device: str, version: int = 1) -> Plan:
+    """The full model of a version, or a throwaway one for tests; batches sized by device (a GPU takes far larger
+    ones)."""
     gpu = device.startswith("cuda")
     if quick:
         return Plan(QUICK_VAE, QUICK_UNET, QUICK_TEXT, vae_pool=256, vae_crop_px=32, vae_batch=16, vae_lr=1e-3,
                     latent_pool=256, unet_batch=16, unet_lr=1e-3, warmup_steps=5)
-    return Plan(VAEConfig(), UNetConfig(), TextConfig(), vae_pool=20_000, vae_crop_px=32 if not gpu else 64,
+    vae, unet = VERSIONS[version]
+    return Plan(vae, unet, TextConfig(), vae_pool=20_000, vae_crop_px=32 if not gpu else 64,
                 vae_batch=128 if gpu else 32, vae_lr=5e-4, latent_pool=100_000 if gpu else 12_000,
                 unet_batch=256 if gpu else 32, unet_lr=1e-3 if gpu else 5e-4, warmup_steps=200)
 
@@ -304,6 +320,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--version", type=int, choices=sorted(VERSIONS), default=1,
+                   help="the model's shapes: 1, the shipped one; 2, 32x32 latents that keep corners (issue 19)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
                    help="skip stage 1: take the autoencoder of this saved pipeline (e.g. model/embedded)")
@@ -314,7 +332,7 @@ def main(argv: list[str] | None = None) -> Path:
         args.minutes_unet = 0.2 if args.quick else 60.0
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = plan_for(args.quick, args.device)
+    plan = plan_for(args.quick, args.device, args.version)
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

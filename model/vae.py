@@ -39,6 +39,11 @@ class VAEConfig:
     sample_size: int = 64  # image side the model is made for, in pixels
 
 
+FACTOR_2_VAE = VAEConfig(channels=(32, 64))
+"""The second version's first stage (issue 19): 64x64 -> 32x32x4 latents, so a square's 2-3 pixel corner is a whole
+latent pixel; its reconstructions keep the corners the factor-4 one rounds off (model/README.md, "Where the shapes go
+soft")."""
+
 QUICK_VAE = VAEConfig(channels=(8, 16, 16), norm_groups=8)
 """A throwaway autoencoder for tests: the same factor 4, a few seconds to train."""
 
