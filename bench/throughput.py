@@ -6,6 +6,10 @@ sees only its own lanes): one with WORKER_BATCH_SIZE=B, one with 1. Rounds alter
 every round), so that the other programs sharing the machine slow both alike. A round enqueues the whole mixed load
 at once (most grids at the model's default size, some at other sizes, some Upscale and Vary button jobs on grids
 made before timing) and times it from the first enqueue to the last job's outcome.
+
+Before the workers start, the sampler alone is timed in this process (`sampler_ceiling`): one grid a call against
+B grids a call, alternating. Its ratio is the most batching can give on this machine and model; the job ratio above
+can only approach it (the mix's other sizes, upscales and variations run alone, and per-job work is not shared).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def run(
     *, jobs_per_round: int, rounds: int, batch_size: int, idle_runs: int, threads: int = 0, mix: Mix = Mix()
 ) -> dict[str, Any]:
     registry = ModelSettings().registry()
+    ceiling = sampler_ceiling(registry, batch_size, runs=max(idle_runs, 1), threads=threads)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         base = url.rsplit("/", 1)[0]
         modes = {"batched": (f"{base}/1", batch_size), "one_at_a_time": (f"{base}/2", 1)}
@@ -89,6 +94,7 @@ def run(
         "idle_latency_ratio": round(idle["batched"] / idle["one_at_a_time"], 3),
         "idle_latency_ms": {mode: round(v, 1) for mode, v in idle.items()},
         "idle_latency_ms_all": {mode: [round(x, 1) for x in v] for mode, v in latency_ms.items()},
+        "sampler_ceiling": ceiling,
         "batches": int(batched_stats.get(b"batches", 0)),
         "batched_jobs": int(batched_stats.get(b"batched_jobs", 0)),
         "batch_size": batch_size,
@@ -102,6 +108,39 @@ def run(
         "worker_threads": threads or "torch default",
         "load_average_at_rounds": [round(x, 2) for x in load],
     }
+
+
+def sampler_ceiling(registry: Any, batch_size: int, *, runs: int, threads: int = 0) -> dict[str, Any]:
+    """Milliseconds per image of the default model's sampler alone (no Redis, no delivery), one grid a call against
+    `batch_size` grids a call (`Engine.render` / `Engine.render_batch`, as the two workers call them), alternating
+    `runs` times; `ratio` is their quotient, the ceiling of `throughput_ratio`."""
+    import torch
+
+    from worker.batch_render import Rows
+    from worker.engine import Engine
+
+    if threads:
+        torch.set_num_threads(threads)
+    info = registry.default
+    engine = Engine.load(info, device="cpu" if not torch.cuda.is_available() else "")
+    specs = [parse(f"bench ceiling {i} --seed {i}", registry)[0] for i in range(batch_size)]
+    engine.render(specs[0])  # warm-up
+    per_image: dict[str, list[float]] = {"one_grid": [], "batched": []}
+    for i in range(runs):
+        for mode in (("one_grid", "batched") if i % 2 == 0 else ("batched", "one_grid")):
+            started = time.perf_counter()
+            if mode == "one_grid":
+                engine.render(specs[0])
+                images = 4
+            else:
+                engine.render_batch([Rows(spec) for spec in specs])
+                images = 4 * batch_size
+            per_image[mode].append((time.perf_counter() - started) * 1000 / images)
+    med = {mode: statistics.median(v) for mode, v in per_image.items()}
+    return {"ratio": round(med["one_grid"] / med["batched"], 3),
+            "ms_per_image": {mode: round(v, 1) for mode, v in med.items()},
+            "ms_per_image_all": {mode: [round(x, 1) for x in v] for mode, v in per_image.items()},
+            "grids_per_call": batch_size, "model": info.name}
 
 
 def _specs(registry: Any, count: int, mix: Mix) -> list[JobSpec]:
