@@ -122,19 +122,17 @@ def sampler_ceiling(registry: Any, batch_size: int, *, runs: int, threads: int =
     if threads:
         torch.set_num_threads(threads)
     info = registry.default
-    engine = Engine.load(info, device="cpu" if not torch.cuda.is_available() else "")
+    engine = Engine.load(info)  # the worker's device: CUDA when there is one
     specs = [parse(f"bench ceiling {i} --seed {i}", registry)[0] for i in range(batch_size)]
     engine.render(specs[0])  # warm-up
-    per_image: dict[str, list[float]] = {"one_grid": [], "batched": []}
+    calls = {"one_grid": (lambda: engine.render(specs[0]), 4),
+             "batched": (lambda: engine.render_batch([Rows(spec) for spec in specs]), 4 * batch_size)}
+    per_image: dict[str, list[float]] = {mode: [] for mode in calls}
     for i in range(runs):
-        for mode in (("one_grid", "batched") if i % 2 == 0 else ("batched", "one_grid")):
+        for mode in (list(calls) if i % 2 == 0 else list(reversed(calls))):
+            call, images = calls[mode]
             started = time.perf_counter()
-            if mode == "one_grid":
-                engine.render(specs[0])
-                images = 4
-            else:
-                engine.render_batch([Rows(spec) for spec in specs])
-                images = 4 * batch_size
+            call()
             per_image[mode].append((time.perf_counter() - started) * 1000 / images)
     med = {mode: statistics.median(v) for mode, v in per_image.items()}
     return {"ratio": round(med["one_grid"] / med["batched"], 3),

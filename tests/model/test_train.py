@@ -135,7 +135,6 @@ def test_the_inpainting_fine_tune_saves_a_unet_the_worker_loads(quick_model, pip
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
 
 
-
 def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
     """`--version 2` (issue 19): the autoencoder halves 64x64 images once, to 32x32x4 latents, and its denoiser maps
     such latents to their own shape at the worker's sizes (multiples of 16), in ~3.1 M parameters like version 1's."""
@@ -146,7 +145,7 @@ def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
     with torch.no_grad():
         z = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mode()
         assert z.shape == (1, 4, 32, 32)
-        for h, w in ((32, 32), (24, 40)):  # 64x64, and an 48x80 grid image
+        for h, w in ((32, 32), (24, 40)):  # 64x64, and a 48x80 grid image
             z = torch.randn(2, 4, h, w)
             v = unet(z, torch.tensor([500, 500]), torch.randn(2, plan.text.max_tokens, plan.text.width)).sample
             assert v.shape == z.shape
