@@ -29,11 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-from diffusers.training_utils import EMAModel
 from PIL import Image
 
 from model.data import PALETTE, caption, make_dataset
-from model.train import Budget, _save, learning_rate, logged_to
+from model.train import Budget, _save, adamw, ema_of, learning_rate, logged_to
 from model.unet import UNetConfig, diffusion_loss, noise_scheduler
 from model.vae import encode_latents, to_tensor
 
@@ -107,9 +106,9 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
     scale = vae.config.scaling_factor
     torch.manual_seed(seed)
     unet = inpaint_unet(base.unet).to(device).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr, weight_decay=0.01)
+    opt = adamw(unet.parameters(), lr, weight_decay=0.01)
     objective = UNetConfig()  # the base's EMA decay, caption dropout and loss weights
-    ema = EMAModel(unet.parameters(), decay=objective.ema_decay, use_ema_warmup=True)
+    ema = ema_of(list(unet.parameters()), objective.ema_decay)
     scheduler = noise_scheduler(base.scheduler.config.prediction_type)
     gen = torch.Generator().manual_seed(seed)
     ckpt = out / "checkpoint.pt"

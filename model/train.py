@@ -18,7 +18,7 @@ import argparse
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,6 +98,17 @@ def plan_for(quick: bool, device: str, version: int = 1) -> Plan:
                 unet_batch=256 if gpu else 32, unet_lr=1e-3 if gpu else 5e-4, warmup_steps=200)
 
 
+def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with its fused kernel (one pass over all parameters, on CPU as on CUDA): the for-loop version's
+    per-tensor steps cost ~10% of a training step of these small networks on 2 CPU cores."""
+    return torch.optim.AdamW(params, lr, weight_decay=weight_decay, fused=True)
+
+
+def ema_of(params: list[torch.nn.Parameter], decay: float) -> EMAModel:
+    """The EMA of `params` (decay warming up to `decay`), updated with multi-tensor (foreach) operations."""
+    return EMAModel(params, decay=decay, use_ema_warmup=True, foreach=True)
+
+
 def learning_rate(base: float, step: int, progress: float, warmup: int) -> float:
     """Linear warm-up over `warmup` steps, then a cosine decay to 10% of `base` as progress goes 0 -> 1."""
     return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -157,7 +168,7 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) ->
     """
     torch.manual_seed(args.seed)
     vae = build_vae(plan.vae).to(args.device)
-    opt = torch.optim.AdamW(vae.parameters(), plan.vae_lr, weight_decay=0.0)
+    opt = adamw(vae.parameters(), plan.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
     if state is None and args.vae_from:
@@ -241,8 +252,8 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
     text_encoder = build_text_encoder(plan.text, tokenizer).to(args.device)
     unet = build_unet(plan.unet, latents.shape[1], latents.shape[-1], plan.text.width).to(args.device)
     params = [*unet.parameters(), *text_encoder.parameters()]
-    opt = torch.optim.AdamW(params, plan.unet_lr, weight_decay=0.01)
-    ema = EMAModel(params, decay=plan.unet.ema_decay, use_ema_warmup=True)
+    opt = adamw(params, plan.unet_lr, weight_decay=0.01)
+    ema = ema_of(params, plan.unet.ema_decay)
     scheduler = noise_scheduler(plan.unet.prediction)
     empty = tokenizer("", padding="max_length", max_length=plan.text.max_tokens, return_tensors="pt").input_ids[0]
     gen = torch.Generator().manual_seed(args.seed + 5)
