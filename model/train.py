@@ -237,7 +237,7 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
     ids = tokenizer(texts, padding="max_length", max_length=plan.text.max_tokens, truncation=True,
                     return_tensors="pt").input_ids.view(2, len(scenes), -1).transpose(0, 1).contiguous()
     mu = encode_latents(vae, to_tensor(images).to(args.device)).cpu()
-    s = scaling_factor(mu)
+    s = plan.unet.input_scale * scaling_factor(mu)  # the denoiser's latents have std `input_scale`
     vae.register_to_config(scaling_factor=s)
     log.info("latents: %s in %.0fs, scaling_factor %.4f", tuple(mu.shape), time.monotonic() - started, s)
     _save(path, {"latents": mu * s, "ids": ids, "scaling_factor": s})

@@ -55,13 +55,21 @@ class UNetConfig:
     min_snr_gamma: float = 5.0  # cap of the loss weights on low-noise steps (Hang et al. 2023's gamma; they use 5)
     caption_dropout: float = 0.1  # probability of training on the empty caption, for classifier-free guidance
     ema_decay: float = 0.999  # largest decay of the exponential moving average of the weights
+    input_scale: float = 1.0  # b of z_0 = b * mu(x) / std(mu): the latents' std, 1 as in LDM; see `LATENT_32_UNET`
 
 
 LATENT_32_UNET = UNetConfig(channels=(16, 32, 64, 128), cross_attention=(False, True, True, False), head_dim=16,
-                            norm_groups=8)
+                            norm_groups=8, input_scale=0.5)
 """The denoiser for `model.vae.FACTOR_2_VAE`'s 32x32 latents: the shipped one's three levels, now at 16, 8 and 4,
 under a thin 16-wide level at 32x32 without attention (3.1 M parameters; a training step costs ~1.4x the shipped
-UNet's where the same three levels at 32x32 cost ~4x)."""
+UNet's where the same three levels at 32x32 cost ~4x).
+
+Its latents have std 0.5 (`input_scale`): twice the side means neighbouring latent pixels say more about each other,
+so at the same abar_t a 32x32 latent shows its layout far more plainly than a 16x16 one, and the cosine schedule
+tuned for the smaller size spends few steps where the layout is still undecided. Scaling z_0 by b multiplies
+SNR(t) by b^2 at every t (Chen 2023, "On the importance of noise scheduling for diffusion models", sec. 3: input
+scaling; Hoogeboom et al. 2023, "simple diffusion", shift the cosine schedule's log-SNR by 2 log(base/size), the
+same factor 1/4 for 16 -> 32). It needs no change to diffusers' pipelines: `vae.config.scaling_factor` carries b."""
 
 QUICK_UNET = UNetConfig(channels=(32, 32), cross_attention=(True, False), head_dim=16, norm_groups=8)
 """A throwaway denoiser for tests."""

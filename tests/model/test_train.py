@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -12,8 +14,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from model import train
-from model.unet import UNetConfig, build_unet, min_snr_weights, noise_scheduler
-from model.vae import VAEConfig, build_vae
+from model.unet import LATENT_32_UNET, UNetConfig, build_unet, min_snr_weights, noise_scheduler
+from model.vae import QUICK_VAE, VAEConfig, build_vae
 
 QUICK = ["--quick", "--steps-vae", "10", "--steps-unet", "10", "--threads", "1"]
 
@@ -65,6 +67,20 @@ def test_weights_are_fp16_and_latents_have_unit_scale(quick_model):
     latents = torch.load(quick_model / "checkpoints" / "latents.pt")["latents"]
     assert scale != 1.0
     assert latents.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_input_scale_sets_the_latents_std_and_the_saved_scaling_factor(tmp_path):
+    """A denoiser's `input_scale` b makes the cached latents b * mu / std(mu) (std b) and the VAE's scaling_factor
+    b / std(mu), which the pipelines multiply encodings by: version 2's denoiser trains on latents of std 0.5."""
+    assert train.plan_for(False, "cpu", version=2).unet.input_scale == LATENT_32_UNET.input_scale == 0.5
+    quick = train.plan_for(True, "cpu")
+    plan = dataclasses.replace(quick, unet=dataclasses.replace(quick.unet, input_scale=0.5))
+    torch.manual_seed(0)
+    vae = build_vae(QUICK_VAE)
+    latents, _ = train.cache_latents(plan, argparse.Namespace(seed=0, device="cpu"), vae, tmp_path / "latents.pt")
+    assert latents.std().item() == pytest.approx(0.5, rel=1e-3)
+    unscaled = latents / vae.config.scaling_factor
+    assert vae.config.scaling_factor == pytest.approx(0.5 / unscaled.std().item(), rel=1e-4)
 
 
 def test_a_second_run_needs_resume_and_resume_continues(quick_model):
