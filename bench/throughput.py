@@ -9,7 +9,8 @@ made before timing) and times it from the first enqueue to the last job's outcom
 
 Before the workers start, the sampler alone is timed in this process (`sampler_ceiling`): one grid a call against
 B grids a call, alternating. Its ratio is the most batching can give on this machine and model; the job ratio above
-can only approach it (the mix's other sizes, upscales and variations run alone, and per-job work is not shared).
+can only approach it (in the shuffled mix, other sizes and variations rarely wait next to their own kind, so they
+mostly run alone; upscales copy their parent's image; and per-job work is not shared).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""The job flow of a batch: several grid jobs rendered in one sampler call, each otherwise a job of its own.
+"""The job flow of a batch: several grid jobs (or several variations) rendered in one sampler call, each otherwise a
+job of its own.
 
 `worker.rq_worker.ImagineWorker` claims the jobs (`worker.claim`), keeps those whose payloads `member` accepts, and
-calls `run`. Each job goes through the steps of `worker.jobs.imagine`: marked running (`begin`), rendered (here
-all together, `Engine.render_batch`, each with its own progress, previews and cancel), checked, stored, made final
-and concluded (`complete`). What differs is only who pays for the call: each job's `gpu_s` is the call's time
-times its share of the rows. The outcomes land in `outcomes` by job id, as the job function would have returned or
-raised them; RQ then performs each job, which hands back its outcome (`worker.jobs.ImagineJob.prepared`).
+calls `run`. Each job goes through the steps of `worker.jobs.imagine`: marked running (`begin`), a variation's
+source image read (`worker.kinds.vary_start`; a job whose source is gone fails alone, before the call), rendered
+(here all together, `Engine.render_batch`, each with its own progress, previews and cancel), checked, stored, made
+final and concluded (`complete`). What differs is only who pays for the call: each job's `gpu_s` is the call's
+time times its share of the rows. The outcomes land in `outcomes` by job id, as the job function would have
+returned or raised them; RQ then performs each job, which hands back its outcome
+(`worker.jobs.ImagineJob.prepared`).
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
 from rq.job import Job
 
 from core import jobs, queue
-from core.errors import GenerationFailed, JobCancelled, MalformedPayload
+from core.errors import GenerationFailed, JobCancelled, MalformedPayload, TransientGenerationError
 from core.images import EXTRAS_KEY as IMAGES_KEY
 from core.payload import JobPayload, check_fits
 from core.spec import JobSpec
 from worker import kinds
 from worker.batch_render import Rows
-from worker.claim import BATCHED_KIND, BatchKey
+from worker.claim import BATCHED_KINDS, BatchKey
 from worker.context import Context
 from worker.delivery import LiveMessage
 from worker.jobs import begin, close_live, complete, end_cancelled, end_job, live_message, progress_of
@@ -35,10 +39,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Member:
-    """A job of a batch: its RQ job (for its retries) and its checked spec."""
+    """A job of a batch: its RQ job (for its retries), its checked spec, kind and source, and its `BatchKey`."""
 
     rq_job: Job
     spec: JobSpec
+    kind: str
+    source: dict[str, Any]
+    key: BatchKey
 
     @property
     def job_id(self) -> str:
@@ -46,22 +53,25 @@ class Member:
 
 
 def member(ctx: Context, rq_job: Job, key: BatchKey | None = None) -> Member | None:
-    """`rq_job` as a member of a batch of `key` (any key when None), or None: it is not a well-formed grid job of
-    this worker's model and of that key. A job refused here runs alone, where its failure is recorded as always."""
+    """`rq_job` as a member of a batch of `key` (any key when None), or None: it is not a well-formed grid or
+    variation job of this worker's model and of that key. A job refused here runs alone, where its failure is
+    recorded as always."""
     if rq_job.func_name not in queue.JOB_FUNCTIONS or rq_job.instance is not None or len(rq_job.args) != 1:
         return None
     try:
         checked = JobPayload.from_json(rq_job.args[0])
-        if checked.job_id != rq_job.id or checked.kind != BATCHED_KIND or checked.spec.model != ctx.model.name:
+        if checked.job_id != rq_job.id or checked.kind not in BATCHED_KINDS or checked.spec.model != ctx.model.name:
             return None
         if IMAGES_KEY in checked.spec.extras:  # an image prompt or blend starts from its images: it runs alone
             return None
         check_fits(checked.spec, ctx.model, checked.kind)
     except (MalformedPayload, GenerationFailed):
         return None
-    if key is not None and BatchKey.of(checked.spec) != key:
+    source = checked.source_dict()
+    own = BatchKey.of(checked.spec, checked.kind, source.get("strength"))
+    if key is not None and own != key:
         return None
-    return Member(rq_job, checked.spec)
+    return Member(rq_job, checked.spec, checked.kind, source, own)
 
 
 def run(ctx: Context, members: Sequence[Member], outcomes: dict[str, Any]) -> None:
@@ -75,14 +85,29 @@ def run(ctx: Context, members: Sequence[Member], outcomes: dict[str, Any]) -> No
             running.append(m)
         else:
             outcomes[m.job_id] = skipped
+    # 3. A variation's source image, before the call: a job whose source is gone (or that is cancelled meanwhile)
+    #    ends alone, as it would have alone.
+    starts: dict[str, kinds.Start] = {}
+    strength = None
+    if running and running[0].kind == "vary":
+        strength = kinds.vary_strength(running[0].source)  # one strength per batch (`BatchKey`)
+        for m in list(running):
+            try:
+                starts[m.job_id] = kinds.vary_start(ctx, m.job_id, m.spec, m.source,
+                                                    lambda job_id=m.job_id: jobs.cancel_requested(ctx.conn, job_id))
+            except Exception as exc:
+                running.remove(m)
+                outcomes[m.job_id] = _ended_alone(ctx, m, exc)
     if not running:
         return
-    # 3. Render them together, each showing progress on its own Discord message.
+    # 4. Render them together, each showing progress on its own Discord message.
     lives = {m.job_id: live_message(ctx, m.job_id) for m in running}
-    rows = [_rows(ctx, m, lives[m.job_id], slowed=k == 0) for k, m in enumerate(running)]
+    rows = [_rows(ctx, m, lives[m.job_id], slowed=k == 0, image=starts[m.job_id].image if starts else None)
+            for k, m in enumerate(running)]
     started = time.monotonic()
     try:
-        results = ctx.engine.render_batch(rows, preview_interval_s=ctx.settings.preview_interval_s)
+        results = ctx.engine.render_batch(rows, preview_interval_s=ctx.settings.preview_interval_s,
+                                          strength=strength)
     except JobCancelled:  # every job was cancelled, each ended as its cancel was seen
         results = [None] * len(running)
     except BaseException as exc:  # out of memory, the time limit...: each job's attempt failed (RQ retries it)
@@ -94,28 +119,41 @@ def run(ctx: Context, members: Sequence[Member], outcomes: dict[str, Any]) -> No
         for live in lives.values():
             close_live(live)  # before the outcomes: no progress edit may follow them
     share_s = (time.monotonic() - started) / len(running)  # every job has four rows: equal shares
-    log.info("rendered a batch of %d grids (%s)", len(running), ", ".join(m.job_id for m in running))
-    # 4. and 5. Per job: store and make final, then conclude.
+    log.info("rendered a batch of %d %ss (%s)", len(running), running[0].kind, ", ".join(m.job_id for m in running))
+    # 5. and 6. Per job: store and make final, then conclude.
     for m, result in zip(running, results, strict=True):
+        start = starts.get(m.job_id)
+        gpu_s = share_s + (start.gpu_s if start else 0.0)
         if result is None:
-            jobs.add_gpu_seconds(ctx.conn, m.job_id, share_s)  # recorded, never charged: a cancel refunds
+            jobs.add_gpu_seconds(ctx.conn, m.job_id, gpu_s)  # recorded, never charged: a cancel refunds
             outcomes[m.job_id] = {"job_id": m.job_id, "state": jobs.CANCELLED}
         elif isinstance(result, GenerationFailed):
-            jobs.add_gpu_seconds(ctx.conn, m.job_id, share_s)
-            end_job(ctx, m.job_id, jobs.FAILED, str(result))
-            m.rq_job.retries_left = 0  # a broken model stays broken
-            outcomes[m.job_id] = result
+            jobs.add_gpu_seconds(ctx.conn, m.job_id, gpu_s)
+            outcomes[m.job_id] = _ended_alone(ctx, m, result)  # a broken model stays broken
         else:
             try:
-                output = kinds.grid_of(ctx, m.spec, result, gpu_s=share_s)
+                output = kinds.grid_of(ctx, m.spec, result, gpu_s=gpu_s, kind=m.kind, strength=strength or 1.0,
+                                       work=start.work if start else 0.0)
                 outcomes[m.job_id] = complete(ctx, m.job_id, m.spec, output)
             except Exception as exc:  # Redis gone mid-way: this job's attempt failed, RQ retries it
                 outcomes[m.job_id] = exc
 
 
-def _rows(ctx: Context, m: Member, live: LiveMessage | None, *, slowed: bool) -> Rows:
+def _ended_alone(ctx: Context, m: Member, exc: Exception) -> Any:
+    """The outcome of a job that ends on its own before or in the call, as `worker.jobs.imagine` ends it: cancelled
+    (refunded), failed for good (GenerationFailed: not retried), or its attempt failed (anything else: RQ retries)."""
+    if isinstance(exc, JobCancelled):
+        end_cancelled(ctx, m.job_id)
+        return {"job_id": m.job_id, "state": jobs.CANCELLED}
+    if isinstance(exc, GenerationFailed) and not isinstance(exc, TransientGenerationError):
+        end_job(ctx, m.job_id, jobs.FAILED, str(exc))
+        m.rq_job.retries_left = 0
+    return exc
+
+
+def _rows(ctx: Context, m: Member, live: LiveMessage | None, *, slowed: bool, image: Image.Image | None) -> Rows:
     """The job's hooks in the batch: progress on its record and message, its cancel flag, and when its cancel is
-    seen, its end at once (its rows are dropped)."""
+    seen, its end at once (its rows are dropped); a variation's source image."""
     job_id = m.job_id
 
     def dropped() -> None:
@@ -123,7 +161,7 @@ def _rows(ctx: Context, m: Member, live: LiveMessage | None, *, slowed: bool) ->
         end_cancelled(ctx, job_id)
 
     return Rows(m.spec, progress_of(ctx, job_id, m.spec, live, slowed=slowed),
-                lambda: jobs.cancel_requested(ctx.conn, job_id), dropped)
+                lambda: jobs.cancel_requested(ctx.conn, job_id), dropped, image)
 
 
 def _share_gpu_time(ctx: Context, members: Sequence[Member], seconds: float) -> None:

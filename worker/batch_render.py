@@ -1,10 +1,11 @@
 """Several jobs' grids in one sampler call: `Engine.render_batch` (README, Batching).
 
 Job j owns rows 4j..4j+3 of the batch. Each job keeps what it has alone: its prompt parts and negative prompt (its
-own text embeddings), its seeds and `--chaos` (its own starting noise, `initial_noise`), its progress and previews
-(sliced from the batch's latents), and its cancel: a cancelled job's rows are dropped (computed to the end of the
-call, since the scheduler's state spans the batch, but never returned, and its job is told at once). What the rows
-share is the call itself: size, steps, guidance, `--tile` and `--stop` (`worker.claim.BatchKey`).
+own text embeddings), its seeds and `--chaos` (its own starting noise, `initial_noise`), for a variation its source
+image (its rows start from it, noised by its own seeds), its progress and previews (sliced from the batch's
+latents), and its cancel: a cancelled job's rows are dropped (computed to the end of the call, since the
+scheduler's state spans the batch, but never returned, and its job is told at once). What the rows share is the
+call itself: size, steps, guidance, `--tile`, `--stop` and a variation's strength (`worker.claim.BatchKey`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Rows:
     on_progress: ProgressCallback | None = None
     should_cancel: Callable[[], bool] | None = None
     on_dropped: Callable[[], None] | None = None  # called once, within a step of its cancel being seen
+    image: Image.Image | None = None  # a variation's source image, of the spec's size (image-to-image batches)
 
 
 RowsResult = list[Image.Image] | None | GenerationFailed
@@ -48,9 +50,10 @@ RowsResult = list[Image.Image] | None | GenerationFailed
 
 
 def sample_batch(pipe: DiffusionPipeline, jobs: Sequence[Rows], preview_interval_s: float,
-                 extra: dict[str, Any] | None = None) -> list[RowsResult]:
+                 extra: dict[str, Any] | None = None, strength: float | None = None) -> list[RowsResult]:
     """One pipeline call rendering every job's four images; results in the order of `jobs`. `extra`: more arguments
-    of the call (an IP-Adapter's, `worker.adapter`).
+    of the call (an IP-Adapter's, `worker.adapter`). With `strength`, `pipe` is an image-to-image pipeline and each
+    job's rows start from its `Rows.image` noised to `strength` (as `Engine.image_to_image` does for one job).
 
     Raises:
         JobCancelled: every job was cancelled (the call stops within one step).
@@ -68,30 +71,33 @@ def sample_batch(pipe: DiffusionPipeline, jobs: Sequence[Rows], preview_interval
     if not called:
         return results
     for j, images in zip(called, _sample(pipe, [jobs[j] for j in called], [embeds[j] for j in called],
-                                         preview_interval_s, extra or {}), strict=True):
+                                         preview_interval_s, extra or {}, strength), strict=True):
         results[j] = images
     return results
 
 
 def _sample(pipe: DiffusionPipeline, jobs: Sequence[Rows], embeds: Sequence[dict[str, torch.Tensor]],
-            preview_interval_s: float, extra: dict[str, Any]) -> list[RowsResult]:
+            preview_interval_s: float, extra: dict[str, Any], strength: float | None) -> list[RowsResult]:
     first = jobs[0].spec
     # 1. the embeddings, each job's repeated for its four rows, concatenated in job order
     batch = {name: torch.cat([e[name] for e in embeds for _ in range(4)]) for name in embeds[0]}
-    # 2. each job's starting noise from its own seeds and chaos, as a lone render would draw it
+    # 2. each job's starting point from its own seeds, as a lone render would draw it: text to image, its noise
+    #    (with its chaos); image to image, its source image, which the pipeline noises with the same generators
     generators = [torch.Generator("cpu").manual_seed(seed) for r in jobs for seed in r.spec.seeds()]
-    latents = torch.cat([initial_noise(pipe, r.spec, generators[4 * j: 4 * j + 4]) for j, r in enumerate(jobs)])
+    if strength is None:
+        start: dict[str, Any] = {"width": first.width, "height": first.height, "latents": torch.cat(
+            [initial_noise(pipe, r.spec, generators[4 * j: 4 * j + 4]) for j, r in enumerate(jobs)])}
+    else:
+        start = {"image": [r.image for r in jobs for _ in range(4)], "strength": strength}
     # 3. sample once, each job's progress, previews and cancel in the per-step callback
     step_end = _BatchStepEnd(jobs, first.stop, preview_interval_s)
     output = pipe(
         **batch,
         **extra,
-        latents=latents,
+        **start,
         generator=generators,
         num_inference_steps=first.steps,
         guidance_scale=first.guidance_scale,
-        width=first.width,
-        height=first.height,
         output_type="pt",
         callback_on_step_end=step_end,
         callback_on_step_end_tensor_inputs=["latents"],

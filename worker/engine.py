@@ -8,6 +8,7 @@ in `render_batch`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -144,17 +145,23 @@ class Engine:
         with self._guarded(spec, len(indices), (spec.width, spec.height), should_cancel):
             return self._sample(spec, indices, on_progress, should_cancel, preview_interval_s, image_prompt)
 
-    def render_batch(self, jobs: Sequence[Rows], *, preview_interval_s: float = 1.5) -> list[RowsResult]:
+    def render_batch(self, jobs: Sequence[Rows], *, preview_interval_s: float = 1.5, strength: float | None = None
+                     ) -> list[RowsResult]:
         """Render the grids of several jobs that share a `worker.claim.BatchKey` in one pipeline call
         (`worker.batch_render`): per job its images, None when it was cancelled meanwhile, or GenerationFailed.
+        With `strength`, they are variations: each job's rows redraw its `Rows.image` as `image_to_image` would.
 
         Raises:
             JobCancelled: every job was cancelled.
             TransientGenerationError: the device ran out of memory.
         """
         first = jobs[0].spec
-        with self._guarded(first, 4 * len(jobs), (first.width, first.height), None):
-            return sample_batch(self.pipe, jobs, preview_interval_s, self._adapter_kwargs(first))
+        size = (first.width, first.height)
+        with self._guarded(first, 4 * len(jobs), size, None):
+            if strength is None:
+                return sample_batch(self.pipe, jobs, preview_interval_s, self._adapter_kwargs(first))
+            jobs = [dataclasses.replace(rows, image=_sized(rows.image, size)) for rows in jobs]
+            return sample_batch(self.img2img, jobs, preview_interval_s, self._adapter_kwargs(first), strength)
 
     def image_to_image(
         self,
@@ -188,10 +195,8 @@ class Engine:
             JobCancelled, TransientGenerationError, GenerationFailed: as for `render`.
         """
         width, height = size or (spec.width, spec.height)
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.LANCZOS)
         with self._guarded(spec, count, (width, height), should_cancel):
-            inputs = {"image": [image.convert("RGB")] * count, "strength": strength}
+            inputs = {"image": [_sized(image, (width, height))] * count, "strength": strength}
             return self._from_image(self.img2img, spec, count, inputs, on_progress, should_cancel,
                                     preview_interval_s)
 
@@ -365,3 +370,12 @@ class Engine:
         if not torch.isfinite(images).all():
             raise GenerationFailed(INVALID_IMAGE)
         return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
+
+
+def _sized(image: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+    """An image-to-image call's starting image: RGB, resized (Lanczos) to `size` when it differs."""
+    if image is None:
+        raise GenerationFailed("a variation in a batch has no source image")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image.convert("RGB")

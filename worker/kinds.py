@@ -134,9 +134,7 @@ def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str,
         return Output([start.png], start.png, flagged, start.flagged_action)
     image = Image.open(io.BytesIO(start.png))
     if kind == "vary":
-        strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
-        if strength is None:
-            raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
+        strength = vary_strength(source)
         images = _gpu(meter, lambda: ctx.engine.image_to_image(
             spec, image, strength, count=4, on_progress=hooks.on_progress, should_cancel=hooks.should_cancel,
             preview_interval_s=hooks.preview_interval_s), quotas.render_of(spec, "vary", strength=strength))
@@ -211,11 +209,54 @@ def _edit_layout(ctx: Context, spec: JobSpec, source: dict[str, Any], image: Ima
     return layout
 
 
-def grid_of(ctx: Context, spec: JobSpec, images: list[Image.Image], *, gpu_s: float) -> Output:
-    """The Output of a grid whose images were rendered elsewhere (a batch, `worker.batch`): checked like any grid,
-    with `gpu_s` the job's share of the call and the work of one grid."""
+def grid_of(ctx: Context, spec: JobSpec, images: list[Image.Image], *, gpu_s: float, kind: str = "grid",
+            strength: float = 1.0, work: float = 0.0) -> Output:
+    """The Output of a grid or a variation whose images were rendered elsewhere (a batch, `worker.batch`): checked
+    like any grid, with `gpu_s` the job's device time (its share of the call, and any source it recreated) and
+    the work of its four images plus `work` (that source's)."""
     output = _grid_output(_check(ctx, spec, images))
-    return dataclasses.replace(output, gpu_s=gpu_s, work=quotas.render_of(spec, "grid").mpx_steps)
+    return dataclasses.replace(output, gpu_s=gpu_s,
+                               work=work + quotas.render_of(spec, kind, strength=strength).mpx_steps)
+
+
+def vary_strength(source: dict[str, Any]) -> float:
+    """A variation's img2img strength from its source (strong unless it says subtle).
+
+    Raises:
+        GenerationFailed: an unknown strength (a malformed payload).
+    """
+    strength = VARY_STRENGTH.get(str(source.get("strength") or "strong"))
+    if strength is None:
+        raise GenerationFailed(f"malformed job payload: unknown strength {source.get('strength')!r}")
+    return strength
+
+
+@dataclass(frozen=True)
+class Start:
+    """A variation's starting image, read (or recreated) before its batch's call, and what recreating it cost."""
+
+    image: Image.Image
+    gpu_s: float
+    work: float
+
+
+def vary_start(ctx: Context, job_id: str, spec: JobSpec, source: dict[str, Any], should_cancel: Callable[[], bool]
+               ) -> Start:
+    """The image variation `job_id` starts from (`source_image`, as `make` reads it for a lone variation); the device
+    time of a recreation that failed goes to the job's `gpu_s`, as in `make`.
+
+    Raises:
+        GenerationFailed: a malformed source, or a source image that expired and cannot be recreated (permanent).
+        JobCancelled, TransientGenerationError: from recreating it.
+    """
+    meter = _Meter()
+    try:
+        parent, index = _parse_source(source)
+        start = source_image(ctx, meter, parent, index, should_cancel, safety=safety_of(spec))
+    except BaseException:
+        jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
+        raise
+    return Start(Image.open(io.BytesIO(start.png)), meter.seconds, meter.work)
 
 
 def _upscaled_size(spec: JobSpec, image: Image.Image) -> tuple[int, int]:

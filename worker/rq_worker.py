@@ -3,10 +3,10 @@
 `ImagineWorker.for_context(ctx)` listens on the context's model lanes, runs jobs through `worker.jobs.ImagineJob`
 bound to `ctx` (only the project's job functions, each called as `func(ctx, payload)`, failed attempts handled in
 `worker.jobs`), orders the relax lanes and applies missed outcomes before each dequeue (`worker.relax`), and keeps a
-running job's heartbeat short so that a killed worker's job is re-run soon. A grid job it dequeues takes the waiting
-grid jobs that can share its sampler call along (`worker.claim`, `worker.batch`; WORKER_BATCH_SIZE in all): they are
-rendered together, then RQ performs and records each as its own. Its maintenance also redelivers outcomes Discord
-did not take (`worker.redelivery`) and puts back jobs RQ lost track of (`worker.lost`).
+running job's heartbeat short so that a killed worker's job is re-run soon. A grid job (or a variation) it dequeues
+takes the waiting ones that can share its sampler call along (`worker.claim`, `worker.batch`; WORKER_BATCH_SIZE in
+all): they are rendered together, then RQ performs and records each as its own. Its maintenance also redelivers
+outcomes Discord did not take (`worker.redelivery`) and puts back jobs RQ lost track of (`worker.lost`).
 """
 
 from __future__ import annotations
@@ -163,13 +163,13 @@ class ImagineWorker(SimpleWorker):
 
     def _claim_batch(self, job: Job) -> list[tuple[Job, Queue, Execution]]:
         """The waiting jobs that share a sampler call with `job` (`worker.claim`), up to WORKER_BATCH_SIZE in all,
-        registered as started by this worker; none when `job` is not a grid job or batching is off."""
+        registered as started by this worker; none when `job` is not a grid or a variation, or batching is off."""
         limit = min(self.context.settings.batch_size, self.batch_cap) - 1
         first = batch.member(self.context, job) if limit > 0 else None
         if first is None:
             return []
         try:
-            claimed = claim.claim(self.connection, self.queues, claim.BatchKey.of(first.spec), limit=limit,
+            claimed = claim.claim(self.connection, self.queues, first.key, limit=limit,
                                   worker_name=self.name, ttl_s=self.job_heartbeat_ttl_s, now=time.time())
         except redis.RedisError as exc:
             log.warning("job %s runs alone: claiming more jobs failed: %s", job.id, exc)
@@ -201,7 +201,7 @@ class ImagineWorker(SimpleWorker):
         if len(started) < 2:
             return 1
         first = batch.member(self.context, started[0][0])
-        key = claim.BatchKey.of(first.spec) if first is not None else None
+        key = first.key if first is not None else None
         members = [m for j, _, _ in started if (m := batch.member(self.context, j, key)) is not None]
         if len(members) < 2:
             return 1
@@ -214,7 +214,7 @@ class ImagineWorker(SimpleWorker):
                 outcomes.setdefault(m.job_id, exc)
             if isinstance(exc, TransientGenerationError) and len(members) > 1:
                 self.batch_cap = max(1, len(members) // 2)  # the retries (and all later batches) fit in memory
-                log.warning("a batch of %d grids ran out of memory: batches of at most %d from now on",
+                log.warning("a batch of %d jobs ran out of memory: batches of at most %d from now on",
                             len(members), self.batch_cap)
         return len(members)
 

@@ -25,6 +25,7 @@ from tests.worker.worker_helpers import record, run_in_process
 from worker import batch_render, claim
 from worker.batch_render import Rows
 from worker.engine import Engine
+from worker.grid import encode_png
 
 TIER = load_config().tiers["pro"]
 MEMBER = ledger.member_id(1, 2)
@@ -34,9 +35,10 @@ def lanes(conn: redis.Redis) -> list:
     return [queue.rq_queue(conn, name) for name in queue.lane_names("tiny")]
 
 
-def take(conn: redis.Redis, spec: JobSpec, limit: int, worker_name: str = "w") -> list[str]:
-    found = claim.claim(conn, lanes(conn), claim.BatchKey.of(spec), limit=limit, worker_name=worker_name, ttl_s=30,
-                        now=time.time())
+def take(conn: redis.Redis, spec: JobSpec, limit: int, worker_name: str = "w", key: claim.BatchKey | None = None
+         ) -> list[str]:
+    found = claim.claim(conn, lanes(conn), key or claim.BatchKey.of(spec), limit=limit, worker_name=worker_name,
+                        ttl_s=30, now=time.time())
     return [c.job_id for c in found]
 
 
@@ -70,6 +72,24 @@ def test_an_image_prompt_is_never_claimed_into_a_batch(redis_conn, tiny_spec):
     plain = queue.enqueue(redis_conn, tiny_spec, "test:o")
     assert take(redis_conn, tiny_spec, 10) == []
     assert queue.rq_queue(redis_conn, "fast:tiny").job_ids == [pictured, plain]
+
+
+def test_variations_of_one_strength_are_claimed_together_and_nothing_else_is(redis_conn, tiny_spec):
+    """A variation claims the next variations of its strength (a source naming none is strong, as the worker reads
+    it), whatever their source images; a subtle one, or a grid, ends the claim; a grid never claims a variation."""
+    parent = {"job_id": jobs.new_job_id(), "index": 1}
+    strong = [queue.enqueue(redis_conn, dataclasses.replace(tiny_spec, seed=k), "test:o", kind="vary",
+                            source={**parent, "index": k, **({"strength": "strong"} if k < 3 else {})})
+              for k in (1, 2, 3)]
+    subtle = queue.enqueue(redis_conn, tiny_spec, "test:o", kind="vary", source={**parent, "strength": "subtle"})
+    grid = queue.enqueue(redis_conn, tiny_spec, "test:o")
+    strong_key = claim.BatchKey.of(tiny_spec, "vary", "strong")
+    assert strong_key == claim.BatchKey.of(tiny_spec, "vary", None) != claim.BatchKey.of(tiny_spec)
+    assert take(redis_conn, tiny_spec, 10) == []  # a grid's claim stops at the first variation
+    assert take(redis_conn, tiny_spec, 10, key=strong_key) == strong
+    assert take(redis_conn, tiny_spec, 10, key=strong_key) == []  # the subtle one is next
+    assert take(redis_conn, tiny_spec, 10, key=claim.BatchKey.of(tiny_spec, "vary", "subtle")) == [subtle]
+    assert queue.rq_queue(redis_conn, "fast:tiny").job_ids == [grid]
 
 
 def test_claim_follows_the_fair_relax_order(redis_conn, tiny_spec):
@@ -126,6 +146,43 @@ def test_waiting_grids_render_in_one_call_each_as_it_would_alone(redis_conn, tin
     assert usage.used_s == pytest.approx(charged, rel=1e-3) and usage.reserved_s == pytest.approx(0, abs=1e-9)
     finished = FinishedJobRegistry("fast:tiny", connection=redis_conn, serializer=queue.SERIALIZER)
     assert set(finished.get_job_ids()) == set(ids)
+
+
+def test_waiting_variations_render_in_one_call_each_as_it_would_alone(redis_conn, tiny_engine: Engine, tiny_spec):
+    """Three waiting subtle variations of two images of a grid share one image-to-image call: each is done with the
+    images a lone variation of its source makes, an equal share of the call charged to its owner; a fourth, whose
+    source is gone, fails alone with the reason a lone one gets, is not retried and is refunded."""
+    parent = queue.enqueue(redis_conn, tiny_spec, "test:o")
+    run_in_process(redis_conn, tiny_engine, batch_size=4)
+    for index, colour in ((1, "white"), (3, "black")):  # sources far apart, so that a job given another's shows
+        redis_conn.set(keys.job_image(parent, index), encode_png(Image.new("RGB", (64, 64), colour)))
+    gone = jobs.new_job_id()
+    sources = [(parent, 2), (parent, 4), (parent, 2), (gone, 1)]
+    specs = [dataclasses.replace(tiny_spec, seed=s, prompt="v", parts=(PromptPart(p),))
+             for s, p in ((7, "a red dog"), (8, "a blue cat"), (9, "a red dog"), (10, "a cat"))]
+    ids = _admit(redis_conn, tiny_spec, "1:2", 4, time.time())
+    for job_id, spec, (source, index) in zip(ids, specs, sources, strict=True):
+        queue.enqueue(redis_conn, spec, f"discord:{MEMBER}", job_id=job_id, kind="vary",
+                      source={"job_id": source, "index": index, "strength": "subtle"})
+    run_in_process(redis_conn, tiny_engine, batch_size=4)
+
+    stats = redis_conn.hgetall(keys.worker_stats("test-worker"))
+    assert (stats[b"batches"], stats[b"batched_jobs"], stats[b"jobs_done"]) == (b"1", b"4", b"3")
+    done = [record(redis_conn, job_id) for job_id in ids]
+    assert [r.state for r in done] == ["done", "done", "done", "failed"]
+    assert "expired" in done[3].reason and done[3].attempt == 1
+    for job_id, spec, (source, index) in zip(ids[:3], specs[:3], sources[:3], strict=True):
+        start = Image.open(io.BytesIO(redis_conn.get(keys.job_image(source, index - 1))))  # type: ignore[arg-type]
+        alone = tiny_engine.image_to_image(spec, start, 0.4)
+        for k in range(4):
+            stored = Image.open(io.BytesIO(redis_conn.get(keys.job_image(job_id, k))))  # type: ignore[arg-type]
+            diff = np.abs(np.asarray(stored, dtype=float) - np.asarray(alone[k], dtype=float)).mean()
+            assert diff < 1.0, (job_id, k, diff)  # float differences only; from another job's source: ~3.5
+    assert done[0].gpu_s == pytest.approx(done[1].gpu_s) and done[0].gpu_s > 0
+    assert (done[0].step, done[0].total) == (1, 1)  # 40% of tiny_spec's 4 steps, floored
+    usage = ledger.usage(redis_conn, MEMBER, TIER, now=time.time(), policy=load_config().period)
+    charged = sum(r.gpu_s for r in done if r.state == "done")
+    assert usage.used_s == pytest.approx(charged, rel=1e-3) and usage.reserved_s == pytest.approx(0, abs=1e-9)
 
 
 def _admit(conn: redis.Redis, spec: JobSpec, member: str, n: int, now: float, mode: str = "fast") -> list[str]:
