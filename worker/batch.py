@@ -111,7 +111,7 @@ def run(ctx: Context, members: Sequence[Member], outcomes: dict[str, Any]) -> No
     except JobCancelled:  # every job was cancelled, each ended as its cancel was seen
         results = [None] * len(running)
     except BaseException as exc:  # out of memory, the time limit...: each job's attempt failed (RQ retries it)
-        _share_gpu_time(ctx, running, time.monotonic() - started)
+        _share_gpu_time(ctx, running, time.monotonic() - started, starts)
         for m in running:
             outcomes[m.job_id] = exc
         raise
@@ -164,7 +164,10 @@ def _rows(ctx: Context, m: Member, live: LiveMessage | None, *, slowed: bool, im
                 lambda: jobs.cancel_requested(ctx.conn, job_id), dropped, image)
 
 
-def _share_gpu_time(ctx: Context, members: Sequence[Member], seconds: float) -> None:
-    """A failed call's time, split equally, added to each job's `gpu_s` (as a lone failed attempt's is)."""
+def _share_gpu_time(ctx: Context, members: Sequence[Member], seconds: float, starts: dict[str, kinds.Start]
+                    ) -> None:
+    """A failed call's time, split equally, added to each job's `gpu_s` with the time it spent recreating its source
+    image (as a lone failed attempt's is)."""
     for m in members:
-        jobs.add_gpu_seconds(ctx.conn, m.job_id, seconds / len(members))
+        start = starts.get(m.job_id)
+        jobs.add_gpu_seconds(ctx.conn, m.job_id, seconds / len(members) + (start.gpu_s if start else 0.0))
