@@ -40,7 +40,7 @@ log = logging.getLogger("model.inpaint")
 
 EXTRA_CHANNELS = 5
 """The mask (1) and the masked image's latents (4), after the noised latents, in diffusers' order."""
-EXAMPLES = (("zoom", 0.3), ("pan", 0.3), ("region", 0.25), ("whole", 0.15))
+EXAMPLES = (("zoom", 0.4), ("pan", 0.3), ("region", 0.2), ("whole", 0.1))
 """Kinds of training example and how often each is drawn (`example`)."""
 GRID = 4
 """Mask edges fall on multiples of this many pixels: one latent pixel at factor 4, as the worker's layouts do."""
