@@ -206,3 +206,28 @@ async def test_members_grids_that_wait_together_share_one_sampler_call(
         assert png(message).size == GRID_SIZE and message.custom_ids() == grid_ids(job_of(message))
         record = jobs.get(redis_conn, job_of(message))
         assert record is not None and (record.state, record.attempt) == (jobs.DONE, 1)
+
+
+async def test_members_variations_that_wait_together_share_one_sampler_call(
+    discord: DiscordEmulator, bot: BotProcess, redis_conn: redis.Redis
+) -> None:
+    """Three members click V on their own grids at once: the variations that wait together render in one
+    image-to-image call (all three, or the two behind a first that started before they were queued); each member
+    gets Variations (Strong) of their own image with its own buttons, each job done once."""
+    stats_key = keys.worker_stats(WORKER_NAME)
+    members = [discord.add_user(name) for name in ("dave", "erin", "frank")]
+    grids = [await result(await imagine(discord, m, f"a {c} fox --seed {s}"))
+             for m, c, s in zip(members, ("red", "green", "blue"), (31, 32, 33), strict=True)]
+    await settled(redis_conn, WORKER_NAME)
+    before = int(redis_conn.hget(stats_key, "batched_jobs") or 0)
+    pending = [await click(discord, m, g, "v", k) for k, (m, g) in enumerate(zip(members, grids, strict=True), 1)]
+    varied = [await result(p) for p in pending]
+    for message in varied:
+        await settled(redis_conn, WORKER_NAME, job_of(message))
+    assert int(redis_conn.hget(stats_key, "batched_jobs") or 0) - before in (2, 3)
+    for k, (member, grid, message) in enumerate(zip(members, grids, varied, strict=True), 1):
+        record = jobs.get(redis_conn, job_of(message))
+        assert record is not None and (record.kind, record.state, record.attempt) == ("vary", jobs.DONE, 1)
+        assert record.source == {"job_id": job_of(grid), "index": k, "strength": "strong"}
+        assert "Variations (Strong)" in message.content and f"<@{member.id}>" in message.content
+        assert png(message).size == GRID_SIZE and message.custom_ids() == grid_ids(record.job_id)
