@@ -10,7 +10,7 @@ import pytest
 from core.canvas import Edit, plan
 from core.models import BUILTIN_EMBEDDED, embedded_model, load_registry
 from core.prompt import parse
-from model import checker
+from model import checker, outpaint
 from model.data import COLOURS, PALETTE, parse_caption
 from worker import editing
 from worker.engine import Engine
@@ -133,3 +133,15 @@ def test_vary_region_changes_the_region_and_nothing_outside(engine: Engine, circ
         assert np.array_equal(after[outside], before[outside])
         colours = {o.colour for o in checker.check(result).objects}
         assert "green" in colours and "red" not in colours, checker.check(result)
+
+
+def test_zoom_out_and_pan_fill_in_with_the_shipped_inpainting_unet(engine: Engine) -> None:
+    """The worker fills in the embedded model's zooms and pans with its own 9-channel inpainting UNet
+    (model/embedded/inpaint, `model.inpaint`): on 8 held-out scenes (`model.outpaint`) the new part is the scene's
+    background with nothing drawn in it, and the seam once the kept pixels are back is smaller than the blurred
+    start's; the model's plain UNet drew objects into most of those borders (model/README.md, "Filling in")."""
+    assert engine.inpainter.unet.config.in_channels == 9
+    figures = outpaint.evaluate(engine.pipe, 8, seed=0, steps=20, guidance=5.0, unet=engine.inpainter.unet)
+    for op in ("zoom", "pan"):
+        assert figures[op]["border_background"] == figures[op]["border_clean"] == 1.0, (op, figures[op])
+        assert figures[op]["seam"] < figures[op]["seam_canvas"], (op, figures[op])
