@@ -160,8 +160,12 @@ class Engine:
         with self._guarded(first, 4 * len(jobs), size, None):
             if strength is None:
                 return sample_batch(self.pipe, jobs, preview_interval_s, self._adapter_kwargs(first))
-            jobs = [dataclasses.replace(rows, image=_sized(rows.image, size)) for rows in jobs]
-            return sample_batch(self.img2img, jobs, preview_interval_s, self._adapter_kwargs(first), strength)
+            sized = []
+            for rows in jobs:
+                if rows.image is None:
+                    raise GenerationFailed("a variation in a batch has no source image")
+                sized.append(dataclasses.replace(rows, image=_sized(rows.image, size)))
+            return sample_batch(self.img2img, sized, preview_interval_s, self._adapter_kwargs(first), strength)
 
     def image_to_image(
         self,
@@ -372,10 +376,8 @@ class Engine:
         return pipe.image_processor.numpy_to_pil(pipe.image_processor.pt_to_numpy(images))
 
 
-def _sized(image: Image.Image | None, size: tuple[int, int]) -> Image.Image:
+def _sized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """An image-to-image call's starting image: RGB, resized (Lanczos) to `size` when it differs."""
-    if image is None:
-        raise GenerationFailed("a variation in a batch has no source image")
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
     return image.convert("RGB")

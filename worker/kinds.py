@@ -11,7 +11,8 @@ import dataclasses
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,13 +91,21 @@ def make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, 
         GenerationFailed: a malformed source, or a source image that expired and cannot be recreated (permanent).
         JobCancelled, TransientGenerationError: from the engine.
     """
+    with _metered(ctx, job_id) as meter:
+        output = _make(ctx, job_id, kind, spec, source, hooks, meter)
+    return dataclasses.replace(output, gpu_s=meter.seconds, work=meter.work)
+
+
+@contextmanager
+def _metered(ctx: Context, job_id: str) -> Iterator[_Meter]:
+    """A fresh meter for the job's engine calls; if the block raises, the time they held the device so far goes to
+    the job's `gpu_s` (a failed attempt's time is recorded, as a finished one's is with its outcome)."""
     meter = _Meter()
     try:
-        output = _make(ctx, job_id, kind, spec, source, hooks, meter)
+        yield meter
     except BaseException:
         jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
         raise
-    return dataclasses.replace(output, gpu_s=meter.seconds, work=meter.work)
 
 
 def _make(ctx: Context, job_id: str, kind: str, spec: JobSpec, source: dict[str, Any], hooks: Hooks, meter: _Meter
@@ -249,13 +258,9 @@ def vary_start(ctx: Context, job_id: str, spec: JobSpec, source: dict[str, Any],
         GenerationFailed: a malformed source, or a source image that expired and cannot be recreated (permanent).
         JobCancelled, TransientGenerationError: from recreating it.
     """
-    meter = _Meter()
-    try:
+    with _metered(ctx, job_id) as meter:
         parent, index = _parse_source(source)
         start = source_image(ctx, meter, parent, index, should_cancel, safety=safety_of(spec))
-    except BaseException:
-        jobs.add_gpu_seconds(ctx.conn, job_id, meter.seconds)
-        raise
     return Start(Image.open(io.BytesIO(start.png)), meter.seconds, meter.work)
 
 
