@@ -107,6 +107,14 @@ def test_vae_from_reuses_a_trained_autoencoder(quick_model, tmp_path):
     assert "VAE: taken from" in (out / "train.log").read_text()
 
 
+def test_unet_batch_sets_the_denoisers_rows_a_step(quick_model, tmp_path):
+    """--unet-batch overrides the plan's rows a denoiser step (the quick plan's 16), and the run's log records it."""
+    out = train.main(["--quick", "--steps-unet", "2", "--threads", "1", "--vae-from", str(quick_model),
+                      "--unet-batch", "4", "--out", str(tmp_path / "rows")])
+    log = (out / "train.log").read_text()
+    assert "'unet_batch': 4" in log and "'unet_batch': 16" not in log
+
+
 def test_loss_weights():
     """v-prediction (shipped): clamp(SNR, 1, gamma) / (SNR + 1), so the implied x0 error weighs 1 at the highest
     noise levels and gamma at most; eps: Min-SNR-gamma's min(SNR, gamma) / SNR (Hang et al. 2023)."""
