@@ -233,8 +233,10 @@ def test_redis_restarted_from_its_aof_with_100_jobs_waiting_runs_each_once_and_c
         try:
             started = time.monotonic()
             all_ids = [j for ids in made.values() for j in ids]
-            wait_until(lambda: all((r := jobs.get(conn, j)) is not None and r.final for j in all_ids),
-                       DRAIN_TIMEOUT_S, f"{WAITING_JOBS} jobs to end")
+            # concluded, not only final: a job's quota is settled right after its record turns final (worker.jobs)
+            wait_until(lambda: all((r := jobs.get(conn, j)) is not None and r.final
+                                   and not conn.exists(keys.quota_reservation(j)) for j in all_ids),
+                       DRAIN_TIMEOUT_S, f"{WAITING_JOBS} jobs to end and be settled")
             print(f"{WAITING_JOBS} jobs done {time.monotonic() - started:.1f} s after the worker started")
         finally:
             worker.stop()
