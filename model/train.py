@@ -34,6 +34,7 @@ from model.text import QUICK_TEXT, TextConfig, build_text_encoder, build_tokeniz
 from model.unet import (
     LATENT_32_UNET,
     QUICK_UNET,
+    TIMESTEP_SAMPLERS,
     UNetConfig,
     build_unet,
     diffusion_loss,
@@ -286,7 +287,7 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
         with autocast:
             text = text_encoder(tokens.to(args.device))[0]
             loss = diffusion_loss(unet, scheduler, latents[idx].to(args.device), text, plan.unet.min_snr_gamma,
-                                  generator=gen if args.device == "cpu" else None)
+                                  generator=gen if args.device == "cpu" else None, timesteps=plan.unet.timesteps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -330,6 +331,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--steps-unet", type=int, default=0, help="fixed number of UNet steps instead of minutes")
     p.add_argument("--unet-batch", type=int, default=0,
                    help="rows a denoiser step (0: the plan's, 32 on CPU, 256 on CUDA); fewer rows, more steps a minute")
+    p.add_argument("--timesteps", choices=TIMESTEP_SAMPLERS, default=None,
+                   help="how the denoiser's training draws t (default: the version's, uniform)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -348,6 +351,8 @@ def main(argv: list[str] | None = None) -> Path:
     plan = plan_for(args.quick, args.device, args.version)
     if args.unet_batch:
         plan = replace(plan, unet_batch=args.unet_batch)
+    if args.timesteps:
+        plan = replace(plan, unet=replace(plan.unet, timesteps=args.timesteps))
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

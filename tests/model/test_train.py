@@ -14,7 +14,15 @@ from PIL import Image
 from safetensors import safe_open
 
 from model import train
-from model.unet import LATENT_32_UNET, UNetConfig, build_unet, min_snr_weights, noise_scheduler
+from model.unet import (
+    LATENT_32_UNET,
+    NUM_TRAIN_TIMESTEPS,
+    UNetConfig,
+    build_unet,
+    min_snr_weights,
+    noise_scheduler,
+    sample_timesteps,
+)
 from model.vae import QUICK_VAE, VAEConfig, build_vae
 
 QUICK = ["--quick", "--steps-vae", "10", "--steps-unet", "10", "--threads", "1"]
@@ -113,6 +121,32 @@ def test_unet_batch_sets_the_denoisers_rows_a_step(quick_model, tmp_path):
                       "--unet-batch", "4", "--out", str(tmp_path / "rows")])
     log = (out / "train.log").read_text()
     assert "'unet_batch': 4" in log and "'unet_batch': 16" not in log
+
+
+def test_timesteps_flag_sets_how_the_denoiser_draws_t(quick_model, tmp_path):
+    """--timesteps picks the training density of t (the versions' default is uniform) and the run's log records it;
+    an unknown sampler is refused by the command line (exit code 2)."""
+    out = train.main(["--quick", "--steps-unet", "2", "--threads", "1", "--vae-from", str(quick_model),
+                      "--timesteps", "logit-normal", "--out", str(tmp_path / "ln")])
+    assert "'timesteps': 'logit-normal'" in (out / "train.log").read_text()
+    with pytest.raises(SystemExit) as refused:
+        train.main(["--quick", "--timesteps", "cubic", "--out", str(tmp_path / "bad")])
+    assert refused.value.code == 2
+
+
+def test_timestep_samplers_draw_their_densities():
+    """Uniform covers 0..T-1 evenly; logit-normal (t = T sigmoid(u), u ~ N(0, 1)) puts 68% of draws in the middle
+    [0.27 T, 0.73 T) against uniform's 46%, and almost none at the ends."""
+    n = 200_000
+    uniform = sample_timesteps(n, "uniform", torch.Generator().manual_seed(0))
+    logit = sample_timesteps(n, "logit-normal", torch.Generator().manual_seed(0))
+    for t in (uniform, logit):
+        assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) < NUM_TRAIN_TIMESTEPS
+    middle = [((t >= 270) & (t < 730)).float().mean().item() for t in (uniform, logit)]
+    assert abs(middle[0] - 0.46) < 0.01 and abs(middle[1] - 0.683) < 0.01
+    assert (logit >= 950).float().mean().item() < 0.005 and (uniform >= 950).float().mean().item() > 0.045
+    with pytest.raises(ValueError, match="unknown timestep sampler"):
+        sample_timesteps(4, "cubic")
 
 
 def test_loss_weights():
