@@ -17,6 +17,7 @@ from model import train
 from model.unet import (
     LATENT_32_UNET,
     NUM_TRAIN_TIMESTEPS,
+    SHAPE_BAND,
     UNetConfig,
     build_unet,
     min_snr_weights,
@@ -136,12 +137,17 @@ def test_timesteps_flag_sets_how_the_denoiser_draws_t(quick_model, tmp_path):
 
 def test_timestep_samplers_draw_their_densities():
     """Uniform covers 0..T-1 evenly; logit-normal (t = T sigmoid(u), u ~ N(0, 1)) puts 68% of draws in the middle
-    [0.27 T, 0.73 T) against uniform's 46%, and almost none at the ends."""
+    [0.27 T, 0.73 T) against uniform's 46%, and almost none at the ends; shape-band draws every other row below
+    SHAPE_BAND, so 62.5% of its draws fall there against uniform's 25%, and it still reaches t = T - 1."""
     n = 200_000
     uniform = sample_timesteps(n, "uniform", torch.Generator().manual_seed(0))
     logit = sample_timesteps(n, "logit-normal", torch.Generator().manual_seed(0))
-    for t in (uniform, logit):
+    band = sample_timesteps(n, "shape-band", torch.Generator().manual_seed(0))
+    for t in (uniform, logit, band):
         assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) < NUM_TRAIN_TIMESTEPS
+    assert SHAPE_BAND == 250 and int(band.max()) == NUM_TRAIN_TIMESTEPS - 1
+    assert abs((band < SHAPE_BAND).float().mean().item() - 0.625) < 0.01
+    assert int(band[1::2].max()) < SHAPE_BAND and abs((uniform < SHAPE_BAND).float().mean().item() - 0.25) < 0.01
     middle = [((t >= 270) & (t < 730)).float().mean().item() for t in (uniform, logit)]
     assert abs(middle[0] - 0.46) < 0.01 and abs(middle[1] - 0.683) < 0.01
     assert (logit >= 950).float().mean().item() < 0.005 and (uniform >= 950).float().mean().item() > 0.045
