@@ -121,8 +121,8 @@ def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> 
 TIMESTEP_SAMPLERS = ("uniform", "shape-band")
 SHAPE_BAND = 250
 """t below which the shipped model's samples decide their objects' shapes and colours: rendered with one caption
-until step k of 20 (DPM-Solver++) and another after it, 32 scenes end with the second caption's shape 84% of the
-time when the captions are swapped at t = 300, 72% at 250, 41% at 100 and 16% at 50 (`python -m model.decided`;
+until step k of 20 (DPM-Solver++) and another after it, 32 scenes end with the second caption's shape 78% of the
+time when the captions are swapped at t = 300, 66% at 250, 41% at 100 and 22% at 50 (`python -m model.decided`;
 model/README.md, session 11)."""
 
 
