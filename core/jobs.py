@@ -303,15 +303,23 @@ def wait(
     with _own_connection(conn) as listener, listener.pubsub(ignore_subscribe_messages=True) as pubsub:
         pubsub.subscribe(keys.job_events(job_id))
         record = get(conn, job_id)  # read after subscribing, so no event between the two is lost
+        # Subscribed before the outcome, this listener will receive its event, after every earlier one; the record
+        # (read on another connection) can turn final while they are still on their way.
+        outcome_coming = record is not None and not record.final
         while True:
             if record is None:
                 raise LookupError(f"no job {job_id}")
             if record.final:
-                # Events published before the outcome may still wait unread (the job can end between the
-                # subscription and the first read): hand them on too.
-                while (message := pubsub.get_message(timeout=0.0)) is not None:
-                    if message["type"] == "message" and on_event is not None:
-                        on_event(json.loads(message["data"]))
+                # Hand on the events still unread: up to the outcome's when it is coming, else those already here.
+                grace = WAIT_RECHECK_S if outcome_coming else 0.0
+                while (message := pubsub.get_message(timeout=grace)) is not None:
+                    if message["type"] != "message":
+                        continue
+                    event = json.loads(message["data"])
+                    if on_event is not None:
+                        on_event(event)
+                    if event.get("type") == "outcome":
+                        break
                 return record
             left = deadline - time.monotonic()
             if left <= 0:
@@ -323,6 +331,7 @@ def wait(
                     on_event(event)
                 if event.get("type") != "outcome":
                     continue
+                outcome_coming = False  # here already: nothing is left to wait for once the record shows it
             record = get(conn, job_id)
 
 
