@@ -306,30 +306,31 @@ def wait(
         # Subscribed before the outcome, this listener will receive its event, after every earlier one; the record
         # (read on another connection) can turn final while they are still on their way.
         outcome_coming = record is not None and not record.final
+
+        def hand_on(message: dict[str, Any] | None) -> bool:
+            """Pass a published event to `on_event`; True when it is the outcome's."""
+            if message is None or message["type"] != "message":
+                return False
+            event = json.loads(message["data"])
+            if on_event is not None:
+                on_event(event)
+            return bool(event.get("type") == "outcome")
+
         while True:
             if record is None:
                 raise LookupError(f"no job {job_id}")
             if record.final:
                 # Hand on the events still unread: up to the outcome's when it is coming, else those already here.
                 grace = WAIT_RECHECK_S if outcome_coming else 0.0
-                while (message := pubsub.get_message(timeout=grace)) is not None:
-                    if message["type"] != "message":
-                        continue
-                    event = json.loads(message["data"])
-                    if on_event is not None:
-                        on_event(event)
-                    if event.get("type") == "outcome":
-                        break
+                while (message := pubsub.get_message(timeout=grace)) is not None and not hand_on(message):
+                    pass
                 return record
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"job {job_id} is still {record.state} after {timeout_s:g} s")
             message = pubsub.get_message(timeout=min(left, WAIT_RECHECK_S))
             if message is not None and message["type"] == "message":
-                event = json.loads(message["data"])
-                if on_event is not None:
-                    on_event(event)
-                if event.get("type") != "outcome":
+                if not hand_on(message):
                     continue
                 outcome_coming = False  # here already: nothing is left to wait for once the record shows it
             record = get(conn, job_id)
