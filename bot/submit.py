@@ -218,12 +218,14 @@ async def reserve(
 
 
 async def admitting(bot: ImagineBot, call: quotas.AdmitCall, script: Awaitable[T]) -> T:
-    """Await the admission script; when the wait is cut short (the 2 s before the acknowledgement ran out while
-    Redis hung), the script may still run once Redis answers: its jobs are released then (`release_later`), so a
-    member told "try again" is not held at their cap until the reservation backstop."""
+    """Await the admission script. When the wait is cut short (the 2 s before the acknowledgement ran out while
+    Redis hung), the script may still run once Redis answers; when the connection broke, it may have run before
+    Redis stopped without its answer reaching the bot (found by `python -m bench chaos`). Either way the member is
+    told "try again", so the request's jobs are released once Redis answers (`release_later`): they are not held at
+    their cap until the reservation backstop."""
     try:
         return await script
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, redis.ConnectionError, redis.TimeoutError):
         bot.background(release_later(bot, call.request.job_ids, recheck_s=RELEASE_RECHECK_S))
         raise
 

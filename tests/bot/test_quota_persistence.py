@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
 import quotas
-from bench.redis_server import free_port, redis_server
+from bench.redis_server import free_port, redis_command, redis_server, wait_ready
 from bot import submit
 from core import keys, prompt
+from core.errors import QUEUE_UNREACHABLE
 from discord_emulator import DiscordEmulator, User
 from quotas import TierSettings, Who
 from tests.bot.conftest import REGISTRY, eventually, running_bot
@@ -89,3 +93,79 @@ async def test_jobs_not_queued_while_redis_was_down_are_refunded_once_it_is_back
             await asyncio.wait_for(retry, submit.RELEASE_RETRY_S * 3)
             assert not conn.exists(keys.quota_reservation(admitted.job_ids[0]))
             assert conn.hlen(keys.quota_active(who.member)) == 0
+
+
+@contextlib.asynccontextmanager
+async def holding_one_reply(redis_port: int, marker: bytes) -> AsyncIterator[int]:
+    """A TCP proxy to Redis on a port of its own (yielded) that passes everything, except that on the first
+    connection to send a command containing `marker` it passes the command on and drops whatever Redis answers:
+    Redis runs it, the client never hears back (until Redis stops and the proxy closes that connection too)."""
+    state = {"used": False}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        holding = False
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", redis_port)
+        except OSError:  # Redis is stopped: refuse, as its own port would
+            writer.close()
+            return
+
+        async def upstream() -> None:
+            nonlocal holding
+            while data := await reader.read(65536):
+                if marker in data and not state["used"]:
+                    state["used"] = holding = True
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if not holding:
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        writer.close()
+        up_writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_an_admission_whose_answer_redis_never_sent_is_released_once_it_is_back(
+    discord_emulator: DiscordEmulator, tmp_path: Path, alice: User
+) -> None:
+    """Redis runs /imagine's admission script and stops before its answer reaches the bot (as `python -m bench
+    chaos` once caught it doing): the member is told the queue is unreachable, so once Redis is back from its AOF the
+    bot releases what the script reserved; the member is not held at their cap for the ledger's 15-minute backstop."""
+    port = free_port()
+    who = Who(discord_emulator.state.guild_id, str(alice.id))
+    command = redis_command(tmp_path, port, appendonly=True)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    try:
+        wait_ready(server, f"redis://127.0.0.1:{port}/0", tmp_path)
+        direct.script_load(submit.GUARDED_ADMIT.text)  # EVALSHA runs it: the command the proxy holds the answer of
+        async with holding_one_reply(port, submit.GUARDED_ADMIT.sha.encode()) as proxy_port:
+            conn = redis.Redis.from_url(f"redis://127.0.0.1:{proxy_port}/0", socket_timeout=2)
+            async with running_bot(discord_emulator, conn):
+                pending = await discord_emulator.send_slash_command(user=alice, name="imagine",
+                                                                    options={"prompt": "a kite"})
+                await eventually(lambda: direct.hlen(keys.quota_active(who.member)) == 1)  # the script ran
+                server.terminate()  # SIGTERM: Redis writes its AOF and stops, the answer unsent
+                server.wait(timeout=10)
+                await pending.wait_acknowledged()
+                assert [m.content for m in pending.ephemeral_messages] == [QUEUE_UNREACHABLE]
+                server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                await asyncio.to_thread(wait_ready, server, f"redis://127.0.0.1:{port}/0", tmp_path)
+                await eventually(lambda: direct.hlen(keys.quota_active(who.member)) == 0,
+                                 timeout=submit.RELEASE_RETRY_S * 3)
+                assert direct.zcard(keys.quota_reservations()) == 0 and not direct.keys(f"{keys.PREFIX}:job:*")
+            conn.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        direct.close()
