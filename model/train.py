@@ -245,6 +245,11 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
     return mu * s, ids
 
 
+def kept_snapshot(checkpoints: Path, step: int) -> Path:
+    """Where `--keep-every` keeps the denoiser's EMA weights at `step`."""
+    return checkpoints / f"unet-ema-{step}.pt"
+
+
 def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids: torch.Tensor, ckpt: Path
                ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Stage 3: the Min-SNR v-prediction loss, the caption dropped to "" now and then; returns the EMA weights."""
@@ -271,7 +276,7 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
     def checkpoint(done: bool) -> None:
         _save(ckpt, {"unet": unet.state_dict(), "text": text_encoder.state_dict(), "opt": opt.state_dict(),
                      "ema": ema.state_dict(), "gen": gen.get_state(), "step": budget.step, "spent_s": budget.spent_s,
-                     "done": done})
+                     "done": done, "plan": plan})
 
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=args.device.startswith("cuda"))
     unet.train()
@@ -296,6 +301,9 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
         budget.tick(loss=loss.item())
         if budget.step % 100 == 0:
             log.info("UNet step %d %.0fs loss %.4f", budget.step, budget.spent_s, loss.item())
+        if args.keep_every and budget.step % args.keep_every == 0:  # the learning curve, read by `model.snapshot`
+            _save(kept_snapshot(ckpt.parent, budget.step), {"ema": ema.state_dict(), "step": budget.step,
+                                                           "plan": plan})
         if time.monotonic() - last_ckpt > CHECKPOINT_EVERY_S:
             checkpoint(False)
             last_ckpt = time.monotonic()
@@ -331,6 +339,10 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--steps-unet", type=int, default=0, help="fixed number of UNet steps instead of minutes")
     p.add_argument("--unet-batch", type=int, default=0,
                    help="rows a denoiser step (0: the plan's, 32 on CPU, 256 on CUDA); fewer rows, more steps a minute")
+    p.add_argument("--unet-lr", type=float, default=None,
+                   help="the denoiser's peak learning rate (default: the plan's, 5e-4 on CPU, 1e-3 on CUDA)")
+    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+                   help="also keep the denoiser's EMA weights every N steps (read them with python -m model.snapshot)")
     p.add_argument("--timesteps", choices=TIMESTEP_SAMPLERS, default=None,
                    help="how the denoiser's training draws t (default: the version's, uniform)")
     p.add_argument("--seed", type=int, default=0)
@@ -353,6 +365,12 @@ def main(argv: list[str] | None = None) -> Path:
         plan = replace(plan, unet_batch=args.unet_batch)
     if args.timesteps:
         plan = replace(plan, unet=replace(plan.unet, timesteps=args.timesteps))
+    if args.unet_lr is not None:
+        if not (math.isfinite(args.unet_lr) and 0 < args.unet_lr < 1):
+            p.error(f"--unet-lr must be between 0 and 1, not {args.unet_lr:g}")
+        plan = replace(plan, unet_lr=args.unet_lr)
+    if args.keep_every < 0:
+        p.error("--keep-every must be 0 (off) or a number of steps")
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

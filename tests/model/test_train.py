@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
 from PIL import Image
 from safetensors import safe_open
 
-from model import train
+from model import snapshot, train
 from model.unet import (
     LATENT_32_UNET,
     NUM_TRAIN_TIMESTEPS,
@@ -132,6 +132,35 @@ def test_timesteps_flag_sets_how_the_denoiser_draws_t(quick_model, tmp_path):
     assert "'timesteps': 'shape-band'" in (out / "train.log").read_text()
     with pytest.raises(SystemExit) as refused:
         train.main(["--quick", "--timesteps", "cubic", "--out", str(tmp_path / "bad")])
+    assert refused.value.code == 2
+
+
+def test_kept_snapshots_export_the_learning_curve_as_pipelines(quick_model, tmp_path):
+    """--keep-every keeps the denoiser's EMA weights every N steps and --unet-lr sets its peak learning rate (the log
+    records it); `model.snapshot` saves the pipeline of a kept step, and of the latest checkpoint, which is the one
+    the run shipped, weight for weight."""
+    run = train.main(["--quick", "--steps-unet", "4", "--threads", "1", "--vae-from", str(quick_model),
+                      "--keep-every", "2", "--unet-lr", "2e-3", "--out", str(tmp_path / "run")])
+    assert "'unet_lr': 0.002" in (run / "train.log").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").glob("unet-ema-*.pt")) == ["unet-ema-2.pt", "unet-ema-4.pt"]
+    assert snapshot.export(run, tmp_path / "at2", step=2) == 2 and snapshot.export(run, tmp_path / "last") == 4
+    file = "unet/diffusion_pytorch_model.safetensors"
+    with safe_open(run / file, "pt") as shipped, safe_open(tmp_path / "last" / file, "pt") as last, \
+            safe_open(tmp_path / "at2" / file, "pt") as early:
+        assert all(torch.equal(shipped.get_tensor(k), last.get_tensor(k)) for k in shipped.keys())
+        assert not all(torch.equal(shipped.get_tensor(k), early.get_tensor(k)) for k in shipped.keys())
+    assert DiffusionPipeline.from_pretrained(tmp_path / "at2").vae.config.scaling_factor == pytest.approx(
+        DiffusionPipeline.from_pretrained(run).vae.config.scaling_factor)
+
+
+def test_bad_learning_curve_arguments_exit_2(quick_model, tmp_path):
+    """A learning rate outside (0, 1), a negative --keep-every, or a step that was not kept: exit code 2."""
+    for bad in (["--unet-lr", "0"], ["--unet-lr", "nan"], ["--keep-every", "-1"]):
+        with pytest.raises(SystemExit) as refused:
+            train.main(["--quick", *bad, "--out", str(tmp_path / "bad")])
+        assert refused.value.code == 2, bad
+    with pytest.raises(SystemExit) as refused:
+        snapshot.main([str(quick_model), "--step", "3", "--out", str(tmp_path / "none")])
     assert refused.value.code == 2
 
 
