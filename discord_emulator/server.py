@@ -6,22 +6,22 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import random
 import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 import discord_emulator.payloads as payloads
+from discord_emulator.faults import Injection
 from discord_emulator.gateway import CLOSE_UNKNOWN_ERROR, Gateway, Session
 from discord_emulator.oauth import OAuthRoutes
+from discord_emulator.pending import DEFAULT_WAIT_S, PendingInteraction
 from discord_emulator.rest import FILES, JSON_BODY, BotRoutes, DiscordError, apply_message_body, json_response
-from discord_emulator.state import Attachment, Callback, Interaction, Message, RequestRecord, Role, State, User
+from discord_emulator.state import Attachment, Interaction, Message, RequestRecord, Role, State, User
 from discord_emulator.webhooks import InteractionRoutes
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ T = TypeVar("T")
 
 API_PREFIX = "/api/v10"
 GATEWAY_PATH = "/gateway"
-DEFAULT_WAIT_S = 5.0
 UNAUTHENTICATED_PREFIXES = ("/interactions/", "/webhooks/", "/oauth2/token")
 """Routes authenticated by the interaction/webhook token in the path (or the OAuth2 client's secret) instead of the
 bot token."""
@@ -38,97 +37,11 @@ BEARER_PREFIX = "/users/@me"
 """Routes a user's OAuth2 access token (`Authorization: Bearer`) may call (`discord_emulator.oauth`)."""
 
 
-@dataclass
-class Injection:
-    """A fault to answer instead of the real handler: `times` more requests matching method and path regex (with
-    `rate` < 1, each matching request draws: only that fraction of them is answered with the fault)."""
-
-    method: str
-    path: re.Pattern[str]
-    status: int
-    times: int
-    retry_after_s: float
-    is_global: bool
-    rate: float = 1.0
-    rng: random.Random = field(default_factory=random.Random)
-    hits: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        if not (self.times > 0 and self.method in ("*", method) and self.path.search(path)):
-            return False
-        return self.rate >= 1.0 or self.rng.random() < self.rate
-
-    def response(self) -> web.Response:
-        if self.status != 429:
-            return json_response({"message": f"{self.status}: Emulated server error", "code": 0}, self.status)
-        headers = payloads.ratelimit_headers("emulated-injected", self.retry_after_s, remaining=0)
-        # discord.py takes a 429 without Via for a Cloudflare ban and does not retry it.
-        headers |= {"Via": "1.1 google", "Retry-After": str(math.ceil(self.retry_after_s))}
-        headers |= {"X-RateLimit-Scope": "global" if self.is_global else "user"}
-        if self.is_global:
-            headers["X-RateLimit-Global"] = "true"
-        body = {
-            "message": "You are being rate limited.",
-            "retry_after": self.retry_after_s,
-            "global": self.is_global,
-            "code": 0,
-        }
-        return json_response(body, 429, headers)
-
-
 SELECT_MENU = 3
 """Component type of a string select menu."""
 
 MODAL_SUBMIT = 5
 """Interaction type of a submitted modal."""
-
-
-@dataclass
-class PendingInteraction:
-    """An interaction the emulator dispatched; await its acknowledgement and read what the bot answered."""
-
-    emu: DiscordEmulator
-    record: Interaction
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def token(self) -> str:
-        return self.record.token
-
-    async def wait_acknowledged(self, timeout: float = DEFAULT_WAIT_S) -> Callback:
-        """The callback (type, data, seconds from dispatch) once the bot acknowledged the interaction."""
-        return await self.emu.wait_until(lambda: self.record.callback, timeout)
-
-    async def wait_original(
-        self, predicate: Callable[[Message], bool] | None = None, timeout: float = DEFAULT_WAIT_S
-    ) -> Message:
-        """The interaction's "original" message once it exists (and satisfies the predicate)."""
-
-        def ready() -> Message | None:
-            message = self.emu.state.messages.get(self.record.original_id or "")
-            return message if message and (predicate is None or predicate(message)) else None
-
-        return await self.emu.wait_until(ready, timeout)
-
-    @property
-    def original(self) -> Message | None:
-        return self.emu.state.messages.get(self.record.original_id or "")
-
-    @property
-    def followups(self) -> list[Message]:
-        return [self.emu.state.messages[m] for m in self.record.followup_ids]
-
-    @property
-    def ephemeral_messages(self) -> list[Message]:
-        """Ephemeral messages this interaction produced (seen only by its user), oldest first."""
-        return [self.emu.state.messages[m] for m in self.record.ephemeral_ids]
-
-    def expire(self) -> None:
-        """Make the token answer 401 50027 from now on, as 15 minutes after the interaction."""
-        self.record.expired = True
 
 
 class DiscordEmulator:
