@@ -27,13 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +39,10 @@ import aiohttp
 import redis
 
 from bench.chaos_count import Fault, count, job_ids, job_of, outcome_shown, recoveries, running_jobs, settled
-from bench.interactions import REPO, EmulatorProcess, live_sessions, start_bot, start_emulator, stop
-from bench.redis_server import free_port, redis_command, wait_ready
+from bench.chaos_procs import MODEL, POLL_S, RedisProcess, Workers, quietly
+from bench.interactions import EmulatorProcess, live_sessions, start_bot, start_emulator, stop
 from core import buttons, jobs, keys
-from core.models import tiny_model
 
-MODEL = tiny_model()
 LANES = tuple(keys.queue_name(MODEL.name, mode) for mode in ("fast", "relax"))
 
 REDIS_DOWN_S = 3.0
@@ -65,14 +60,9 @@ ANSWER_WAIT_S = 10.0
 SETTLE_TIMEOUT_S = 180.0
 """After the faults stop, how long every job may take to end and every outcome to be delivered."""
 
-WORKER_START_TIMEOUT_S = 120.0
-"""A worker imports torch and builds the tiny pipeline: seconds, more on a busy 2-core machine."""
-
 FAULT_RECOVERY_LIMIT_S = 120.0
 """What a fault's recovery must stay under (the issue's 2 minutes)."""
 
-POLL_S = 0.5
-"""Interval of a member's and the controller's polls (Redis publishes nothing they could wait on instead)."""
 
 ACTIONS = (("imagine", 4), ("u", 2), ("v", 2), ("reroll", 1), ("cancel", 1))
 """What a member does next, with its weight; a button needs a grid to click under, else it runs /imagine."""
@@ -103,92 +93,12 @@ class Submitted:
     text: str = ""  # what a refusal said
 
 
-# -- processes ---------------------------------------------------------------------------------------------------
-
-
-class RedisProcess:
-    """redis-server with an append-only file on a fixed port, stopped and started again from that file."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir, self.port = workdir, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = redis_command(self.workdir, self.port, appendonly=True)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(self.proc, self.url, self.workdir)
-
-    def stop(self) -> None:
-        """SIGTERM: redis-server flushes its AOF and exits."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
-class Workers:
-    """The worker processes; each replacement gets a new name (RQ keeps a dead worker's name registered a while)."""
-
-    def __init__(self, redis_url: str, emu: EmulatorProcess, workdir: Path) -> None:
-        self.workdir, self.started = workdir, 0
-        self.env = os.environ | {
-            "REDIS_URL": redis_url, "MODEL": MODEL.source, "WORKER_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1", "DISCORD_API_BASE": emu.env["DISCORD_API_BASE"],
-            "DISCORD_TOKEN": emu.env["DISCORD_TOKEN"],
-        }  # fmt: skip
-        self.running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
-
-    def start(self) -> str:
-        self.started += 1
-        name = f"chaos-worker-{self.started}"
-        with open(self.workdir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "worker", "--name", name], cwd=REPO, env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        self.running[name] = (proc, time.time())
-        return name
-
-    async def ready(self, conn: redis.Redis, name: str) -> float:
-        """Until the worker registered with RQ; the Unix time it did."""
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        while not await _quietly(lambda: conn.exists(f"rq:worker:{name}")):
-            proc = self.running[name][0]
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker {name} did not start (exit {proc.returncode}); see its log")
-            await asyncio.sleep(POLL_S)
-        return time.time()
-
-    def kill_oldest(self) -> str:
-        name = min(self.running, key=lambda n: self.running[n][1])
-        proc, _ = self.running.pop(name)
-        proc.kill()
-        proc.wait()
-        return name
-
-    def stop_all(self) -> None:
-        for proc, _ in self.running.values():
-            proc.terminate()
-        for proc, _ in self.running.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 _T0 = time.monotonic()
 
 
 def note(text: str) -> None:
     """A progress line on stderr (the JSON figures go to stdout): what a stuck run was doing shows in its log."""
     print(f"[chaos {time.monotonic() - _T0:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-
-async def _quietly(read: Callable[[], Any]) -> Any:
-    """`read()` (a Redis read), or None while Redis is down: the bench's own reads ride out its restarts."""
-    try:
-        return read()
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-        return None
 
 
 # -- members -----------------------------------------------------------------------------------------------------
@@ -258,7 +168,7 @@ class Driver:
                     grid = (shown["id"], record.job_id)
 
     async def latest_job(self, owner: str) -> str | None:
-        value = await _quietly(lambda: self.conn.lindex(keys.user_jobs(owner), 0))
+        value = await quietly(lambda: self.conn.lindex(keys.user_jobs(owner), 0))
         return value.decode() if isinstance(value, bytes) else None
 
     async def new_job(self, owner: str, before: str | None, interaction_id: str, record: Submitted) -> str | None:
@@ -282,8 +192,8 @@ class Driver:
         """The job's record once it is final and its outcome delivered; None if that takes over JOB_WAIT_S."""
         deadline = time.monotonic() + JOB_WAIT_S
         while time.monotonic() < deadline:
-            record = await _quietly(lambda: jobs.get(self.conn, job_id))
-            if record is not None and await _quietly(functools.partial(outcome_shown, self.conn, record)):
+            record = await quietly(lambda: jobs.get(self.conn, job_id))
+            if record is not None and await quietly(functools.partial(outcome_shown, self.conn, record)):
                 return record
             await asyncio.sleep(POLL_S)
         return None
@@ -340,7 +250,7 @@ class Controller:
             self.injected = int((await response.json())["hits"])
 
     async def kill_worker(self) -> None:
-        running = await _quietly(lambda: running_jobs(self.conn))
+        running = await quietly(lambda: running_jobs(self.conn))
         name = self.workers.kill_oldest()
         killed_at = time.time()
         replacement = self.workers.start()
@@ -399,7 +309,7 @@ async def _run(config: ChaosConfig, workdir: Path) -> dict[str, Any]:
             note("members done, faults lifted: waiting for every job to settle")
             lifted = time.monotonic()
             deadline = lifted + SETTLE_TIMEOUT_S
-            while not await _quietly(lambda: settled(conn, LANES)) and time.monotonic() < deadline:
+            while not await quietly(lambda: settled(conn, LANES)) and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
             settle_s = time.monotonic() - lifted if time.monotonic() < deadline else None
             note(f"settled in {settle_s:.1f} s" if settle_s is not None else "NOT SETTLED: counting anyway")
