@@ -5,17 +5,20 @@ model never saw in training (`model.data.HELD_OUT`). Each image is read back by 
 (`model.checker`) and scored against the scene the prompt describes (`model.data.parse_caption`, so a position the
 prompt does not say is not checked); `strict_shape` also asks for the corners and fill a person would name the shape
 by (`model.checker.strict_shape`). Samplers: DPM-Solver++ (the default, as the worker loads every model) at the
-default and at 4, 8 and 20 steps, and plain ancestral DDPM at 1000 steps, each with its time per image. The checker's
-own accuracy on ground-truth images is reported alongside, as the ceiling of these figures, and so is the autoencoder's
-alone: held-out PSNR and the checker's accuracy on its reconstructions (colours and thin shapes kept or not). Last,
-how well it fills in around a kept image for Zoom Out 2x and Pan (`model.outpaint`: the new part's background and
-cleanness, the kept part's fidelity, the seam), with the model's own UNet and, when the folder has one, its
-inpainting UNet (`inpaint/unet`, `model.inpaint`).
+default and at 4, 8 and 20 steps, and plain ancestral DDPM at 1000 steps, each with its time per image; and, at the
+default steps, 24 prompts "a <colour> square on a <colour> background" (`squares`), the issue's example, whose
+`strict_shape` says how many squares kept their corners. The checker's own accuracy on ground-truth images is
+reported alongside, as the ceiling of these figures, and so is the autoencoder's alone: held-out PSNR and the
+checker's accuracy on its reconstructions (colours and thin shapes kept or not). Last, how well it fills in around a
+kept image for Zoom Out 2x and Pan (`model.outpaint`: the new part's background and cleanness, the kept part's
+fidelity, the seam), with the model's own UNet and, when the folder has one, its inpainting UNet (`inpaint/unet`,
+`model.inpaint`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
 
 from model import checker, outpaint
-from model.data import make_dataset, parse_caption
+from model.data import COLOURS, make_dataset, parse_caption
 from model.vae import psnr, reconstruct, to_tensor
 
 DEFAULT_MODEL = Path(__file__).parent / "embedded"
@@ -66,6 +69,14 @@ def accuracy(images: list[np.ndarray], prompts: list[str]) -> dict[str, float]:
     return {key: float(np.mean([s[key] for s in scores])) for key in ATTRIBUTES}
 
 
+def square_prompts(n: int, seed: int = 0) -> list[str]:
+    """`n` prompts "a <colour> square on a <colour> background", distinct colour pairs drawn with `seed`: the issue's
+    own example ("a blue square on a black background"), where a person sees at once whether a square has corners."""
+    pairs = list(itertools.permutations(COLOURS, 2))
+    chosen = np.random.default_rng(seed).choice(len(pairs), min(n, len(pairs)), replace=False)
+    return [f"a {pairs[i][0]} square on a {pairs[i][1]} background" for i in chosen]
+
+
 def vae_fidelity(pipe: DiffusionPipeline, n: int, seed: int) -> dict[str, float]:
     """The autoencoder alone: held-out PSNR of D(mu(x)), and the checker's accuracy on those reconstructions."""
     images, _, scenes = make_dataset(n, seed=seed + 20_000, split="heldout")
@@ -80,7 +91,7 @@ def vae_fidelity(pipe: DiffusionPipeline, n: int, seed: int) -> dict[str, float]
 
 
 def evaluate(folder: Path, n: int = 64, n_ddpm: int = 16, seed: int = 0, guidance: float = DEFAULT_GUIDANCE,
-             device: str = "cpu", validate_n: int = 500, n_outpaint: int = 32) -> dict:
+             device: str = "cpu", validate_n: int = 500, n_outpaint: int = 32, n_squares: int = 24) -> dict:
     """The figures `python -m model.evaluate` prints."""
     pipe = load(folder, device)
     _, prompts, _ = make_dataset(n, seed=seed + 10_000, split="heldout")
@@ -89,6 +100,12 @@ def evaluate(folder: Path, n: int = 64, n_ddpm: int = 16, seed: int = 0, guidanc
         images, per_image = render(pipe, prompts, steps, guidance, seed)
         result[f"dpm++ {steps} steps"] = {**accuracy(images, prompts), "s_per_image": round(per_image, 4)}
     result["default"] = {"steps": DEFAULT_STEPS, **result[f"dpm++ {DEFAULT_STEPS} steps"]}
+    if n_squares:
+        squares = square_prompts(n_squares, seed)
+        images, _ = render(pipe, squares, DEFAULT_STEPS, guidance, seed)
+        read = accuracy(images, squares)
+        result["squares"] = {"prompts": len(squares), "steps": DEFAULT_STEPS,
+                             **{key: read[key] for key in ("background", "colour", "shape", "strict_shape")}}
     if n_ddpm:
         # steps_offset=0: with the saved 1, DDPM's "leading" spacing would run t = 1000..1 instead of 999..0
         pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, steps_offset=0, clip_sample=False)
@@ -119,9 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--validate-n", type=int, default=500, help="ground-truth images to validate the checker on")
     p.add_argument("--n-outpaint", type=int, default=32, help="held-out scenes zoomed out and panned (0 skips it)")
+    p.add_argument("--n-squares", type=int, default=24,
+                   help='"a <colour> square on a <colour> background" prompts, read for corners (0 skips them)')
     args = p.parse_args(argv)
     print(json.dumps(evaluate(args.model, args.n, args.n_ddpm, args.seed, args.guidance, args.device,
-                              args.validate_n, args.n_outpaint), indent=1))
+                              args.validate_n, args.n_outpaint, args.n_squares), indent=1))
 
 
 if __name__ == "__main__":

@@ -196,11 +196,13 @@ def test_loss_weights():
 
 def test_evaluate_reports_every_sampler(quick_model):
     """model.evaluate scores the autoencoder and each DPM-Solver++ step count per attribute, with time per image,
-    and the fill-in of Zoom Out 2x and Pan."""
+    the square prompts, and the fill-in of Zoom Out 2x and Pan."""
     from model.evaluate import evaluate
 
-    result = evaluate(quick_model, n=2, n_ddpm=0, validate_n=0, n_outpaint=2)
+    result = evaluate(quick_model, n=2, n_ddpm=0, validate_n=0, n_outpaint=2, n_squares=3)
     assert 0.0 <= result["vae"]["psnr_db"] < 100
+    assert set(result["squares"]) == {"prompts", "steps", "background", "colour", "shape", "strict_shape"}
+    assert result["squares"]["prompts"] == 3 and 0 <= result["squares"]["strict_shape"] <= 1
     for name in ("dpm++ 4 steps", "dpm++ 8 steps", "dpm++ 20 steps", "default"):
         assert set(result[name]) >= {"background", "colour", "shape", "position", "s_per_image"}, name
     for op in ("zoom", "pan"):
@@ -239,3 +241,17 @@ def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
             assert v.shape == z.shape
     assert 3.0e6 < sum(p.numel() for p in unet.parameters()) < 3.3e6
     assert (train.plan_for(False, "cpu").vae, train.plan_for(False, "cpu").unet) == (VAEConfig(), UNetConfig())
+
+
+def test_square_prompts_are_distinct_colour_pairs_the_checker_reads():
+    """The square prompts: distinct pairs of two different colours, the same for a seed, each parsed by the checker's
+    caption reader as one square of that colour on that background."""
+    from model.data import parse_caption
+    from model.evaluate import square_prompts
+
+    prompts = square_prompts(24, seed=0)
+    assert len(set(prompts)) == 24 and prompts == square_prompts(24, seed=0) != square_prompts(24, seed=1)
+    for prompt in prompts:
+        scene = parse_caption(prompt)
+        (shape,) = scene.objects
+        assert shape.shape == "square" and shape.colour != scene.background, prompt
