@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ from typing import Any
 import redis
 
 import quotas
-from bench.redis_server import free_port, redis_command, redis_server, wait_ready
+from bench.chaos_procs import RedisProcess
+from bench.redis_server import free_port, redis_server
 from bot import submit
 from core import keys, prompt
 from core.errors import QUEUE_UNREACHABLE
@@ -141,31 +141,26 @@ async def test_an_admission_whose_answer_redis_never_sent_is_released_once_it_is
     """Redis runs /imagine's admission script and stops before its answer reaches the bot (as `python -m bench
     chaos` once caught it doing): the member is told the queue is unreachable, so once Redis is back from its AOF the
     bot releases what the script reserved; the member is not held at their cap for the ledger's 15-minute backstop."""
-    port = free_port()
     who = Who(discord_emulator.state.guild_id, str(alice.id))
-    command = redis_command(tmp_path, port, appendonly=True)
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    direct = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    redis_proc = RedisProcess(tmp_path)  # redis-server with its AOF on a fixed port, stopped and started again
+    redis_proc.start()
+    direct = redis.Redis.from_url(redis_proc.url, socket_timeout=2)
     try:
-        wait_ready(server, f"redis://127.0.0.1:{port}/0", tmp_path)
         direct.script_load(submit.GUARDED_ADMIT.text)  # EVALSHA runs it: the command the proxy holds the answer of
-        async with holding_one_reply(port, submit.GUARDED_ADMIT.sha.encode()) as proxy_port:
+        async with holding_one_reply(redis_proc.port, submit.GUARDED_ADMIT.sha.encode()) as proxy_port:
             conn = redis.Redis.from_url(f"redis://127.0.0.1:{proxy_port}/0", socket_timeout=2)
             async with running_bot(discord_emulator, conn):
                 pending = await discord_emulator.send_slash_command(user=alice, name="imagine",
                                                                     options={"prompt": "a kite"})
                 await eventually(lambda: direct.hlen(keys.quota_active(who.member)) == 1)  # the script ran
-                server.terminate()  # SIGTERM: Redis writes its AOF and stops, the answer unsent
-                server.wait(timeout=10)
+                redis_proc.stop()  # SIGTERM: Redis writes its AOF and stops, the answer unsent
                 await pending.wait_acknowledged()
                 assert [m.content for m in pending.ephemeral_messages] == [QUEUE_UNREACHABLE]
-                server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                await asyncio.to_thread(wait_ready, server, f"redis://127.0.0.1:{port}/0", tmp_path)
+                await asyncio.to_thread(redis_proc.start)
                 await eventually(lambda: direct.hlen(keys.quota_active(who.member)) == 0,
                                  timeout=submit.RELEASE_RETRY_S * 3)
                 assert direct.zcard(keys.quota_reservations()) == 0 and not direct.keys(f"{keys.PREFIX}:job:*")
             conn.close()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        redis_proc.stop()
         direct.close()
