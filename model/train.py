@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
+from transformers import CLIPTextModel
 
 from model.data import caption, make_dataset
 from model.text import QUICK_TEXT, TextConfig, build_text_encoder, build_tokenizer
@@ -223,9 +224,28 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) ->
     return vae
 
 
+def pretrained_denoiser(folder: Path, plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
+    """The fp32 weights of a saved pipeline's denoiser and text encoder, to continue training them (`--unet-from`);
+    ValueError when they are not the plan's shapes (another version's model)."""
+    weights = {
+        "unet": UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32).state_dict(),
+        "text": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).state_dict(),
+    }
+    factor = 2 ** (len(plan.vae.channels) - 1)
+    expected = {"unet": build_unet(plan.unet, plan.vae.latent_channels, plan.vae.sample_size // factor,
+                                   plan.text.width).state_dict(),
+                "text": build_text_encoder(plan.text, build_tokenizer(plan.text.max_tokens)).state_dict()}
+    for part, sd in expected.items():
+        got = {k: tuple(v.shape) for k, v in weights[part].items()}
+        if got != {k: tuple(v.shape) for k, v in sd.items()}:
+            raise ValueError(f"the {part} in {folder} is not this version's shape")
+    return weights
+
+
 def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, path: Path
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage 2: scaled posterior means of a captioned pool, and token ids of two phrasings per image."""
+    """Stage 2: scaled posterior means of a captioned pool, and token ids of two phrasings per image. A denoiser
+    continued from a saved pipeline (`--unet-from`) keeps that pipeline's scaling factor: its latent space."""
     if path.exists():
         cached = torch.load(path)
         vae.register_to_config(scaling_factor=float(cached["scaling_factor"]))
@@ -239,6 +259,8 @@ def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, pa
                     return_tensors="pt").input_ids.view(2, len(scenes), -1).transpose(0, 1).contiguous()
     mu = encode_latents(vae, to_tensor(images).to(args.device)).cpu()
     s = plan.unet.input_scale * scaling_factor(mu)  # the denoiser's latents have std `input_scale`
+    if args.unet_from:
+        s = float(AutoencoderKL.load_config(args.unet_from / "vae")["scaling_factor"])
     vae.register_to_config(scaling_factor=s)
     log.info("latents: %s in %.0fs, scaling_factor %.4f", tuple(mu.shape), time.monotonic() - started, s)
     _save(path, {"latents": mu * s, "ids": ids, "scaling_factor": s})
@@ -257,13 +279,18 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
     tokenizer = build_tokenizer(plan.text.max_tokens)
     text_encoder = build_text_encoder(plan.text, tokenizer).to(args.device)
     unet = build_unet(plan.unet, latents.shape[1], latents.shape[-1], plan.text.width).to(args.device)
+    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    if state is None and args.unet_from:  # continue a saved model's denoiser (its EMA weights) with a fresh optimizer
+        weights = pretrained_denoiser(args.unet_from, plan)
+        unet.load_state_dict(weights["unet"])
+        text_encoder.load_state_dict(weights["text"])
+        log.info("UNet and text encoder: continued from %s", args.unet_from)
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = adamw(params, plan.unet_lr, weight_decay=0.01)
     ema = ema_of(params, plan.unet.ema_decay)
     scheduler = noise_scheduler(plan.unet.prediction)
     empty = tokenizer("", padding="max_length", max_length=plan.text.max_tokens, return_tensors="pt").input_ids[0]
     gen = torch.Generator().manual_seed(args.seed + 5)
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
     if state:
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text"])
@@ -353,6 +380,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
                    help="skip stage 1: take the autoencoder of this saved pipeline (e.g. model/embedded)")
+    p.add_argument("--unet-from", type=Path, default=None, metavar="DIR",
+                   help="continue the denoiser and text encoder of this saved pipeline (its autoencoder and latent "
+                        "scale too) instead of starting them from random weights")
     args = p.parse_args(argv)
     if args.minutes_vae is None:
         args.minutes_vae = 0.1 if args.quick else 25.0
@@ -371,6 +401,16 @@ def main(argv: list[str] | None = None) -> Path:
         plan = replace(plan, unet_lr=args.unet_lr)
     if args.keep_every < 0:
         p.error("--keep-every must be 0 (off) or a number of steps")
+    if args.unet_from:
+        if args.vae_from and args.vae_from.resolve() != args.unet_from.resolve():
+            p.error("--unet-from takes the autoencoder of the same folder: leave out --vae-from")
+        if not (args.unet_from / "model_index.json").is_file():
+            p.error(f"--unet-from: {args.unet_from} is not a saved pipeline folder")
+        try:
+            pretrained_denoiser(args.unet_from, plan)
+        except ValueError as e:
+            p.error(f"--unet-from: {e} ({'--quick' if args.quick else f'--version {args.version}'})")
+        args.vae_from = args.unet_from
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

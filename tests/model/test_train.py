@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,29 @@ def test_square_prompts_are_distinct_colour_pairs_the_checker_reads():
         scene = parse_caption(prompt)
         (shape,) = scene.objects
         assert shape.shape == "square" and shape.colour != scene.background, prompt
+
+
+def _max_difference(a: Path, b: Path, file: str) -> float:
+    with safe_open(a / file, "pt") as x, safe_open(b / file, "pt") as y:
+        return max((x.get_tensor(k).float() - y.get_tensor(k).float()).abs().max().item() for k in x.keys())
+
+
+def test_unet_from_continues_a_saved_denoiser(quick_model, tmp_path):
+    """--unet-from continues a saved pipeline's denoiser and text encoder: a step at a tiny learning rate leaves them
+    where they were (a fresh start is far off), on that pipeline's autoencoder and latent scale even when the run's
+    images differ (another --seed). A folder that is no pipeline, another version's model, or another --vae-from:
+    exit code 2."""
+    common = ["--quick", "--steps-unet", "1", "--threads", "1", "--seed", "1", "--unet-lr", "1e-9"]
+    more = train.main([*common, "--unet-from", str(quick_model), "--out", str(tmp_path / "more")])
+    fresh = train.main([*common, "--vae-from", str(quick_model), "--out", str(tmp_path / "fresh")])
+    for file in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert _max_difference(quick_model, more, file) < 1e-3 < _max_difference(quick_model, fresh, file), file
+    assert _max_difference(quick_model, more, "vae/diffusion_pytorch_model.safetensors") == 0
+    scale = [json.loads((m / "vae" / "config.json").read_text())["scaling_factor"] for m in (quick_model, more, fresh)]
+    assert scale[1] == scale[0] != scale[2]
+    assert "continued from" in (more / "train.log").read_text()
+    for bad in (["--quick", "--unet-from", str(tmp_path)], ["--unet-from", str(quick_model)],
+                ["--quick", "--unet-from", str(quick_model), "--vae-from", str(more)]):
+        with pytest.raises(SystemExit) as refused:
+            train.main([*bad, "--out", str(tmp_path / "bad")])
+        assert refused.value.code == 2, bad
