@@ -72,17 +72,6 @@ ENQUEUE = aredis.Script(queue.ENQUEUE_SCRIPT)
 RQ_QUEUE_PREFIX = "rq:queue:"
 """RQ's key for a queue's list of waiting job ids (`rq.Queue.redis_queue_namespace_prefix`)."""
 
-RELEASE_RETRY_S = 2.0
-"""Seconds between two tries to refund unqueued jobs while Redis is unreachable."""
-
-RELEASE_RETRY_FOR_S = 5 * 60
-"""How long the bot keeps trying; after that (or if the bot stops) the ledger's backstop refunds them after its
-grace (`quotas.ledger.RESERVATION_GRACE_S`)."""
-
-RELEASE_RECHECK_S = 2.0
-"""After releasing the jobs of an admission cut short by a hung Redis, release them once more this long after, for
-an admission command that reached Redis after the first release."""
-
 
 # -- before the acknowledgement ----------------------------------------------------------------------------------
 
@@ -226,7 +215,7 @@ async def admitting(bot: ImagineBot, call: quotas.AdmitCall, script: Awaitable[T
     try:
         return await script
     except (asyncio.CancelledError, redis.ConnectionError, redis.TimeoutError):
-        bot.background(release_later(bot, call.request.job_ids, recheck_s=RELEASE_RECHECK_S))
+        bot.background(release_later(bot, call.request.job_ids, recheck_s=quotas.RELEASE_RECHECK_S))
         raise
 
 
@@ -296,9 +285,9 @@ async def release_later(bot: ImagineBot, job_ids: tuple[str, ...] | list[str], *
     ledger backstop's 15 minutes after a Redis outage (found by `python -m bench chaos`). With `recheck_s`, once
     more that long after the first refund."""
     with bot.writing():
-        deadline = time.monotonic() + RELEASE_RETRY_FOR_S
+        deadline = time.monotonic() + quotas.RELEASE_RETRY_FOR_S
         while time.monotonic() < deadline and not bot.is_closed():
-            await asyncio.sleep(RELEASE_RETRY_S)
+            await asyncio.sleep(quotas.RELEASE_RETRY_S)
             try:
                 await bot.redis_call(quotas.release_unqueued, job_ids)
                 if recheck_s:

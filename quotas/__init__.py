@@ -5,6 +5,8 @@
     quotas.record_work(conn, job_id, mpx_steps, ttl_s=...)   # the worker: what the job actually rendered
     quotas.apply_outcome(conn, job_id)                       # by whoever made the job final: settle or refund
     quotas.release_unqueued(conn, job_ids)                   # jobs admitted but never queued
+    except quotas.AdmissionUnanswered as lost:               # from reserve: the script may have run unseen
+        quotas.release_when_back(conn, lost.job_ids)         # (blocking: in a thread) once Redis answers
 
 An asyncio caller runs the same admission without a thread: `reserve_reads` (commands to pipeline), `plan_reserve`
 (pure: the script's call), then `ADMIT_SCRIPT` with the call's keys and args, and `call.result(answer)`.
@@ -25,6 +27,7 @@ from quotas.admission import (
     ADMIT_SCRIPT,
     Admission,
     AdmissionRequest,
+    AdmissionUnanswered,
     AdmitCall,
     Render,
     admit,
@@ -52,6 +55,9 @@ from quotas.ledger import (
 from quotas.members import (
     DM_GUILD,
     DM_REFUSAL,
+    RELEASE_RECHECK_S,
+    RELEASE_RETRY_FOR_S,
+    RELEASE_RETRY_S,
     Who,
     assignment,
     check_mode,
@@ -61,6 +67,7 @@ from quotas.members import (
     minutes,
     plan_reserve,
     release_unqueued,
+    release_when_back,
     render_of,
     reserve,
     reserve_reads,
@@ -82,12 +89,12 @@ from quotas.tiers import (
 from quotas.tierstore import clear_grant, effective_config, grants, load_policy, set_grant, update_policy
 
 __all__ = [
-    "ADMIT_SCRIPT", "Admission", "AdmissionRequest", "AdmitCall", "Assignment", "DM_GUILD", "Grant", "DM_REFUSAL",
-    "GuildPolicy", "PeriodPolicy", "Render", "Tier", "TierSettings", "TiersConfig", "Usage", "Who", "admit",
-    "apply_outcome", "apply_policy", "assignment", "ban", "ban_reason", "bans", "check_mode", "check_place",
-    "check_stealth", "clear_grant", "date", "effective_config", "grant", "grants", "load_config", "load_policy",
-    "member_id", "minutes",
-    "moved_to_relax_text", "order_relax", "plan_reserve", "reconcile", "reconcile_member", "record_work", "refund",
-    "release_unqueued", "render_of", "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text",
-    "subscribe_text", "tier_lines", "top_users", "unban", "update_policy", "usage",
+    "Admission", "AdmissionRequest", "AdmissionUnanswered", "admit", "ADMIT_SCRIPT", "AdmitCall", "apply_outcome",
+    "apply_policy", "Assignment", "assignment", "ban", "ban_reason", "bans", "check_mode", "check_place",
+    "check_stealth", "clear_grant", "date", "DM_GUILD", "DM_REFUSAL", "effective_config", "Grant", "grant", "grants",
+    "GuildPolicy", "load_config", "load_policy", "member_id", "minutes", "moved_to_relax_text", "order_relax",
+    "PeriodPolicy", "plan_reserve", "reconcile", "reconcile_member", "record_work", "refund", "RELEASE_RECHECK_S",
+    "RELEASE_RETRY_FOR_S", "RELEASE_RETRY_S", "release_unqueued", "release_when_back", "Render", "render_of",
+    "reserve", "reserve_reads", "reset", "set_grant", "settle", "source_text", "subscribe_text", "Tier", "tier_lines",
+    "TiersConfig", "TierSettings", "top_users", "unban", "update_policy", "Usage", "usage", "Who",
 ]

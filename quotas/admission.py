@@ -200,6 +200,16 @@ def check_render(tier: Tier, render: Render, kind: str = "grid") -> None:
                         "use a lower --quality")
 
 
+class AdmissionUnanswered(redis.RedisError):
+    """Redis took the admission script and its answer never came (the connection broke, or the wait timed out): the
+    script may have run and reserved `job_ids`, the member gets "try again". Release them once Redis answers
+    (`quotas.release_when_back`), or the member is held at their cap until the ledger's backstop."""
+
+    def __init__(self, job_ids: tuple[str, ...]) -> None:
+        super().__init__("the admission script's answer never came")
+        self.job_ids = job_ids
+
+
 def admit(
     conn: redis.Redis, member: str, tier: Tier, request: AdmissionRequest, *, policy: PeriodPolicy = MONTHLY
 ) -> Admission:
@@ -222,13 +232,18 @@ def admit(
         RateLimited: more than the tier's requests in the last minute.
         TooManyJobs: the member's queued and running jobs, or running fast jobs, are at the tier's caps.
         QuotaExceeded: the fast balance cannot cover the jobs and the tier has no relax mode.
+        AdmissionUnanswered: the script was sent and its answer never came (it may have reserved the jobs).
         redis.RedisError: Redis is unreachable (nothing reserved).
     """
     check_request(tier, request)
     ledger.reconcile_member(conn, member, now=request.now)  # jobs that just ended free their places first
     speeds = {model: ledger.speed(conn, model) for model in {r.model for r in request.each()}}
     call = admit_call(member, tier, request, s_per_mpx_step=speeds, policy=policy)
-    return call.result(conn.eval(ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args))
+    try:
+        answer = conn.eval(ADMIT_SCRIPT, len(call.keys), *call.keys, *call.args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise AdmissionUnanswered(call.request.job_ids) from exc
+    return call.result(answer)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,39 @@ def plan_reserve(
     return admission.admit_call(member.member, tier, request, s_per_mpx_step=speeds, policy=config.period)
 
 
+RELEASE_RETRY_S = 2.0
+"""Seconds between two tries to refund unqueued jobs while Redis is unreachable (`release_when_back`)."""
+
+RELEASE_RETRY_FOR_S = 5 * 60
+"""How long a front end keeps trying; after that (or if it stops) the ledger's backstop refunds the jobs after its
+grace (`quotas.ledger.RESERVATION_GRACE_S`)."""
+
+RELEASE_RECHECK_S = 2.0
+"""After releasing the jobs of an admission whose answer never came, release them once more this long after, for an
+admission command that reached a hung Redis after the first release."""
+
+
+def release_when_back(conn: redis.Redis, job_ids: Iterable[str], *, retry_s: float = RELEASE_RETRY_S,
+                      for_s: float = RELEASE_RETRY_FOR_S, recheck_s: float = RELEASE_RECHECK_S) -> bool:
+    """Blocking (a thread's work): `release_unqueued` once Redis answers, and once more `recheck_s` later; whether
+    it did within `for_s`. For the jobs of an `admission.AdmissionUnanswered` (the asyncio bot's own loop is
+    `bot.submit.release_later`)."""
+    job_ids = list(job_ids)
+    deadline = time.monotonic() + for_s
+    while True:
+        try:
+            release_unqueued(conn, job_ids)
+            time.sleep(recheck_s)
+            release_unqueued(conn, job_ids)
+        except redis.RedisError:
+            if time.monotonic() + retry_s > deadline:
+                return False
+            time.sleep(retry_s)
+            continue
+        log.info("released %d jobs whose admission went unanswered", len(job_ids))
+        return True
+
+
 def release_unqueued(conn: redis.Redis, job_ids: Iterable[str]) -> None:
     """Give back what admission reserved for jobs that did not get queued (idempotent).
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,11 +173,17 @@ def admit_and_enqueue(
     deps: Deps, session: Session, spec: JobSpec, *, kind: str, source: dict[str, Any], stealth: bool,
     strength: float = 1.0, stored: bool = True, writes_for: Callable[[str], list[tuple[Any, ...]]] | None = None,
 ) -> str:
-    """Admit one job for the member and enqueue it in the admitted lane; refund it when it could not be queued.
+    """Admit one job for the member and enqueue it in the admitted lane; refund it when it could not be queued, and
+    release it once Redis answers when the admission's answer never came (Redis stopped or hung while running it).
     `stealth`: the member's /stealth, as in Discord. `writes_for(job_id)`: more commands for the enqueue's atomic
     step (a Vary (Region) job's mask)."""
-    admitted = quotas.reserve(deps.conn, deps.tiers, who(session), [spec], kind=kind, strength=strength,
-                              stored=stored, stealth=stealth)
+    try:
+        admitted = quotas.reserve(deps.conn, deps.tiers, who(session), [spec], kind=kind, strength=strength,
+                                  stored=stored, stealth=stealth)
+    except quotas.AdmissionUnanswered as lost:  # the member is told to try again: release what it may have reserved
+        threading.Thread(target=quotas.release_when_back, args=(deps.conn, lost.job_ids), name="release-unanswered",
+                         daemon=True).start()
+        raise
     job_id = admitted.job_ids[0]
     writes = [*(writes_for(job_id) if writes_for else []), *userjobs.add_writes(session.owner, job_id)]
     try:

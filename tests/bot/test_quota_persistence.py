@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from discord_emulator import DiscordEmulator, User
 from quotas import TierSettings, Who
 from tests.bot.conftest import REGISTRY, eventually, running_bot
 from tests.bot.test_admin import run
+from tests.redisproxy import holding_one_reply
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, Any]:
@@ -87,52 +86,12 @@ async def test_jobs_not_queued_while_redis_was_down_are_refunded_once_it_is_back
     conn = redis.Redis.from_url(url, socket_timeout=2)
     async with running_bot(discord_emulator, conn) as bot:
         retry = asyncio.ensure_future(submit.release_later(bot, admitted.job_ids))
-        await asyncio.sleep(submit.RELEASE_RETRY_S * 1.5)  # one try against a stopped Redis
+        await asyncio.sleep(quotas.RELEASE_RETRY_S * 1.5)  # one try against a stopped Redis
         assert not retry.done()
         with redis_server(tmp_path, appendonly=True, port=port):
-            await asyncio.wait_for(retry, submit.RELEASE_RETRY_S * 3)
+            await asyncio.wait_for(retry, quotas.RELEASE_RETRY_S * 3)
             assert not conn.exists(keys.quota_reservation(admitted.job_ids[0]))
             assert conn.hlen(keys.quota_active(who.member)) == 0
-
-
-@contextlib.asynccontextmanager
-async def holding_one_reply(redis_port: int, marker: bytes) -> AsyncIterator[int]:
-    """A TCP proxy to Redis on a port of its own (yielded) that passes everything, except that on the first
-    connection to send a command containing `marker` it passes the command on and drops whatever Redis answers:
-    Redis runs it, the client never hears back (until Redis stops and the proxy closes that connection too)."""
-    state = {"used": False}
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        holding = False
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", redis_port)
-        except OSError:  # Redis is stopped: refuse, as its own port would
-            writer.close()
-            return
-
-        async def upstream() -> None:
-            nonlocal holding
-            while data := await reader.read(65536):
-                if marker in data and not state["used"]:
-                    state["used"] = holding = True
-                up_writer.write(data)
-                await up_writer.drain()
-            up_writer.close()
-
-        async def downstream() -> None:
-            while data := await up_reader.read(65536):
-                if not holding:
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
-        writer.close()
-        up_writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 async def test_an_admission_whose_answer_redis_never_sent_is_released_once_it_is_back(
@@ -158,7 +117,7 @@ async def test_an_admission_whose_answer_redis_never_sent_is_released_once_it_is
                 assert [m.content for m in pending.ephemeral_messages] == [QUEUE_UNREACHABLE]
                 await asyncio.to_thread(redis_proc.start)
                 await eventually(lambda: direct.hlen(keys.quota_active(who.member)) == 0,
-                                 timeout=submit.RELEASE_RETRY_S * 3)
+                                 timeout=quotas.RELEASE_RETRY_S * 3)
                 assert direct.zcard(keys.quota_reservations()) == 0 and not direct.keys(f"{keys.PREFIX}:job:*")
             conn.close()
     finally:

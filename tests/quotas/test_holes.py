@@ -7,8 +7,10 @@ import dataclasses
 import time
 
 import pytest
+import redis
 
 import quotas
+from bench.redis_server import free_port
 from core import jobs, keys
 from core.buttonjobs import button_job, check_upscale2x
 from core.buttons import ButtonRef
@@ -193,3 +195,16 @@ def test_running_refusal_suggests_relax_only_to_tiers_with_relax(redis_conn):
         with pytest.raises(TooManyJobs) as refused:
             admission.admit(redis_conn, member, capped, request())
         assert ("/relax" in str(refused.value)) is relax
+
+
+def test_release_when_back_gives_up_quietly_and_releases_once_redis_answers(redis_conn):
+    """`release_when_back` (the web app's thread after an `AdmissionUnanswered`): against a Redis that never answers
+    it returns False once its time is up, without raising; against one that answers it releases the reservation and
+    the running place, and releases again after its recheck (an admission that arrived late is undone too)."""
+    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    assert quotas.release_when_back(nowhere, ["j"], retry_s=0.01, for_s=0.05, recheck_s=0) is False
+    admitted = quotas.reserve(redis_conn, CONFIG, FREE, [make_spec(width=64, height=64)])
+    assert redis_conn.hlen(keys.quota_active(FREE.member)) == 1
+    assert quotas.release_when_back(redis_conn, admitted.job_ids, retry_s=0.01, for_s=1, recheck_s=0) is True
+    assert redis_conn.hlen(keys.quota_active(FREE.member)) == 0
+    assert not redis_conn.exists(keys.quota_reservation(admitted.job_ids[0]))

@@ -18,6 +18,8 @@ import quotas
 from core import jobs, keys, metrics, queue, usersettings
 from core.settings import AdminSettings
 from quotas import load_config
+from tests.bot.conftest import eventually
+from tests.redisproxy import holding_one_reply
 from tests.web.conftest import csrf_of, sign_in
 from tests.web.site import Site, png, seed_job
 from web import gallery
@@ -129,6 +131,33 @@ async def test_reroll_and_variation_go_through_admission(site: Site, redis_conn:
     assert all(redis_conn.exists(keys.quota_reservation(job_id)) for job_id in made)
     lane = queue.rq_queue(redis_conn, keys.queue_name("tiny", "fast"))
     assert sorted(lane.job_ids) == sorted(made)
+
+
+async def test_an_admission_whose_answer_never_came_is_released(redis_conn: redis.Redis) -> None:
+    """Redis runs a web re-roll's admission script and its answer never reaches the web app (a proxy drops it; the
+    app's Redis client times out after 1 s): the member is answered 503 "unreachable", and what the script reserved
+    is released while Redis answers, so the member is not held at their cap for the ledger's 15-minute backstop."""
+    port = redis_conn.connection_pool.connection_kwargs["port"]
+    async with holding_one_reply(port, quotas.ADMIT_SCRIPT.encode()[:200]) as proxy_port:
+        site = await Site.start(f"redis://127.0.0.1:{proxy_port}/0?socket_timeout=1")
+        try:
+            ann = site.emu.add_user("ann")
+            member = f"{site.emu.state.guild_id}:{ann.id}"
+            parent = seed_job(redis_conn, ann, "a paper boat")
+            async with await sign_in(site, ann) as client:
+                async with client.get(f"{site.url}/jobs/{parent}") as response:
+                    token = csrf_of(await response.text())
+                async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "reroll", "index": 0},
+                                       headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
+                    assert response.status == 503
+                    assert "unreachable" in await response.text()
+            assert redis_conn.zcard(keys.quota_rate(member)) == 1  # the script ran: it counted the request
+            await eventually(lambda: redis_conn.hlen(keys.quota_active(member)) == 0,
+                             timeout=quotas.RELEASE_RECHECK_S + quotas.RELEASE_RETRY_S * 2)
+            assert redis_conn.zcard(keys.quota_reservations()) == 0
+            assert queue.rq_queue(redis_conn, keys.queue_name("tiny", "fast")).count == 0
+        finally:
+            await site.stop()
 
 
 async def test_a_stealth_members_web_jobs_are_private(site: Site, redis_conn: redis.Redis) -> None:
