@@ -41,16 +41,24 @@ def make_app(services: Services) -> web.Application:
     return app
 
 
+REDIS_TIMEOUT_S = 5.0
+"""A command of the sync client (the routes' threads: admission, enqueue, dashboard) that Redis does not answer
+within this fails with 503 "try again", and an admission's reservation is released (`web.actions`), instead of
+holding a thread of the pool for as long as Redis hangs."""
+
+
 def build_services(
     settings: WebSettings, *, redis_url: str, api_base: str, registry: ModelRegistry, tiers: quotas.TiersConfig,
     admins: AdminSettings, http: aiohttp.ClientSession,
 ) -> Services:
-    """The services of one web process: both Redis clients on `redis_url`, the cookies' signer, the OAuth2
-    client (Discord's REST API at `api_base`)."""
+    """The services of one web process: both Redis clients on `redis_url` (settings in the URL, such as
+    `?socket_timeout=1`, win over `REDIS_TIMEOUT_S`), the cookies' signer, the OAuth2 client (Discord's REST API at
+    `api_base`)."""
     return Services(
         settings=settings,
         aconn=aredis.Redis.from_url(redis_url),
-        deps=Deps(redis.Redis.from_url(redis_url), tiers, registry),
+        deps=Deps(redis.Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                       socket_timeout=REDIS_TIMEOUT_S), tiers, registry),
         cookies=Cookies(settings.session_secret.get_secret_value(), max_age_s=settings.session_max_age_s,
                         secure=settings.secure_cookies),
         oauth=DiscordOAuth(settings, api_base.rstrip("/"), http),
