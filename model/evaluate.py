@@ -27,15 +27,17 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
 
+from core.models import embedded_model
 from model import checker, outpaint
 from model.data import COLOURS, make_dataset, parse_caption
 from model.vae import psnr, reconstruct, to_tensor
 
 DEFAULT_MODEL = Path(__file__).parent / "embedded"
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = embedded_model().steps
 """Sampling steps the worker uses for the embedded model unless a prompt says otherwise."""
-DEFAULT_GUIDANCE = 5.0
-"""Classifier-free guidance scale w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6)."""
+DEFAULT_GUIDANCE = embedded_model().guidance
+"""Classifier-free guidance scale w in eps_uncond + w (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6) the worker
+uses for the embedded model at the default `--stylize`."""
 INPAINT_UNET = "inpaint/unet"
 """Where a model folder keeps its inpainting UNet, when it has one (`python -m model.inpaint`)."""
 ATTRIBUTES = ("background", "colour", "shape", "strict_shape", "position", "count")
