@@ -45,3 +45,14 @@ def csrf_of(page: str) -> str:
     found = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
     assert found, "the page carries no CSRF token"
     return found.group(1)
+
+
+async def press(client: aiohttp.ClientSession, site: Site, job_id: str, action: str, index: int = 0
+                ) -> tuple[int, str]:
+    """A job page's button, pressed as the page's script does (the page's CSRF token, JSON asked for): the answer's
+    status and body."""
+    async with client.get(f"{site.url}/jobs/{job_id}") as response:
+        token = csrf_of(await response.text())
+    async with client.post(f"{site.url}/jobs/{job_id}/action", data={"action": action, "index": index},
+                           headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
+        return response.status, await response.text()

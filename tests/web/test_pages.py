@@ -20,7 +20,7 @@ from core.settings import AdminSettings
 from quotas import load_config
 from tests.bot.conftest import eventually
 from tests.redisproxy import holding_one_reply
-from tests.web.conftest import csrf_of, sign_in
+from tests.web.conftest import csrf_of, press, sign_in
 from tests.web.site import Site, png, seed_job
 from web import gallery
 from web.session import COOKIE
@@ -114,17 +114,13 @@ async def test_reroll_and_variation_go_through_admission(site: Site, redis_conn:
     quotas.set_grant(redis_conn, f"{site.emu.state.guild_id}:{ann.id}", load_config(), "pro", days=None, now=0)
     parent = seed_job(redis_conn, ann, "a paper boat")
     async with await sign_in(site, ann) as client:
-        async with client.get(f"{site.url}/jobs/{parent}") as response:
-            token = csrf_of(await response.text())
         made = []
         for action, index in (("reroll", 0), ("v", 2)):
-            async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": action, "index": index},
-                                   headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
-                assert response.status == 201, await response.text()
-                made.append((await response.json())["job_id"])
-        async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "v", "index": 9},
-                               headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
-            assert response.status == 400
+            status, body = await press(client, site, parent, action, index)
+            assert status == 201, body
+            made.append(json.loads(body)["job_id"])
+        status, _ = await press(client, site, parent, "v", 9)
+        assert status == 400
     records = [jobs.get(redis_conn, job_id) for job_id in made]
     assert [(r.kind, r.owner, r.state) for r in records if r] == [("grid", f"discord:{ann.id}", "queued"),
                                                                   ("vary", f"discord:{ann.id}", "queued")]
@@ -145,12 +141,9 @@ async def test_an_admission_whose_answer_never_came_is_released(redis_conn: redi
             member = f"{site.emu.state.guild_id}:{ann.id}"
             parent = seed_job(redis_conn, ann, "a paper boat")
             async with await sign_in(site, ann) as client:
-                async with client.get(f"{site.url}/jobs/{parent}") as response:
-                    token = csrf_of(await response.text())
-                async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "reroll", "index": 0},
-                                       headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
-                    assert response.status == 503
-                    assert "unreachable" in await response.text()
+                status, body = await press(client, site, parent, "reroll")
+            assert status == 503
+            assert "unreachable" in body
             assert redis_conn.zcard(keys.quota_rate(member)) == 1  # the script ran: it counted the request
             await eventually(lambda: redis_conn.hlen(keys.quota_active(member)) == 0,
                              timeout=quotas.RELEASE_RECHECK_S + quotas.RELEASE_RETRY_S * 2)
@@ -168,13 +161,9 @@ async def test_a_stealth_members_web_jobs_are_private(site: Site, redis_conn: re
     usersettings.set_stealth(redis_conn, f"discord:{ann.id}", True)
     parent = seed_job(redis_conn, ann, "a paper boat")
     async with await sign_in(site, ann) as client:
-        async with client.get(f"{site.url}/jobs/{parent}") as response:
-            token = csrf_of(await response.text())
-        async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "reroll", "index": 0},
-                               headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
-            assert response.status == 201, await response.text()
-            made = (await response.json())["job_id"]
-    record = jobs.get(redis_conn, made)
+        status, body = await press(client, site, parent, "reroll")
+    assert status == 201, body
+    record = jobs.get(redis_conn, json.loads(body)["job_id"])
     assert record is not None and record.visibility == jobs.HIDDEN
 
 
@@ -262,12 +251,9 @@ async def test_refusals_are_answered_and_counted(site: Site, redis_conn: redis.R
     parent = seed_job(redis_conn, ann, "a paper boat")
     redis_conn.hset(keys.banned(site.emu.state.guild_id), ann.id, "spamming")
     async with await sign_in(site, ann) as client:
-        async with client.get(f"{site.url}/jobs/{parent}") as response:
-            token = csrf_of(await response.text())
-        async with client.post(f"{site.url}/jobs/{parent}/action", data={"action": "reroll", "index": 0},
-                               headers={"X-CSRF-Token": token, "Accept": "application/json"}) as response:
-            assert response.status == 403
-            assert "spamming" in (await response.json())["error"]
+        status, body = await press(client, site, parent, "reroll")
+        assert status == 403
+        assert "spamming" in json.loads(body)["error"]
         async with client.get(site.url + "/metrics") as response:
             text = await response.text()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
