@@ -41,6 +41,7 @@ from model.unet import (
     diffusion_loss,
     noise_scheduler,
     sampling_scheduler,
+    transplant,
 )
 from model.vae import (
     FACTOR_2_VAE,
@@ -242,6 +243,13 @@ def pretrained_denoiser(folder: Path, plan: Plan) -> dict[str, dict[str, torch.T
     return weights
 
 
+def source_denoiser(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The fp32 state dicts of a saved pipeline's denoiser and text encoder, to start another version's from
+    (`--init-from`)."""
+    return (UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32).state_dict(),
+            CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).state_dict())
+
+
 def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, path: Path
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 2: scaled posterior means of a captioned pool, and token ids of two phrasings per image. A denoiser
@@ -285,6 +293,12 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
         unet.load_state_dict(weights["unet"])
         text_encoder.load_state_dict(weights["text"])
         log.info("UNet and text encoder: continued from %s", args.unet_from)
+    elif state is None and args.init_from:  # another version's trained denoiser starts this one's lower levels
+        unet_sd, text_sd = source_denoiser(args.init_from)
+        text_encoder.load_state_dict(text_sd)
+        copied = transplant(unet, unet_sd)
+        log.info("UNet: %d of %d parameters and the text encoder started from %s", copied,
+                 sum(p.numel() for p in unet.parameters()), args.init_from)
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = adamw(params, plan.unet_lr, weight_decay=0.01)
     ema = ema_of(params, plan.unet.ema_decay)
@@ -383,6 +397,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--unet-from", type=Path, default=None, metavar="DIR",
                    help="continue the denoiser and text encoder of this saved pipeline (its autoencoder and latent "
                         "scale too) instead of starting them from random weights")
+    p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                   help="start the denoiser's lower levels and the text encoder from this saved pipeline's (another "
+                        "version's, e.g. model/embedded for --version 2) instead of random weights")
     args = p.parse_args(argv)
     if args.minutes_vae is None:
         args.minutes_vae = 0.1 if args.quick else 25.0
@@ -411,6 +428,18 @@ def main(argv: list[str] | None = None) -> Path:
         except ValueError as e:
             p.error(f"--unet-from: {e} ({'--quick' if args.quick else f'--version {args.version}'})")
         args.vae_from = args.unet_from
+    if args.init_from:
+        if args.unet_from:
+            p.error("--init-from and --unet-from both start the denoiser: give one")
+        if not (args.init_from / "model_index.json").is_file():
+            p.error(f"--init-from: {args.init_from} is not a saved pipeline folder")
+        try:
+            text_sd = source_denoiser(args.init_from)[1]
+        except (OSError, ValueError) as e:
+            p.error(f"--init-from: {args.init_from}: {e}")
+        expected = build_text_encoder(plan.text, build_tokenizer(plan.text.max_tokens)).state_dict()
+        if {k: v.shape for k, v in text_sd.items()} != {k: v.shape for k, v in expected.items()}:
+            p.error(f"--init-from: the text encoder in {args.init_from} is not this version's shape")
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

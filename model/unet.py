@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
 
 NUM_TRAIN_TIMESTEPS = 1000
 """T, the number of steps of the forward process."""
@@ -57,13 +58,16 @@ class UNetConfig:
     ema_decay: float = 0.999  # largest decay of the exponential moving average of the weights
     input_scale: float = 1.0  # b of z_0 = b * mu(x) / std(mu): the latents' std, 1 as in LDM; see `LATENT_32_UNET`
     timesteps: str = "uniform"  # how training draws t: "uniform" or "shape-band" (see `sample_timesteps`)
+    time_width: int | None = None  # width of the timestep embedding (None: diffusers' 4 x the first level's width)
 
 
-LATENT_32_UNET = UNetConfig(channels=(16, 32, 64, 128), cross_attention=(False, True, True, False), head_dim=16,
-                            norm_groups=8, input_scale=0.5)
+LATENT_32_UNET = UNetConfig(channels=(16, 32, 64, 128), cross_attention=(False, True, True, False), head_dim=32,
+                            input_scale=0.5, time_width=128)
 """The denoiser for `model.vae.FACTOR_2_VAE`'s 32x32 latents: the shipped one's three levels, now at 16, 8 and 4,
-under a thin 16-wide level at 32x32 without attention (3.1 M parameters; a training step costs ~1.4x the shipped
-UNet's where the same three levels at 32x32 cost ~4x).
+under a thin 16-wide level at 32x32 without attention (3.2 M parameters; a training step costs ~1.4x the shipped
+UNet's where the same three levels at 32x32 cost ~4x). Its heads, GroupNorm groups and timestep embedding are the
+shipped one's too (since session 14; sessions 7-12 measured 16-wide heads, 8 groups and a 64-wide embedding), so
+version 1's trained levels can start its lower ones (`transplant`).
 
 Its latents have std 0.5 (`input_scale`): twice the side means neighbouring latent pixels say more about each other,
 so at the same abar_t a 32x32 latent shows its layout far more plainly than a 16x16 one, and the cosine schedule
@@ -89,9 +93,53 @@ def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, text_wid
         up_block_types=up,
         layers_per_block=cfg.layers_per_block,
         cross_attention_dim=text_width,
-        attention_head_dim=tuple(c // cfg.head_dim for c in cfg.channels),  # diffusers reads it as heads per level
+        # diffusers reads it as heads per level; a level without attention still needs a number
+        attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.channels),
         norm_num_groups=cfg.norm_groups,
+        time_embedding_dim=cfg.time_width,
     )
+
+
+def transplant(unet: UNet2DConditionModel, source: dict[str, torch.Tensor]) -> int:
+    """Start `unet`'s lower levels from a trained denoiser with fewer levels (`source`, its state dict): version 1's
+    three levels become version 2's levels 2-4, their down blocks shifted by the levels added on top; its middle,
+    attention, up blocks (the added levels come last on the way up) and timestep MLP are taken where their shapes
+    fit. The timestep embedding's first layer reads a sinusoid as wide as the top level, so a narrower top level
+    needs another one: the least-squares fit, over t = 0..T-1, of the source's first layer on the narrower sinusoid
+    (for version 1 -> 2 the embedding then differs from the source's by ~10%, against ~50% taking every other
+    frequency). Everything else keeps its fresh weights. Returns how many parameters were copied."""
+    shift = len(unet.config.block_out_channels) - 1 - max(
+        int(k.split(".")[1]) for k in source if k.startswith("down_blocks."))
+    target = unet.state_dict()
+    copied = 0
+    for key, value in target.items():
+        parts = key.split(".")
+        if parts[0] == "down_blocks":
+            parts[1] = str(int(parts[1]) - shift)
+        weight = source.get(".".join(parts))
+        if weight is None:
+            continue
+        if key == "time_embedding.linear_1.weight" and weight.shape[0] == value.shape[0] != weight.shape[1]:
+            weight = _refit_time_layer(weight, value.shape[1], unet.config)
+        if weight.shape == value.shape:
+            value.copy_(weight)
+            copied += value.numel()
+    unet.load_state_dict(target)
+    return copied
+
+
+def _refit_time_layer(weight: torch.Tensor, width: int, config: dict) -> torch.Tensor:
+    """The (out, width) matrix W minimising sum over t of || weight e_src(t) - W e_width(t) ||^2, e the sinusoid
+    embeddings of t = 0..T-1."""
+    t = torch.arange(NUM_TRAIN_TIMESTEPS)
+
+    def sinusoid(dim: int) -> torch.Tensor:
+        return get_timestep_embedding(t, dim, flip_sin_to_cos=config["flip_sin_to_cos"],
+                                      downscale_freq_shift=config["freq_shift"]).double()
+
+    wanted = sinusoid(weight.shape[1]) @ weight.double().T
+    fit = torch.linalg.lstsq(sinusoid(width), wanted, driver="gelsd").solution  # gelsd: the sinusoid is ill-conditioned
+    return fit.T.to(weight.dtype)
 
 
 def noise_scheduler(prediction: str = "v_prediction") -> DDPMScheduler:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
+from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
 from PIL import Image
 from safetensors import safe_open
 
@@ -24,6 +24,7 @@ from model.unet import (
     min_snr_weights,
     noise_scheduler,
     sample_timesteps,
+    transplant,
 )
 from model.vae import QUICK_VAE, VAEConfig, build_vae
 
@@ -280,6 +281,52 @@ def test_unet_from_continues_a_saved_denoiser(quick_model, tmp_path):
     assert "continued from" in (more / "train.log").read_text()
     for bad in (["--quick", "--unet-from", str(tmp_path)], ["--unet-from", str(quick_model)],
                 ["--quick", "--unet-from", str(quick_model), "--vae-from", str(more)]):
+        with pytest.raises(SystemExit) as refused:
+            train.main([*bad, "--out", str(tmp_path / "bad")])
+        assert refused.value.code == 2, bad
+
+
+def test_transplant_starts_version_2s_lower_levels_from_version_1s():
+    """`model.unet.transplant` (session 14): the shipped denoiser's three levels become version 2's lower three (down
+    blocks shifted by the added top level, up blocks and the middle in place), with nearly all of version 2's
+    parameters; its added top level stays as built; and its timestep embedding, which reads a sinusoid half as wide,
+    comes out close to the shipped one's where a fresh one is far off."""
+    shipped = UNet2DConditionModel.from_pretrained(Path(train.DEFAULT_OUT) / "unet", dtype=torch.float32)
+    torch.manual_seed(0)
+    fresh = build_unet(LATENT_32_UNET, 4, 32, shipped.config.cross_attention_dim)
+    unet = build_unet(LATENT_32_UNET, 4, 32, shipped.config.cross_attention_dim)
+    unet.load_state_dict(fresh.state_dict())
+    copied = transplant(unet, shipped.state_dict())
+    assert copied > 0.95 * sum(p.numel() for p in unet.parameters())
+    source, got, before = shipped.state_dict(), unet.state_dict(), fresh.state_dict()
+    for key in ("attentions.0.transformer_blocks.0.attn2.to_k.weight", "resnets.0.conv2.weight"):
+        assert torch.equal(got[f"down_blocks.2.{key}"], source[f"down_blocks.1.{key}"])
+        assert torch.equal(got[f"up_blocks.1.{key}"], source[f"up_blocks.1.{key}"])
+    assert torch.equal(got["down_blocks.0.resnets.0.conv1.weight"], before["down_blocks.0.resnets.0.conv1.weight"])
+    assert torch.equal(got["conv_in.weight"], before["conv_in.weight"])  # 16 wide here, 32 in the source
+    t = torch.arange(0, NUM_TRAIN_TIMESTEPS, 5)
+    with torch.no_grad():
+        want = shipped.time_embedding(shipped.time_proj(t))
+
+        def off(m: UNet2DConditionModel) -> float:
+            return ((m.time_embedding(m.time_proj(t)) - want).norm() / want.norm()).item()
+
+        assert off(unet) < 0.2 < 0.5 < off(fresh)
+
+
+def test_init_from_starts_the_denoiser_from_another_pipeline(quick_model, tmp_path):
+    """--init-from starts the denoiser and text encoder from a saved pipeline's weights (where they fit) and trains
+    its own autoencoder: a step at a tiny learning rate leaves them at the source's. With --unet-from, without a
+    pipeline folder, or with a text encoder of another shape: exit code 2."""
+    common = ["--quick", "--steps-vae", "1", "--steps-unet", "1", "--threads", "1", "--unet-lr", "1e-9"]
+    out = train.main([*common, "--init-from", str(quick_model), "--out", str(tmp_path / "init")])
+    for file in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert _max_difference(quick_model, out, file) < 1e-3, file
+    assert _max_difference(quick_model, out, "vae/diffusion_pytorch_model.safetensors") > 1e-3
+    assert "started from" in (out / "train.log").read_text()
+    for bad in (["--quick", "--init-from", str(tmp_path)],
+                ["--quick", "--init-from", str(quick_model), "--unet-from", str(quick_model)],
+                ["--version", "2", "--init-from", str(quick_model)]):
         with pytest.raises(SystemExit) as refused:
             train.main([*bad, "--out", str(tmp_path / "bad")])
         assert refused.value.code == 2, bad
