@@ -225,29 +225,27 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) ->
     return vae
 
 
-def pretrained_denoiser(folder: Path, plan: Plan) -> dict[str, dict[str, torch.Tensor]]:
-    """The fp32 weights of a saved pipeline's denoiser and text encoder, to continue training them (`--unet-from`);
-    ValueError when they are not the plan's shapes (another version's model)."""
-    weights = {
-        "unet": UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32).state_dict(),
-        "text": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).state_dict(),
-    }
+def saved_denoiser(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The fp32 weights of a saved pipeline's denoiser ("unet") and text encoder ("text")."""
+    return {"unet": UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32).state_dict(),
+            "text": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).state_dict()}
+
+
+def pretrained_denoiser(folder: Path, plan: Plan, parts: tuple[str, ...] = ("unet", "text")
+                        ) -> dict[str, dict[str, torch.Tensor]]:
+    """`saved_denoiser`'s weights, to continue training them (`--unet-from`, both parts) or to start another
+    version's from (`--init-from`, whose denoiser need not fit: only the text encoder is checked); ValueError when a
+    checked part is not the plan's shape (another version's model)."""
+    weights = saved_denoiser(folder)
     factor = 2 ** (len(plan.vae.channels) - 1)
-    expected = {"unet": build_unet(plan.unet, plan.vae.latent_channels, plan.vae.sample_size // factor,
-                                   plan.text.width).state_dict(),
-                "text": build_text_encoder(plan.text, build_tokenizer(plan.text.max_tokens)).state_dict()}
-    for part, sd in expected.items():
+    built = {"unet": lambda: build_unet(plan.unet, plan.vae.latent_channels, plan.vae.sample_size // factor,
+                                        plan.text.width),
+             "text": lambda: build_text_encoder(plan.text, build_tokenizer(plan.text.max_tokens))}
+    for part in parts:
         got = {k: tuple(v.shape) for k, v in weights[part].items()}
-        if got != {k: tuple(v.shape) for k, v in sd.items()}:
+        if got != {k: tuple(v.shape) for k, v in built[part]().state_dict().items()}:
             raise ValueError(f"the {part} in {folder} is not this version's shape")
     return weights
-
-
-def source_denoiser(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The fp32 state dicts of a saved pipeline's denoiser and text encoder, to start another version's from
-    (`--init-from`)."""
-    return (UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32).state_dict(),
-            CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).state_dict())
 
 
 def cache_latents(plan: Plan, args: argparse.Namespace, vae: torch.nn.Module, path: Path
@@ -294,9 +292,9 @@ def train_unet(plan: Plan, args: argparse.Namespace, latents: torch.Tensor, ids:
         text_encoder.load_state_dict(weights["text"])
         log.info("UNet and text encoder: continued from %s", args.unet_from)
     elif state is None and args.init_from:  # another version's trained denoiser starts this one's lower levels
-        unet_sd, text_sd = source_denoiser(args.init_from)
-        text_encoder.load_state_dict(text_sd)
-        copied = transplant(unet, unet_sd)
+        weights = saved_denoiser(args.init_from)
+        text_encoder.load_state_dict(weights["text"])
+        copied = transplant(unet, weights["unet"])
         log.info("UNet: %d of %d parameters and the text encoder started from %s", copied,
                  sum(p.numel() for p in unet.parameters()), args.init_from)
     params = [*unet.parameters(), *text_encoder.parameters()]
@@ -434,12 +432,9 @@ def main(argv: list[str] | None = None) -> Path:
         if not (args.init_from / "model_index.json").is_file():
             p.error(f"--init-from: {args.init_from} is not a saved pipeline folder")
         try:
-            text_sd = source_denoiser(args.init_from)[1]
+            pretrained_denoiser(args.init_from, plan, parts=("text",))
         except (OSError, ValueError) as e:
-            p.error(f"--init-from: {args.init_from}: {e}")
-        expected = build_text_encoder(plan.text, build_tokenizer(plan.text.max_tokens)).state_dict()
-        if {k: v.shape for k, v in text_sd.items()} != {k: v.shape for k, v in expected.items()}:
-            p.error(f"--init-from: the text encoder in {args.init_from} is not this version's shape")
+            p.error(f"--init-from: {e}")
     ckpts = args.out / "checkpoints"
     if ckpts.exists() and not args.resume:
         raise SystemExit(f"{ckpts} exists: pass --resume to continue it, or remove it to start again")

@@ -122,9 +122,8 @@ def transplant(unet: UNet2DConditionModel, source: dict[str, torch.Tensor]) -> i
         if key == "time_embedding.linear_1.weight" and weight.shape[0] == value.shape[0] != weight.shape[1]:
             weight = _refit_time_layer(weight, value.shape[1], unet.config)
         if weight.shape == value.shape:
-            value.copy_(weight)
+            value.copy_(weight)  # state_dict's tensors share the parameters' storage
             copied += value.numel()
-    unet.load_state_dict(target)
     return copied
 
 
