@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from model import snapshot, train
+from model.text import TextConfig
 from model.unet import (
     LATENT_32_UNET,
     NUM_TRAIN_TIMESTEPS,
@@ -246,6 +247,7 @@ def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
     assert (train.plan_for(False, "cpu").vae, train.plan_for(False, "cpu").unet) == (VAEConfig(), UNetConfig())
 
 
+
 def test_square_prompts_are_distinct_colour_pairs_the_checker_reads():
     """The square prompts: distinct pairs of two different colours, the same for a seed, each parsed by the checker's
     caption reader as one square of that colour on that background."""
@@ -287,18 +289,21 @@ def test_unet_from_continues_a_saved_denoiser(quick_model, tmp_path):
 
 
 def test_transplant_starts_version_2s_lower_levels_from_version_1s():
-    """`model.unet.transplant` (session 14): the shipped denoiser's three levels become version 2's lower three (down
+    """`model.unet.transplant` (session 14): a version 1 denoiser's three levels become version 2's lower three (down
     blocks shifted by the added top level, up blocks and the middle in place), with nearly all of version 2's
     parameters; its added top level stays as built; and its timestep embedding, which reads a sinusoid half as wide,
-    comes out close to the shipped one's where a fresh one is far off."""
-    shipped = UNet2DConditionModel.from_pretrained(Path(train.DEFAULT_OUT) / "unet", dtype=torch.float32)
+    comes out far closer to the source's than a fresh one's. The source here has random weights (version 1's trained
+    ones left `model/embedded` when version 2 replaced them); on those the refit was 10% off, a fresh one 103%
+    (model/README.md, "Session 14"); on random ones, whose timestep layer uses every frequency, it is ~45%."""
+    torch.manual_seed(1)
+    version_1 = build_unet(UNetConfig(), 4, 16, TextConfig().width)
     torch.manual_seed(0)
-    fresh = build_unet(LATENT_32_UNET, 4, 32, shipped.config.cross_attention_dim)
-    unet = build_unet(LATENT_32_UNET, 4, 32, shipped.config.cross_attention_dim)
+    fresh = build_unet(LATENT_32_UNET, 4, 32, version_1.config.cross_attention_dim)
+    unet = build_unet(LATENT_32_UNET, 4, 32, version_1.config.cross_attention_dim)
     unet.load_state_dict(fresh.state_dict())
-    copied = transplant(unet, shipped.state_dict())
+    copied = transplant(unet, version_1.state_dict())
     assert copied > 0.95 * sum(p.numel() for p in unet.parameters())
-    source, got, before = shipped.state_dict(), unet.state_dict(), fresh.state_dict()
+    source, got, before = version_1.state_dict(), unet.state_dict(), fresh.state_dict()
     for key in ("attentions.0.transformer_blocks.0.attn2.to_k.weight", "resnets.0.conv2.weight"):
         assert torch.equal(got[f"down_blocks.2.{key}"], source[f"down_blocks.1.{key}"])
         assert torch.equal(got[f"up_blocks.1.{key}"], source[f"up_blocks.1.{key}"])
@@ -306,12 +311,12 @@ def test_transplant_starts_version_2s_lower_levels_from_version_1s():
     assert torch.equal(got["conv_in.weight"], before["conv_in.weight"])  # 16 wide here, 32 in the source
     t = torch.arange(0, NUM_TRAIN_TIMESTEPS, 5)
     with torch.no_grad():
-        want = shipped.time_embedding(shipped.time_proj(t))
+        want = version_1.time_embedding(version_1.time_proj(t))
 
         def off(m: UNet2DConditionModel) -> float:
             return ((m.time_embedding(m.time_proj(t)) - want).norm() / want.norm()).item()
 
-        assert off(unet) < 0.2 < 0.5 < off(fresh)
+        assert off(unet) < 0.5 < 1.0 < off(fresh)
 
 
 def test_init_from_starts_the_denoiser_from_another_pipeline(quick_model, tmp_path):
