@@ -5,6 +5,7 @@ a worker may load beside it: the 2x latent upscaler (`WORKER_UPSCALER`), a dedic
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -122,6 +123,11 @@ BUILTIN_TINY_INPAINT = "builtin:tiny-inpaint"
 """`WORKER_INPAINT_UNET` source of a random 9-channel UNet shaped like the base model's (tests)."""
 
 
+LATENT_RGB_FILE = "latent_rgb.json"
+"""A model folder's own latent-to-RGB map for progress previews, `{"latent_rgb": [[r, g, b], ...]}`: one row per latent
+channel, then the bias (`model.vae.latent_rgb`; `python -m model.train` writes it). Without one the previews use
+Stable Diffusion's (`worker.preview`)."""
+
 EMBEDDED_INPAINT = EMBEDDED_DIR / "inpaint"
 """The embedded model's inpainting checkpoint (`python -m model.inpaint`; its UNet in `unet/`)."""
 
@@ -238,15 +244,19 @@ def _local_or_hub(source: str) -> str:
 
 
 def _from_pretrained(info: ModelInfo, dtype: torch.dtype) -> DiffusionPipeline:
-    """`AutoPipelineForText2Image.from_pretrained`, with a missing folder and any load failure as one-line errors."""
+    """`AutoPipelineForText2Image.from_pretrained`, with a missing folder and any load failure as one-line errors;
+    a folder's `LATENT_RGB_FILE`, when it has one, goes to `pipe.vae.latent_rgb` for the previews."""
     folder = Path(info.source).expanduser()
     if not folder.is_dir() and _looks_like_path(info.source):
         raise GenerationFailed(f"model {info.name!r}: folder {info.source!r} does not exist")
     source = str(folder) if folder.is_dir() else info.source
     try:
-        return AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
+        pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - diffusers raises many types (OSError, ValueError, EnvironmentError...)
         raise GenerationFailed(f"cannot load model {info.name!r} from {info.source!r}: {_first_line(exc)}") from None
+    if (folder / LATENT_RGB_FILE).is_file():
+        pipe.vae.latent_rgb = torch.tensor(json.loads((folder / LATENT_RGB_FILE).read_text())["latent_rgb"])
+    return pipe
 
 
 def _looks_like_path(source: str) -> bool:

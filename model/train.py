@@ -15,6 +15,7 @@ wall-clock minutes, so the number of steps depends on the machine; `--steps-vae/
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from transformers import CLIPTextModel
 
 from model.data import caption, make_dataset
+from model.loading import LATENT_RGB_FILE
 from model.text import QUICK_TEXT, TextConfig, build_text_encoder, build_tokenizer
 from model.unet import (
     LATENT_32_UNET,
@@ -49,6 +51,7 @@ from model.vae import (
     VAEConfig,
     build_vae,
     encode_latents,
+    latent_rgb,
     psnr,
     reconstruct,
     scaling_factor,
@@ -361,10 +364,22 @@ def save_pipeline(vae: torch.nn.Module, text_encoder: torch.nn.Module, unet: tor
         scheduler=sampling_scheduler(plan.unet.prediction), safety_checker=None, feature_extractor=None,
         image_encoder=None, requires_safety_checker=False,
     )
+    save_latent_rgb(vae, out)
     for module in (vae, text_encoder, unet):
         module.to("cpu", torch.float16)  # the shipped weights: half the bytes; loaders cast them to their dtype
     pipe.save_pretrained(out, safe_serialization=True)
     return pipe
+
+
+def save_latent_rgb(vae: AutoencoderKL, out: Path, n: int = 256) -> None:
+    """The autoencoder's latent-to-RGB map for previews (`model.vae.latent_rgb`), fitted on `n` held-out images and
+    written where `model.loading` reads it (`LATENT_RGB_FILE`)."""
+    images, _, _ = make_dataset(n, seed=1, split="heldout")
+    vae = vae.to("cpu", torch.float32).eval()
+    factors = latent_rgb(vae, to_tensor(images), vae.config.scaling_factor)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LATENT_RGB_FILE).write_text(json.dumps({"latent_rgb": [[round(v, 5) for v in row]
+                                                                  for row in factors.tolist()]}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -120,6 +120,18 @@ def encode_latents(vae: AutoencoderKL, x: torch.Tensor, batch: int = 128) -> tor
     return torch.cat([vae.encode(x[i:i + batch]).latent_dist.mode() for i in range(0, len(x), batch)])
 
 
+def latent_rgb(vae: AutoencoderKL, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """The least-squares affine map from a scaled latent pixel to the mean RGB (in [-1, 1]) of the image pixels it
+    covers, over the images `x`: a (channels + 1, 3) matrix, one row per latent channel, then the bias. It is what a
+    worker's progress previews apply per pixel instead of decoding (`worker.preview`); Stable Diffusion's was fitted
+    the same way on its own latents (Birch-san's `SD1_LATENT_RGB_FACTORS`), and does not fit this model's."""
+    with torch.no_grad():
+        z = encode_latents(vae, x) * scale
+    rgb = F.avg_pool2d(x, x.shape[-1] // z.shape[-1])
+    inputs = torch.cat([z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), torch.ones(z.numel() // z.shape[1], 1)], 1)
+    return torch.linalg.lstsq(inputs.double(), rgb.permute(0, 2, 3, 1).reshape(-1, 3).double()).solution.float()
+
+
 def scaling_factor(latents: torch.Tensor) -> float:
     """1 / std of the latents, so that scaled latents have unit variance (Rombach et al. 2022, sec. 4.3.2)."""
     return 1.0 / latents.float().std().item()

@@ -1,4 +1,4 @@
-"""Cheap progress previews: SD latents to RGB with one linear map per pixel, no VAE decode."""
+"""Cheap progress previews: latents to RGB with one affine map per pixel (the model's own or SD's), no VAE decode."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ SD1_LATENT_RGB_FACTORS = (
 RGB without upscaling", discuss.huggingface.co/t/23204). Roughly right for SD 2.x and SDXL, which share the layout."""
 
 
-def latents_to_rgb(latents: torch.Tensor) -> list[Image.Image] | None:
+def latents_to_rgb(latents: torch.Tensor, fitted: torch.Tensor | None = None) -> list[Image.Image] | None:
     """One small RGB image per latent (one pixel per latent pixel); None when the latents are not SD-shaped.
 
-    rgb[y, x] = latents[:, y, x] @ F with F = `SD1_LATENT_RGB_FACTORS`, then [-1, 1] -> [0, 255].
+    rgb[y, x] = latents[:, y, x] @ F + b, then [-1, 1] -> [0, 255], with F and b the model's own map when it brings
+    one (`fitted`: a row per latent channel, then b; the embedded model's, `model.loading.LATENT_RGB_FILE`), else
+    F = `SD1_LATENT_RGB_FACTORS` and b = 0.
     """
-    if latents.ndim != 4 or latents.shape[1] != len(SD1_LATENT_RGB_FACTORS):
+    if fitted is None:
+        fitted = torch.tensor([*SD1_LATENT_RGB_FACTORS, (0.0, 0.0, 0.0)])
+    if latents.ndim != 4 or latents.shape[1] != len(fitted) - 1:
         return None  # e.g. packed transformer latents (Flux) or 16-channel VAEs (SD3): no preview
-    factors = torch.tensor(SD1_LATENT_RGB_FACTORS, dtype=torch.float32, device=latents.device)
-    rgb = latents.float().permute(0, 2, 3, 1) @ factors  # (n, h, w, 4) @ (4, 3) -> (n, h, w, 3)
+    fitted = fitted.to(latents.device, torch.float32)
+    rgb = latents.float().permute(0, 2, 3, 1) @ fitted[:-1] + fitted[-1]  # (n, h, w, c) @ (c, 3) -> (n, h, w, 3)
     pixels = ((rgb.nan_to_num() + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
     return [Image.fromarray(p, mode="RGB") for p in pixels]

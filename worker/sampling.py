@@ -163,7 +163,7 @@ class StepEnd:
         if self.on_progress is not None:
             preview = None
             if not last and time.monotonic() - self.last_preview >= self.preview_interval_s:
-                small = latents_to_rgb(predicted_x0(pipe, latents))
+                small = latents_to_rgb(predicted_x0(pipe, latents), getattr(pipe.vae, "latent_rgb", None))
                 preview = compose_grid(small) if small else None
                 self.last_preview = time.monotonic()
             self.on_progress(done, total, preview)

@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
 from PIL import Image
 from safetensors import safe_open
 
+from core.models import ModelInfo
 from model import snapshot, train
+from model.data import make_dataset
+from model.loading import LATENT_RGB_FILE, load_pipeline
 from model.text import TextConfig
 from model.unet import (
     LATENT_32_UNET,
@@ -27,7 +31,8 @@ from model.unet import (
     sample_timesteps,
     transplant,
 )
-from model.vae import QUICK_VAE, VAEConfig, build_vae
+from model.vae import QUICK_VAE, VAEConfig, build_vae, to_tensor
+from worker.preview import SD1_LATENT_RGB_FACTORS
 
 QUICK = ["--quick", "--steps-vae", "10", "--steps-unet", "10", "--threads", "1"]
 
@@ -79,6 +84,27 @@ def test_weights_are_fp16_and_latents_have_unit_scale(quick_model):
     latents = torch.load(quick_model / "checkpoints" / "latents.pt")["latents"]
     assert scale != 1.0
     assert latents.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_the_saved_folder_brings_its_own_preview_map(quick_model):
+    """`model.train` saves the autoencoder's latent-to-RGB map for previews (`latent_rgb.json`, one row per latent
+    channel and a bias), the worker's loader attaches it to the VAE, and on other held-out images it comes closer to
+    their pixels pooled to latent size than Stable Diffusion's map does (even for this barely trained autoencoder; for
+    the shipped one, tests/model/test_embedded.py)."""
+    rows = json.loads((quick_model / LATENT_RGB_FILE).read_text())["latent_rgb"]
+    assert np.shape(rows) == (5, 3)
+    pipe = load_pipeline(ModelInfo(name="quick", source=str(quick_model)), "cpu")
+    assert torch.allclose(pipe.vae.latent_rgb, torch.tensor(rows))
+    x = to_tensor(make_dataset(32, seed=5, split="heldout")[0])
+    with torch.no_grad():
+        z = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
+    pixels = F.avg_pool2d(x, x.shape[-1] // z.shape[-1]).permute(0, 2, 3, 1)
+
+    def error(fitted: torch.Tensor) -> float:
+        return (z.permute(0, 2, 3, 1) @ fitted[:-1] + fitted[-1] - pixels).square().mean().item()
+
+    sd1 = torch.tensor([*SD1_LATENT_RGB_FACTORS, (0.0, 0.0, 0.0)])
+    assert error(pipe.vae.latent_rgb) < 0.9 * error(sd1)
 
 
 def test_input_scale_sets_the_latents_std_and_the_saved_scaling_factor(tmp_path):
