@@ -96,10 +96,10 @@ def name_from_source(source: str) -> str:
 
 
 def embedded_model(name: str = "embedded") -> ModelInfo:
-    """The embedded model's entry: trained on 64x64 images; its UNet halves the 16x16 latents twice, so sizes are
-    multiples of 16. 20 DPM-Solver++ steps and guidance 2, what `python -m model.evaluate` scores by default: on
-    held-out prompts guidance 2 reads colour, shape and squares' corners right far more often than 5 (model/README.md,
-    "Session 13: guidance")."""
+    """The embedded model's entry: trained on 64x64 images; its autoencoder halves them once and its UNet halves the
+    32x32 latents three times, so sizes are multiples of 16. 20 DPM-Solver++ steps and guidance 2, what
+    `python -m model.evaluate` scores by default: on held-out prompts guidance 2 reads colour, shape and squares'
+    corners right far more often than 5 (model/README.md, "Session 13: guidance")."""
     return ModelInfo(name=name, source=BUILTIN_EMBEDDED, pixels=64 * 64, multiple=16, steps=20, guidance=2.0)
 
 

@@ -43,7 +43,8 @@ EXTRA_CHANNELS = 5
 EXAMPLES = (("zoom", 0.4), ("pan", 0.3), ("region", 0.2), ("whole", 0.1))
 """Kinds of training example and how often each is drawn (`example`)."""
 GRID = 4
-"""Mask edges fall on multiples of this many pixels: one latent pixel at factor 4, as the worker's layouts do."""
+"""Mask edges fall on multiples of this many pixels, as the worker's layouts do: two latent pixels at version 2's
+factor 2 (one at version 1's factor 4)."""
 
 
 def inpaint_unet(base: UNet2DConditionModel) -> UNet2DConditionModel:

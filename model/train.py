@@ -87,11 +87,11 @@ class Plan:
 
 
 VERSIONS = {1: (VAEConfig(), UNetConfig()), 2: (FACTOR_2_VAE, LATENT_32_UNET)}
-"""The model's shapes by version: 1 is the shipped one (16x16x4 latents); 2 keeps corners in 32x32x4 latents (issue
-19, being trained: see model/README.md)."""
+"""The model's shapes by version: 2 is the shipped one (32x32x4 latents that keep squares' corners, issue 19); 1 is
+its predecessor (16x16x4 latents), whose trained levels start version 2's (`--init-from`, model/README.md)."""
 
 
-def plan_for(quick: bool, device: str, version: int = 1) -> Plan:
+def plan_for(quick: bool, device: str, version: int = 2) -> Plan:
     """The full model of a version, or a throwaway one for tests; batches sized by device (a GPU takes far larger
     ones)."""
     gpu = device.startswith("cuda")
@@ -178,7 +178,7 @@ def train_vae(plan: Plan, args: argparse.Namespace, ckpt: Path, frozen: bool) ->
     gen = torch.Generator().manual_seed(args.seed)
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
     if state is None and args.vae_from:
-        # an autoencoder trained earlier (the shipped one), taken as stage 1's result: retrain only the denoiser
+        # an autoencoder trained earlier (e.g. the shipped one), taken as stage 1's result: retrain only the denoiser
         vae.load_state_dict(AutoencoderKL.from_pretrained(args.vae_from / "vae", dtype=torch.float32).state_dict())
         state = {"model": vae.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": 0,
                  "spent_s": 0.0, "done": True}
@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--version", type=int, choices=sorted(VERSIONS), default=1,
-                   help="the model's shapes: 1, the shipped one; 2, 32x32 latents that keep corners (issue 19)")
+    p.add_argument("--version", type=int, choices=sorted(VERSIONS), default=2,
+                   help="the model's shapes: 2, the shipped one (32x32 latents that keep corners); 1, its predecessor")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--vae-from", type=Path, default=None, metavar="DIR",
                    help="skip stage 1: take the autoencoder of this saved pipeline (e.g. model/embedded)")

@@ -63,10 +63,10 @@ class UNetConfig:
 
 LATENT_32_UNET = UNetConfig(channels=(16, 32, 64, 128), cross_attention=(False, True, True, False), head_dim=32,
                             input_scale=0.5, time_width=128)
-"""The denoiser for `model.vae.FACTOR_2_VAE`'s 32x32 latents: the shipped one's three levels, now at 16, 8 and 4,
-under a thin 16-wide level at 32x32 without attention (3.2 M parameters; a training step costs ~1.4x the shipped
-UNet's where the same three levels at 32x32 cost ~4x). Its heads, GroupNorm groups and timestep embedding are the
-shipped one's too (since session 14; sessions 7-12 measured 16-wide heads, 8 groups and a 64-wide embedding), so
+"""The denoiser for `model.vae.FACTOR_2_VAE`'s 32x32 latents: version 1's three levels, now at 16, 8 and 4,
+under a thin 16-wide level at 32x32 without attention (3.2 M parameters; a training step costs ~1.4x version 1's
+UNet's where the same three levels at 32x32 cost ~4x). Its heads, GroupNorm groups and timestep embedding are
+version 1's too (since session 14; sessions 7-12 measured 16-wide heads, 8 groups and a 64-wide embedding), so
 version 1's trained levels can start its lower ones (`transplant`).
 
 Its latents have std 0.5 (`input_scale`): twice the side means neighbouring latent pixels say more about each other,
@@ -167,7 +167,7 @@ def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> 
 
 TIMESTEP_SAMPLERS = ("uniform", "shape-band")
 SHAPE_BAND = 250
-"""t below which the shipped model's samples decide their objects' shapes and colours: rendered with one caption
+"""t below which version 1's samples decide their objects' shapes and colours: rendered with one caption
 until step k of 20 (DPM-Solver++) and another after it, 32 scenes end with the second caption's shape 78% of the
 time when the captions are swapped at t = 300, 66% at 250, 41% at 100 and 22% at 50 (`python -m model.decided`;
 model/README.md, session 11)."""

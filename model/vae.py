@@ -1,4 +1,4 @@
-"""The first stage of latent diffusion: a KL-regularised autoencoder from 64x64 RGB to 16x16x4 latents.
+"""The first stage of latent diffusion: a KL-regularised autoencoder from 64x64 RGB to 32x32x4 latents (v1: 16x16x4).
 
 Following Rombach et al. 2022 ("High-Resolution Image Synthesis with Latent Diffusion Models", sec. 3.1 and app. G),
 the encoder E gives a diagonal Gaussian posterior q(z|x) = N(mu(x), sigma(x)^2) and the decoder D maps z back to

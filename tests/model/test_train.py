@@ -257,7 +257,8 @@ def test_the_inpainting_fine_tune_saves_a_unet_the_worker_loads(quick_model, pip
 
 def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
     """`--version 2` (issue 19): the autoencoder halves 64x64 images once, to 32x32x4 latents, and its denoiser maps
-    such latents to their own shape at the worker's sizes (multiples of 16), in ~3.1 M parameters like version 1's."""
+    such latents to their own shape at the worker's sizes (multiples of 16), in ~3.1 M parameters like version 1's.
+    It is the default version since it ships (session 15)."""
     plan = train.plan_for(False, "cpu", version=2)
     torch.manual_seed(0)
     vae = build_vae(plan.vae)
@@ -270,7 +271,9 @@ def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
             v = unet(z, torch.tensor([500, 500]), torch.randn(2, plan.text.max_tokens, plan.text.width)).sample
             assert v.shape == z.shape
     assert 3.0e6 < sum(p.numel() for p in unet.parameters()) < 3.3e6
-    assert (train.plan_for(False, "cpu").vae, train.plan_for(False, "cpu").unet) == (VAEConfig(), UNetConfig())
+    assert (train.plan_for(False, "cpu", version=1).vae, train.plan_for(False, "cpu", version=1).unet) == (
+        VAEConfig(), UNetConfig())
+    assert train.plan_for(False, "cpu") == plan
 
 
 
