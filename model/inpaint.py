@@ -11,8 +11,9 @@ are the answer diffusers supports natively: the UNet takes 9 input channels, the
 model was made from its base, the new UNet starts as the shipped denoiser with the 5 extra input channels' weights
 at zero (so it starts out doing exactly what the base does), then trains on the edits the worker makes: a zoomed-out
 image with its border to fill (Zoom Out, Make Square), a kept side (Pan), a box to fill (Vary (Region)), or the whole
-image (plain text to
-image), each with its true answer (`example`). The text encoder and the autoencoder are the base model's, frozen: the
+image (plain text to image), each with its true answer (`example`), and pans on the wider and taller canvases the
+worker draws them on (`canvas_example`, `PAN_CANVASES`). `--from-unet` continues a saved inpainting UNet instead of
+starting from the denoiser. The text encoder and the autoencoder are the base model's, frozen: the
 inpainting pipeline shares them.
 
 It is saved as `<out>/unet` (fp16), the layout `WORKER_INPAINT_UNET` reads (`model.loading.load_inpaint_unet`).
@@ -42,6 +43,13 @@ EXTRA_CHANNELS = 5
 """The mask (1) and the masked image's latents (4), after the noised latents, in diffusers' order."""
 EXAMPLES = (("zoom", 0.4), ("pan", 0.3), ("region", 0.2), ("whole", 0.1))
 """Kinds of training example and how often each is drawn (`example`)."""
+PAN_CANVASES = ((64, 48, 48), (96, 64, 64))
+"""Pan canvases trained besides the 64x64 examples, as (long side, short side, kept side): the worker's Pan of a
+64x64 image for this model (the image scaled to 48x48 at one end of a 64x48 canvas, `core.canvas.plan`) and
+`model.outpaint`'s reading (the image whole at one end of a 96x64 one). Trained on 64x64 examples alone, version 2's
+UNet drew a faint line along such canvases' far edge (model/README.md, "Session 15")."""
+CANVAS_SHARE = 0.3
+"""Share of training steps whose batch comes from the `PAN_CANVASES` pools (one shape a batch)."""
 GRID = 4
 """Mask edges fall on multiples of this many pixels, as the worker's layouts do: two latent pixels at version 2's
 factor 2 (one at version 1's factor 4)."""
@@ -56,6 +64,21 @@ def inpaint_unet(base: UNet2DConditionModel) -> UNet2DConditionModel:
                                                                   *weight.shape[2:])], dim=1)
     unet.load_state_dict(state)
     return unet
+
+
+def canvas_example(image: np.ndarray, background: str, canvas: tuple[int, int, int], quarter: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A pan on a canvas of another shape (`PAN_CANVASES`): the image scaled to kept x kept at one end of a long x
+    short canvas of its background colour, the rest drawn (the background, exactly), all turned by `quarter` x 90
+    degrees (0, 2: a wide canvas; 1, 3: a tall one)."""
+    long, short, kept = canvas
+    small = image if kept == image.shape[0] else np.asarray(
+        Image.fromarray(image).resize((kept, kept), Image.Resampling.LANCZOS))
+    target = np.empty((short, long, 3), dtype=np.uint8)
+    target[:] = PALETTE[background]
+    mask = np.ones((short, long), dtype=np.float32)
+    target[:, :kept], mask[:, :kept] = small, 0
+    return np.rot90(target, quarter).copy(), np.rot90(mask, quarter).copy()
 
 
 def example(kind: str, image: np.ndarray, background: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -100,13 +123,18 @@ def example(kind: str, image: np.ndarray, background: str, rng: np.random.Genera
 
 
 def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool: int, batch: int, lr: float,
-          device: str) -> Path:
-    """Fine-tune the inpainting UNet (module docstring); resumable from `out/checkpoint.pt`. Returns `out`."""
+          device: str, from_unet: Path | None = None, canvas_share: float = CANVAS_SHARE) -> Path:
+    """Fine-tune the inpainting UNet (module docstring), from the base's denoiser or from the inpainting UNet saved in
+    `from_unet`, with `canvas_share` of the batches from the `PAN_CANVASES` pools; resumable from
+    `out/checkpoint.pt`. Returns `out`."""
     base = StableDiffusionPipeline.from_pretrained(base_dir, dtype=torch.float32).to(device)
     vae, text_encoder, tokenizer = base.vae.eval(), base.text_encoder.eval(), base.tokenizer
     scale = vae.config.scaling_factor
     torch.manual_seed(seed)
-    unet = inpaint_unet(base.unet).to(device).train()
+    if from_unet:
+        unet = UNet2DConditionModel.from_pretrained(from_unet, dtype=torch.float32).to(device).train()
+    else:
+        unet = inpaint_unet(base.unet).to(device).train()
     opt = adamw(unet.parameters(), lr, weight_decay=0.01)
     objective = UNetConfig()  # the base's EMA decay, caption dropout and loss weights
     ema = ema_of(list(unet.parameters()), objective.ema_decay)
@@ -127,12 +155,15 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
     kinds = rng.choice(len(EXAMPLES), size=pool, p=[p for _, p in EXAMPLES])
     pairs = [example(EXAMPLES[k][0], im, sc.background or "gray", rng)
              for k, im, sc in zip(kinds, images, scenes, strict=True)]
-    targets = to_tensor(np.stack([t for t, _ in pairs]))
-    masks = torch.from_numpy(np.stack([m for _, m in pairs]))[:, None]
-    # the pipeline's conditioning, fixed per example: the masked image's latents and the mask at latent size (nearest)
-    latents = encode_latents(vae, targets.to(device)).cpu() * scale
-    masked = encode_latents(vae, (targets * (masks < 0.5)).to(device)).cpu() * scale
-    small = F.interpolate(masks, size=latents.shape[-2:])
+    pools = [(texts, *_encoded(vae, scale, pairs, device))]
+    if canvas_share > 0:  # one pool per canvas shape, wide and tall, of pool / 16 pans each
+        n = max(pool // 16, 1)
+        for i, (canvas, tall) in enumerate((c, t) for c in PAN_CANVASES for t in (0, 1)):
+            images, first, scenes = make_dataset(n, seed + 100 + i, split="train")
+            pairs = [canvas_example(im, sc.background or "gray", canvas, tall + 2 * int(rng.integers(2)))
+                     for im, sc in zip(images, scenes, strict=True)]
+            pools.append(([[a, caption(sc, rng)] for a, sc in zip(first, scenes, strict=True)],
+                          *_encoded(vae, scale, pairs, device)))
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     log.info("inpaint: %d examples encoded in %.0fs", pool, time.monotonic() - started)
     last_ckpt = time.monotonic()
@@ -142,7 +173,10 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
                      "gen": gen.get_state(), "step": budget.step, "spent_s": budget.spent_s})
 
     while not budget.done():
-        idx = torch.randint(pool, (batch,), generator=gen)
+        texts, latents, masked, small = pools[0]
+        if len(pools) > 1 and torch.rand(1, generator=gen).item() < canvas_share:
+            texts, latents, masked, small = pools[1 + int(torch.randint(len(pools) - 1, (1,), generator=gen))]
+        idx = torch.randint(len(texts), (batch,), generator=gen)
         phrasing = torch.randint(2, (batch,), generator=gen).tolist()
         chosen = [texts[i][p] for i, p in zip(idx.tolist(), phrasing, strict=True)]
         tokens = tokenizer(chosen, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -175,6 +209,17 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
     return out
 
 
+def _encoded(vae: torch.nn.Module, scale: float, pairs: list[tuple[np.ndarray, np.ndarray]], device: str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pipeline's inputs for training pairs of one shape, fixed per example: the targets' scaled latents, the
+    masked images' latents, and the mask at latent size (nearest)."""
+    targets = to_tensor(np.stack([t for t, _ in pairs]))
+    masks = torch.from_numpy(np.stack([m for _, m in pairs]))[:, None]
+    latents = encode_latents(vae, targets.to(device)).cpu() * scale
+    masked = encode_latents(vae, (targets * (masks < 0.5)).to(device)).cpu() * scale
+    return latents, masked, F.interpolate(masks, size=latents.shape[-2:])
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m model.inpaint", description=__doc__.splitlines()[0])
     p.add_argument("--base", type=Path, default=Path(__file__).parent / "embedded", help="the base pipeline folder")
@@ -188,12 +233,22 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--from-unet", type=Path, default=None, metavar="DIR",
+                   help="continue this saved inpainting UNet (e.g. model/embedded/inpaint/unet) instead of starting "
+                        "from the base's denoiser")
+    p.add_argument("--canvas-share", type=float, default=CANVAS_SHARE,
+                   help=f"share of batches of pans on other canvases (PAN_CANVASES; default {CANVAS_SHARE})")
     args = p.parse_args(argv)
+    if not 0 <= args.canvas_share <= 1:
+        p.error(f"--canvas-share must be between 0 and 1, not {args.canvas_share:g}")
+    if args.from_unet and not (args.from_unet / "config.json").is_file():
+        p.error(f"--from-unet: {args.from_unet} is not a saved UNet folder")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     with logged_to(log, args.out / "train.log"):
-        train(args.base, args.out, args.minutes, args.steps, args.seed, args.pool, args.batch, args.lr, args.device)
+        train(args.base, args.out, args.minutes, args.steps, args.seed, args.pool, args.batch, args.lr, args.device,
+              args.from_unet, args.canvas_share)
     print(f"saved the inpainting UNet to {args.out / 'unet'}")
     return args.out
 

@@ -214,11 +214,11 @@ def test_vary_region_changes_the_region_and_nothing_outside(engine: Engine, circ
 def test_zoom_out_and_pan_fill_in_with_the_shipped_inpainting_unet(engine: Engine) -> None:
     """The worker fills in the embedded model's zooms and pans with its own 9-channel inpainting UNet
     (model/embedded/inpaint, `model.inpaint`): on 16 held-out scenes (`model.outpaint`) the new part is the scene's
-    background, with nothing drawn in any zoom's border and in most pans' strips, and the seam once the kept pixels
-    are back is smaller than the blurred start's; the model's plain UNet drew objects into most of those borders
-    (model/README.md, "Filling in"). Version 2's pans are not all clean (32 scenes: 94%; 64 others: 80%; version 1's
-    100%): what spoils them is a faint line along the far edge of the wider canvas, not a drawn object
-    (model/README.md, "Session 15")."""
+    background, with nothing drawn in these zooms' borders and in most pans' strips, and the seam once the kept
+    pixels are back is smaller than the blurred start's; the model's plain UNet drew objects into most of those borders
+    (model/README.md, "Filling in"). Version 2's fills are not all clean (zoom / pan, 32 scenes: 97% / 97%; 64 others:
+    98% / 100%; version 1's 100%); what spoiled its first UNet's pans was a faint line along the wider canvas's far
+    edge, which training on pans at those canvas shapes took away (model/README.md, "Session 15")."""
     assert engine.inpainter.unet.config.in_channels == 9
     figures = outpaint.evaluate(engine.pipe, 16, seed=0, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE,
                                unet=engine.inpainter.unet)

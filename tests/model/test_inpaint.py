@@ -53,3 +53,23 @@ def test_training_examples_are_the_edits_with_their_true_answers(kind):
         else:
             assert np.array_equal(target, image)
             assert kind == "whole" and mask.all() or kind == "region" and kept.any()
+
+
+@pytest.mark.parametrize("canvas", inpaint.PAN_CANVASES)
+def test_pans_on_other_canvases_keep_the_scene_at_one_end(canvas):
+    """`canvas_example`: a wide (quarters 0, 2) or tall (1, 3) canvas of the pan's shape, the scene scaled to the kept
+    side at one end and kept (mask 0, edges on whole latent pixels), the rest the background colour and drawn."""
+    long, short, kept_side = canvas
+    images, _, scenes = make_dataset(4, seed=2, split="train")
+    for quarter, (image, scene) in enumerate(zip(images, scenes, strict=True)):
+        target, mask = inpaint.canvas_example(image, scene.background, canvas, quarter)
+        assert target.shape[:2] == mask.shape == ((short, long) if quarter % 2 == 0 else (long, short))
+        kept = mask == 0
+        assert kept.sum() == kept_side * kept_side and (mask[~kept] == 1).all()
+        assert (target[~kept] == PALETTE[scene.background]).all()
+        turned_back, kept_back = np.rot90(target, -quarter), np.rot90(kept, -quarter)
+        assert kept_back[:, :kept_side].all()  # the scene at the start of the long side, turned back
+        if kept_side == image.shape[0]:
+            assert np.array_equal(turned_back[:, :kept_side], image)
+        cells = mask.reshape(mask.shape[0] // inpaint.GRID, inpaint.GRID, mask.shape[1] // inpaint.GRID, inpaint.GRID)
+        assert (cells == cells[:, :1, :, :1]).all()

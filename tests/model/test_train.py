@@ -243,7 +243,8 @@ def test_evaluate_reports_every_sampler(quick_model):
 
 def test_the_inpainting_fine_tune_saves_a_unet_the_worker_loads(quick_model, pipe, tmp_path):
     """`python -m model.inpaint` on a saved model: a few steps, a 9-channel fp16 UNet in `<out>/unet` that
-    `load_inpaint_unet` (WORKER_INPAINT_UNET) takes for that model."""
+    `load_inpaint_unet` (WORKER_INPAINT_UNET) takes for that model; `--from-unet` continues such a UNet; a bad
+    `--canvas-share` or `--from-unet` exits 2."""
     from model import inpaint
     from model.loading import load_inpaint_unet
 
@@ -253,6 +254,14 @@ def test_the_inpainting_fine_tune_saves_a_unet_the_worker_loads(quick_model, pip
     assert unet.config.in_channels == 9
     with safe_open(out / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    # --from-unet continues it (with its pans on other canvases): a step at a tiny learning rate leaves it in place
+    more = inpaint.main(["--base", str(quick_model), "--out", str(tmp_path / "more"), "--from-unet", str(out / "unet"),
+                         "--steps", "1", "--lr", "1e-9", "--pool", "32", "--batch", "4", "--threads", "1"])
+    assert _max_difference(out, more, "unet/diffusion_pytorch_model.safetensors") < 1e-3
+    for bad in (["--canvas-share", "1.5"], ["--from-unet", str(tmp_path)]):
+        with pytest.raises(SystemExit) as refused:
+            inpaint.main(["--base", str(quick_model), "--out", str(tmp_path / "bad"), *bad])
+        assert refused.value.code == 2, bad
 
 
 def test_version_2_keeps_64_pixels_as_32x32_latents_through_its_denoiser():
