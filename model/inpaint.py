@@ -165,7 +165,7 @@ def train(base_dir: Path, out: Path, minutes: float, steps: int, seed: int, pool
             pools.append(([[a, caption(sc, rng)] for a, sc in zip(first, scenes, strict=True)],
                           *_encoded(vae, scale, pairs, device)))
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
-    log.info("inpaint: %d examples encoded in %.0fs", pool, time.monotonic() - started)
+    log.info("inpaint: %d examples encoded in %.0fs", sum(len(p[0]) for p in pools), time.monotonic() - started)
     last_ckpt = time.monotonic()
 
     def checkpoint() -> None:

@@ -14,6 +14,8 @@ SD1_LATENT_RGB_FACTORS = (
 )
 """Least-squares fit of SD 1.x VAE-decoded RGB in [-1, 1] on its 4 latent channels (Birch-san, "Decoding latents to
 RGB without upscaling", discuss.huggingface.co/t/23204). Roughly right for SD 2.x and SDXL, which share the layout."""
+SD1_LATENT_RGB = torch.tensor([*SD1_LATENT_RGB_FACTORS, (0.0, 0.0, 0.0)])
+"""`SD1_LATENT_RGB_FACTORS` as a map in `latents_to_rgb`'s layout: its rows, then a zero bias."""
 
 
 def latents_to_rgb(latents: torch.Tensor, fitted: torch.Tensor | None = None) -> list[Image.Image] | None:
@@ -21,10 +23,10 @@ def latents_to_rgb(latents: torch.Tensor, fitted: torch.Tensor | None = None) ->
 
     rgb[y, x] = latents[:, y, x] @ F + b, then [-1, 1] -> [0, 255], with F and b the model's own map when it brings
     one (`fitted`: a row per latent channel, then b; the embedded model's, `model.loading.LATENT_RGB_FILE`), else
-    F = `SD1_LATENT_RGB_FACTORS` and b = 0.
+    F = `SD1_LATENT_RGB_FACTORS` and b = 0 (`SD1_LATENT_RGB`).
     """
     if fitted is None:
-        fitted = torch.tensor([*SD1_LATENT_RGB_FACTORS, (0.0, 0.0, 0.0)])
+        fitted = SD1_LATENT_RGB
     if latents.ndim != 4 or latents.shape[1] != len(fitted) - 1:
         return None  # e.g. packed transformer latents (Flux) or 16-channel VAEs (SD3): no preview
     fitted = fitted.to(latents.device, torch.float32)
