@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
@@ -24,9 +25,11 @@ from worker.preview import latents_to_rgb
 ProgressCallback = Callable[[int, int, Image.Image | None], None]
 """on_progress(steps done, steps in total, preview image or None)."""
 
-SHARED_NOISE_SEED_OFFSET = 2**32
-"""Added to `spec.seed` to seed the noise the grid's images share under `--chaos`; image seeds are all below 2**32,
-so the shared noise is never any image's own noise."""
+SHARED_NOISE_STREAM = 1
+"""Tags the numpy stream (`numpy.random.SeedSequence((seed, SHARED_NOISE_STREAM))`) the noise a grid's images share
+under `--chaos` is drawn from. Not a torch generator: torch's CPU generator keeps only a seed's low 32 bits, so the
+former torch seed `spec.seed + 2**32` gave image 0 its own noise twice over (starting noise of std 1.41, one tile in
+four speckled; model/README.md, "Speckled backgrounds")."""
 
 INVALID_IMAGE = "the model produced an invalid image (NaN); this model or its settings are broken, tell an admin"
 
@@ -70,18 +73,25 @@ def initial_noise(pipe: DiffusionPipeline, spec: JobSpec, generators: Sequence[t
 
     `--chaos` 0 makes the four images share half their noise variance (similar compositions); 100 makes them
     independent. The sum of two independent unit Gaussians with squared weights (1 - r) + r = 1 is again a unit
-    Gaussian, so every image starts from noise the sampler expects. `shared` is seeded `spec.seed` plus
-    SHARED_NOISE_SEED_OFFSET and `own_k` comes from image k's generator, so image k never depends on the others.
+    Gaussian, so every image starts from noise the sampler expects, provided `shared` is independent of every
+    `own_k`: it comes from its own numpy stream (`shared_noise`), `own_k` from image k's torch generator, so image k
+    never depends on the others.
     """
     vae_factor = pipe.vae_scale_factor
     shape = (1, pipe.unet.config.in_channels, spec.height // vae_factor, spec.width // vae_factor)
-    shared_generator = torch.Generator("cpu").manual_seed(spec.seed + SHARED_NOISE_SEED_OFFSET)
-    shared = randn_tensor(shape, generator=shared_generator, device=torch.device("cpu"), dtype=torch.float32)
+    shared = shared_noise(spec.seed, shape)
     own = torch.cat([randn_tensor(shape, generator=g, device=torch.device("cpu"), dtype=torch.float32)
                      for g in generators])
     r = 0.5 + 0.5 * spec.chaos / 100
     noise = math.sqrt(1 - r) * shared + math.sqrt(r) * own
     return noise.to(pipe.device, pipe.unet.dtype)
+
+
+def shared_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The standard normal noise a grid seeded `seed` shares across its images (`initial_noise`), from the numpy
+    stream (seed, SHARED_NOISE_STREAM): independent of the torch generators that draw each image's own noise."""
+    rng = np.random.default_rng(np.random.SeedSequence((seed, SHARED_NOISE_STREAM)))
+    return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
 
 
 def steps_to_run(total: int, stop_percent: int) -> int:

@@ -13,11 +13,11 @@ from PIL import Image
 
 import worker.engine as engine_module
 from core.errors import GenerationFailed, JobCancelled
-from core.spec import JobSpec, PromptPart
+from core.spec import MAX_SEED, JobSpec, PromptPart
 from model.tiny import build_tiny_pipeline
 from tests.worker.images import mean_abs_diff, pixels
 from worker.engine import Engine
-from worker.sampling import encode_weighted_prompt, steps_to_run
+from worker.sampling import encode_weighted_prompt, shared_noise, steps_to_run
 
 # -- multi-prompts ---------------------------------------------------------------------------------------------------
 
@@ -222,6 +222,20 @@ def test_chaos_noise_mixes_shared_and_own_noise(tiny_engine: Engine, tiny_spec: 
     grid = engine_module.initial_noise(pipe, calm, generators)
     single = engine_module.initial_noise(pipe, calm, [torch.Generator().manual_seed(calm.seeds()[3])])
     torch.testing.assert_close(grid[3:], single)
-    shared = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(calm.seed + 2**32))
     own3 = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(calm.seeds()[3]))
-    torch.testing.assert_close(single, 0.5**0.5 * shared + 0.5**0.5 * own3)
+    torch.testing.assert_close(single, 0.5**0.5 * shared_noise(calm.seed, (1, 4, 8, 8)) + 0.5**0.5 * own3)
+
+
+@pytest.mark.parametrize("seed", [0, 7, MAX_SEED - 1])
+def test_every_image_of_a_calm_grid_starts_from_unit_noise(tiny_engine: Engine, tiny_spec: JobSpec, seed: int) -> None:
+    """At `--chaos` 0 each image's starting noise is half shared, half its own: std 1 and correlation sqrt(1/2) with
+    its own noise, image 0 included. (The shared noise was once torch-seeded `seed + 2**32`, which torch's generator
+    reads as `seed`: image 0 started from sqrt(2) times its own noise and came out speckled.)"""
+    calm = dataclasses.replace(tiny_spec, seed=seed, chaos=0, width=256, height=256)  # 4 x 32 x 32 noise values
+    generators = [torch.Generator().manual_seed(s) for s in calm.seeds()]
+    grid = engine_module.initial_noise(tiny_engine.pipe, calm, generators)
+    for k, image_seed in enumerate(calm.seeds()):
+        own = torch.randn(grid.shape[1:], generator=torch.Generator().manual_seed(image_seed)).flatten()
+        noise = grid[k].flatten()
+        assert 0.9 < float(noise.std()) < 1.1, (k, float(noise.std()))
+        assert 0.6 < float(torch.corrcoef(torch.stack([noise, own]))[0, 1]) < 0.8, k
