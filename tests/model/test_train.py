@@ -27,6 +27,7 @@ from model.unet import (
     UNetConfig,
     build_unet,
     min_snr_weights,
+    narrowed,
     noise_scheduler,
     sample_timesteps,
     transplant,
@@ -183,8 +184,10 @@ def test_kept_snapshots_export_the_learning_curve_as_pipelines(quick_model, tmp_
 
 
 def test_bad_learning_curve_arguments_exit_2(quick_model, tmp_path):
-    """A learning rate outside (0, 1), a negative --keep-every, or a step that was not kept: exit code 2."""
-    for bad in (["--unet-lr", "0"], ["--unet-lr", "nan"], ["--keep-every", "-1"]):
+    """A learning rate outside (0, 1), a negative --keep-every, a width factor that is not positive or leaves a
+    level not a multiple of its GroupNorm groups, or a step that was not kept: exit code 2."""
+    for bad in (["--unet-lr", "0"], ["--unet-lr", "nan"], ["--keep-every", "-1"], ["--unet-width", "0"],
+                ["--unet-width", "nan"], ["--unet-width", "0.7"]):  # 0.7: quick levels of 22 in 6 groups
         with pytest.raises(SystemExit) as refused:
             train.main(["--quick", *bad, "--out", str(tmp_path / "bad")])
         assert refused.value.code == 2, bad
@@ -323,6 +326,26 @@ def test_unet_from_continues_a_saved_denoiser(quick_model, tmp_path):
         with pytest.raises(SystemExit) as refused:
             train.main([*bad, "--out", str(tmp_path / "bad")])
         assert refused.value.code == 2, bad
+
+
+def test_half_width_versions_keep_their_shapes_and_transplant():
+    """`narrowed(cfg, 0.5)` (`--unet-width 0.5`, model/README.md "Sessions 17-18"): version 1's denoiser at half
+    width has about a quarter of the parameters (0.81 M against 3.17 M), and a half-width version 1 still starts a
+    half-width version 2's lower levels (`transplant`), as at full width."""
+    v1, v2 = narrowed(UNetConfig(), 0.5), narrowed(LATENT_32_UNET, 0.5)
+    assert (v1.channels, v1.head_dim, v1.norm_groups, v1.time_width) == ((16, 32, 64), 16, 8, None)
+    assert (v2.channels, v2.head_dim, v2.norm_groups, v2.time_width) == ((8, 16, 32, 64), 16, 8, 64)
+    assert narrowed(LATENT_32_UNET, 1.0) == LATENT_32_UNET
+    torch.manual_seed(0)
+    source = build_unet(v1, 4, 16, TextConfig().width)
+    full = sum(p.numel() for p in build_unet(UNetConfig(), 4, 16, TextConfig().width).parameters())
+    assert 0.2 < sum(p.numel() for p in source.parameters()) / full < 0.3
+    unet = build_unet(v2, 4, 32, TextConfig().width)
+    assert transplant(unet, source.state_dict()) > 0.9 * sum(p.numel() for p in unet.parameters())
+    assert torch.equal(unet.state_dict()["down_blocks.2.resnets.0.conv2.weight"],
+                       source.state_dict()["down_blocks.1.resnets.0.conv2.weight"])
+    with pytest.raises(ValueError, match="groups"):
+        narrowed(UNetConfig(), 0.3)  # levels of 10, 19, 38 in 5 groups
 
 
 def test_transplant_starts_version_2s_lower_levels_from_version_1s():
