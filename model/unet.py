@@ -76,6 +76,11 @@ SNR(t) by b^2 at every t (Chen 2023, "On the importance of noise scheduling for 
 scaling; Hoogeboom et al. 2023, "simple diffusion", shift the cosine schedule's log-SNR by 2 log(base/size), the
 same factor 1/4 for 16 -> 32). It needs no change to diffusers' pipelines: `vae.config.scaling_factor` carries b."""
 
+
+QUICK_UNET = UNetConfig(channels=(32, 32), cross_attention=(True, False), head_dim=16, norm_groups=8)
+"""A throwaway denoiser for tests."""
+
+
 def narrowed(cfg: UNetConfig, factor: float) -> UNetConfig:
     """`cfg` with every width (levels, heads, GroupNorm groups, timestep embedding) times `factor`, so a narrowed
     version 1 still starts the same-narrowed version 2 (`transplant`). At half width version 1's denoiser has 0.81 M
@@ -87,10 +92,6 @@ def narrowed(cfg: UNetConfig, factor: float) -> UNetConfig:
         raise ValueError(f"width factor {factor} gives levels {channels}, heads {head_dim}, groups {groups}")
     time_width = None if cfg.time_width is None else round(cfg.time_width * factor)
     return replace(cfg, channels=channels, head_dim=head_dim, norm_groups=groups, time_width=time_width)
-
-
-QUICK_UNET = UNetConfig(channels=(32, 32), cross_attention=(True, False), head_dim=16, norm_groups=8)
-"""A throwaway denoiser for tests."""
 
 
 def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, text_width: int) -> UNet2DConditionModel:
