@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PUBSUB_POLL_S = 1.0
+"""How often the thread listening for RQ's commands (stop, kill a job) wakes when nothing comes: the most a stopping
+worker waits for it."""
+
 
 class ImagineWorker(SimpleWorker):
     """An RQ worker that runs jobs in its own process (no fork: CUDA state does not survive one), with a short
@@ -88,6 +92,17 @@ class ImagineWorker(SimpleWorker):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_before_start)
         super().bootstrap(*args, **kwargs)
+
+    def subscribe(self) -> None:
+        # RQ's, with its listener thread waking every PUBSUB_POLL_S instead of every 60 s. At teardown RQ sends
+        # UNSUBSCRIBE and then stops the thread, and redis-py's stop() (8.x) waits for it to leave: a listener that
+        # read the UNSUBSCRIBE reply first sat out its whole wait, so a stopping worker hung for up to a minute.
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def _stop_before_start(self, signum: int, frame: Any) -> None:
         self._stop_requested = True

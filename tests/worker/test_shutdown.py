@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,10 +23,13 @@ from core import keys, queue
 from core.models import tiny_model
 from core.settings import WorkerSettings
 from worker.context import Context
-from worker.rq_worker import ImagineWorker
+from worker.rq_worker import PUBSUB_POLL_S, ImagineWorker
 
 STOP_TIMEOUT_S = 60
 """pytest-timeout for each test: a worker that missed the signal would block here for ever."""
+
+TEARDOWN_TIMEOUT_S = 20
+"""pytest-timeout for a teardown: well over PUBSUB_POLL_S, well under RQ's own 60 s listener wait."""
 
 
 @pytest.fixture
@@ -94,3 +98,20 @@ def test_sigterm_between_registration_and_rq_handlers_stops_the_worker(redis_con
     assert worker.work(burst=False, logging_level="WARNING") is False
     lane = queue.rq_queue(redis_conn, keys.queue_name(tiny_spec.model, tiny_spec.mode))
     assert job_id in lane.job_ids
+
+
+@pytest.mark.timeout(TEARDOWN_TIMEOUT_S)
+def test_teardown_does_not_wait_out_a_listener_that_read_the_unsubscribe_reply(redis_conn):
+    """RQ tears a worker down by sending UNSUBSCRIBE and then stopping its listener thread, which redis-py waits for.
+    A listener that has already read the reply waits for a new subscription: PUBSUB_POLL_S here, not RQ's 60 s
+    (seen in CI: a stopping worker hung past this file's 60 s timeout)."""
+    worker = idle_worker(redis_conn)
+    worker.subscribe()
+    listener = worker.pubsub_thread
+    assert listener.sleep_time == PUBSUB_POLL_S
+    worker.pubsub.unsubscribe()
+    while worker.pubsub.subscribed:  # until the listener has read the reply
+        time.sleep(0.01)
+    worker.unsubscribe()
+    listener.join()
+    assert not listener.is_alive()
